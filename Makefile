@@ -1,0 +1,48 @@
+# One entry point for a fresh machine: every target makes the virtualenv it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+VPY    := $(VENV)/bin/python
+STAMP  := $(VENV)/.casty-deps
+PYTEST_ARGS ?=
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: all build test test-fast test-pure lint bench fuzz soak clean distclean
+
+all: build
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# Build deps first so the extension build needs no isolated environment.
+$(STAMP): $(VPY) pyproject.toml
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q "setuptools>=68" wheel "cython>=3.0"
+	$(VPY) -m pip install -q --no-build-isolation -e ".[test,lint]"
+	touch $(STAMP)
+
+build: $(STAMP)
+	CASTY_REQUIRE_EXTENSIONS=1 $(VPY) setup.py -q build_ext --inplace
+
+# The whole suite runs twice: against the Cython build (which must load) and the pure twins.
+test: build
+	$(MAKE) --no-print-directory test-fast test-pure
+
+test-fast:
+	CASTY_REQUIRE_EXTENSIONS=1 CASTY_NO_EXTENSIONS=0 $(VPY) -m pytest $(PYTEST_ARGS)
+
+test-pure:
+	CASTY_NO_EXTENSIONS=1 $(VPY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VPY) -m ruff check casty tests bench
+	$(VPY) -m mypy
+
+bench: build
+	$(VPY) -m bench
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find casty -name '*.so' -delete -o -name '*.c' -delete -o -name '*.html' -delete -o -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""casty benchmarks: ``make bench`` (``python -m bench``)."""

@@ -1,0 +1,58 @@
+"""Choose, once at import, between the Cython extensions and their pure twins.
+
+``CASTY_NO_EXTENSIONS`` set to ``1``/``true``/``yes`` forces the pure twins;
+unset, empty, ``0``/``false``/``no`` keep the extensions when they import.
+Any other value is an error, so a typo cannot silently change the implementation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+__all__ = ["EXTENSIONS_ACTIVE", "LocalTransport", "MessageEnvelope", "extensions_disabled"]
+
+log = logging.getLogger("casty")
+
+_DISABLE = frozenset({"1", "true", "yes"})
+_KEEP = frozenset({"", "0", "false", "no"})
+
+
+def extensions_disabled(value: str | None) -> bool:
+    """Parse a ``CASTY_NO_EXTENSIONS`` value.
+
+    >>> extensions_disabled("1"), extensions_disabled("0"), extensions_disabled(None)
+    (True, False, False)
+    """
+    raw = (value or "").strip().lower()
+    if raw in _DISABLE:
+        return True
+    if raw in _KEEP:
+        return False
+    raise ValueError(
+        f"CASTY_NO_EXTENSIONS must be 1/true/yes (pure twins) or 0/false/no/empty "
+        f"(extensions), got {value!r}"
+    )
+
+
+NO_EXTENSIONS = extensions_disabled(os.environ.get("CASTY_NO_EXTENSIONS"))
+IMPORT_ERROR: ImportError | None = None
+
+from casty.transport.envelope import MessageEnvelope as _PyMessageEnvelope  # noqa: E402
+from casty.transport.local import LocalTransport as _PyLocalTransport  # noqa: E402
+
+MessageEnvelope: type[_PyMessageEnvelope] = _PyMessageEnvelope
+LocalTransport: type[_PyLocalTransport] = _PyLocalTransport
+EXTENSIONS_ACTIVE = False
+
+if not NO_EXTENSIONS:
+    try:
+        from casty._fast.envelope import MessageEnvelope as _CMessageEnvelope
+        from casty._fast.local import LocalTransport as _CLocalTransport
+    except ImportError as exc:
+        IMPORT_ERROR = exc
+        log.debug("casty extensions unavailable, using the pure twins: %s", exc)
+    else:
+        MessageEnvelope = _CMessageEnvelope  # type: ignore[assignment]
+        LocalTransport = _CLocalTransport  # type: ignore[assignment]
+        EXTENSIONS_ACTIVE = True

@@ -1,0 +1,147 @@
+"""RemoteActorSystem: an ActorSystem whose actors are reachable over TCP."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+from casty.address import ActorAddress
+from casty.ref import ActorRef
+from casty.serialization import MsgpackSerializer, Serializer, TypeRegistry
+from casty.system import ActorSystem
+from casty.transport.config import TcpTransportConfig
+from casty.transport.node import TcpNode
+from casty.transport.remote import InboundMessageHandler, RemoteTransport, SendFailureCallback
+from casty.transport.tcp import tcp_transport
+
+__all__ = ["RemoteActorSystem"]
+
+log = logging.getLogger("casty.remote")
+
+
+class RemoteActorSystem(ActorSystem):
+    """An ActorSystem that listens on host:port and talks to actors on other nodes.
+
+    Every spawned actor is reachable from other nodes at
+    ``casty://<name>@<advertised host>:<advertised port>/user/<name>``; ``ref()``
+    gives a reference to any actor anywhere, and ``ask`` works across nodes.
+    Start it with ``async with`` (or ``await start()``); port 0 picks a free port
+    and ``address`` tells the real one.
+
+    Extra keyword arguments (``connect_timeout``, ``max_frame_size``,
+    ``handshake_timeout``, ``max_queue_bytes``, ``address_map``, ...) go to
+    :class:`TcpTransportConfig`.
+
+    >>> import asyncio, casty
+    >>> async def main() -> str:
+    ...     async with RemoteActorSystem("demo", "127.0.0.1", 0) as system:
+    ...         return system.address.host
+    >>> casty.run(main())
+    '127.0.0.1'
+    """
+
+    def __init__(
+        self,
+        name: str = "casty-system",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        serializer: Serializer | None = None,
+        registry: TypeRegistry | None = None,
+        advertised_host: str | None = None,
+        advertised_port: int | None = None,
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
+        node_id: str | None = None,
+        on_send_failure: SendFailureCallback | None = None,
+        client_only: bool = False,
+        **tcp_options: Any,
+    ) -> None:
+        super().__init__(name)
+        self.serializer = serializer if serializer is not None else MsgpackSerializer(registry)
+        self_address = None
+        if advertised_host is not None or advertised_port is not None:
+            self_address = (advertised_host or host, advertised_port or 0)
+        self.config = TcpTransportConfig(
+            host,
+            port,
+            self_address=self_address,
+            client_only=client_only,
+            server_ssl=server_ssl,
+            client_ssl=client_ssl,
+            **tcp_options,
+        )
+        self.node_id = node_id
+        self._on_send_failure = on_send_failure
+        self._inbound = InboundMessageHandler(
+            local=self.local, serializer=self.serializer, system_name=name
+        )
+        self.node = TcpNode(self.config, self._inbound, logger=logging.getLogger("casty.transport.tcp"))
+        self._remote: RemoteTransport | None = None
+        self._tcp: ActorRef[Any] | None = None
+
+    async def start(self) -> RemoteActorSystem:
+        """Listen, spawn the TCP transport actor and wire remote routing (idempotent)."""
+        if self._remote is not None:
+            return self
+        await self.node.start()
+        self._tcp = self._spawn_system_actor(
+            tcp_transport(self.config, self._inbound, serializer=self.serializer, node=self.node),
+            "tcp",
+        )
+        host, port = self.node.advertised
+        self._remote = RemoteTransport(
+            local=self.local,
+            tcp=self._tcp,
+            local_host=self.config.host,
+            local_port=self.node.port,
+            system_name=self.name,
+            advertised_host=host,
+            advertised_port=port,
+            on_send_failure=self._on_send_failure,
+            local_node_id=self.node_id,
+            serializer=self.serializer,
+            node=self.node,
+        )
+        self._inbound.ref_factory = self._remote.make_ref
+        return self
+
+    async def __aenter__(self) -> RemoteActorSystem:
+        return await self.start()
+
+    @property
+    def remote(self) -> RemoteTransport:
+        """The RemoteTransport (after start)."""
+        if self._remote is None:
+            raise RuntimeError(f"RemoteActorSystem {self.name!r} is not started; use 'async with' or start()")
+        return self._remote
+
+    @property
+    def address(self) -> ActorAddress:
+        """The system's root address as other nodes reach it."""
+        host, port = self.node.advertised
+        return ActorAddress(self.name, "/", host, port, self.node_id)
+
+    def address_of(self, path: str) -> ActorAddress:
+        host, port = self.node.advertised
+        return ActorAddress(self.name, path, host, port)
+
+    def make_ref(self, address: ActorAddress) -> ActorRef[Any]:
+        if self._remote is None:
+            return super().make_ref(address)
+        return self._remote.make_ref(address)
+
+    def ref(self, target: str | ActorAddress) -> ActorRef[Any]:
+        """A reference to any actor, on this node or another, by URI or address."""
+        address = ActorAddress.from_uri(target) if isinstance(target, str) else target
+        if address.host is None and address.node_id is None:
+            address = self.address_of(address.path) if address.system == self.name else address
+        return self.remote.make_ref(address)
+
+    async def shutdown(self) -> None:
+        """Stop every actor, then close every connection."""
+        await super().shutdown()
+        await self.node.close()
+
+

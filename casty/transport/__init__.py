@@ -1,0 +1,1 @@
+"""Transport layer: local routing, the envelope wire format, TCP and remote routing."""

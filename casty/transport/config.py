@@ -1,0 +1,84 @@
+"""TcpTransportConfig: every knob of the TCP transport, each with a safe default."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["AddressMap", "TcpTransportConfig"]
+
+AddressMap = Callable[[str, int], tuple[str, int]]
+
+MiB = 1024 * 1024
+
+
+def _identity_address(host: str, port: int) -> tuple[str, int]:
+    return host, port
+
+
+@dataclass(frozen=True)
+class TcpTransportConfig:
+    """Configuration of one node's TCP transport.
+
+    ``self_address`` is advertised as is in handshakes (for NAT); otherwise the
+    bound host and the real port are.  ``address_map`` rewrites every outbound
+    connect target (for port forwarding, containers, tests).
+
+    >>> TcpTransportConfig("127.0.0.1", 0).max_frame_size
+    16777216
+    >>> TcpTransportConfig("127.0.0.1", 70000)
+    Traceback (most recent call last):
+    ...
+    ValueError: TcpTransportConfig.port must be an int in 0..65535, got 70000
+    """
+
+    host: str
+    port: int
+    self_address: tuple[str, int] | None = None
+    client_only: bool = False
+    server_ssl: ssl.SSLContext | None = None
+    client_ssl: ssl.SSLContext | None = None
+    connect_timeout: float = 2.0
+    blacklist_duration: float = 5.0
+    address_map: AddressMap = field(default_factory=lambda: _identity_address)
+    max_frame_size: int = 16 * MiB
+    handshake_timeout: float = 5.0
+    #: bytes queued for one peer while connecting, or while its socket is not draining
+    max_queue_bytes: int = 8 * MiB
+    write_high_water: int = 256 * 1024
+    write_low_water: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        def bad(name: str, what: str) -> ValueError:
+            return ValueError(f"TcpTransportConfig.{name} must be {what}, got {getattr(self, name)!r}")
+
+        if not isinstance(self.host, str) or not self.host:
+            raise bad("host", "a non-empty str")
+        if not _is_port(self.port):
+            raise bad("port", "an int in 0..65535")
+        if self.self_address is not None:
+            sa = self.self_address
+            if not (isinstance(sa, tuple) and len(sa) == 2 and isinstance(sa[0], str) and sa[0]
+                    and _is_port(sa[1])):
+                raise bad("self_address", "None or a (host, port) tuple")
+        for name in ("connect_timeout", "blacklist_duration", "handshake_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise bad(name, "a non-negative number of seconds")
+        for name in ("max_frame_size", "max_queue_bytes", "write_high_water"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(name, "a positive int")
+        wl = self.write_low_water
+        if isinstance(wl, bool) or not isinstance(wl, int) or not 0 <= wl <= self.write_high_water:
+            raise bad("write_low_water", "an int in 0..write_high_water")
+        for name in ("server_ssl", "client_ssl"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), ssl.SSLContext):
+                raise bad(name, "None or an ssl.SSLContext")
+        if not callable(self.address_map):
+            raise bad("address_map", "a callable (host, port) -> (host, port)")
+
+
+def _is_port(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535

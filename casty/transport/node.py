@@ -1,0 +1,533 @@
+"""TcpNode: the listening socket, one connection per peer node, and their rules.
+
+The node is driven by plain method calls on the event loop: the ``tcp_transport``
+actor forwards its messages here, and :class:`~casty.transport.remote.RemoteTransport`
+calls :meth:`TcpNode.send_message` directly so a tell pays no mailbox hop.
+
+Connection rules (DESIGN.md, wire format):
+
+* the connecting side sends its handshake first; the accepting side answers with
+  its own; frames flow only on a connection whose handshakes are done;
+* one connection per node pair: when both sides connect at once, the connection
+  initiated by the smaller ``(host, port)`` wins; the acceptor closes the loser
+  without answering its handshake, and a loser's initiator then waits (up to
+  ``connect_timeout``) for the winner to arrive as an inbound connection;
+* frames for a peer whose connection is being made wait in a bounded queue and are
+  flushed in order; a failed connect blacklists the peer for ``blacklist_duration``;
+* connecting happens in its own task per peer, so a slow peer delays no other.
+
+Every frame that is not sent is counted, logged and reported to the failure
+listeners as a :class:`~casty.transport.messages.SendFailure`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from casty._impl import FrameProtocol
+from casty.transport.config import TcpTransportConfig
+from casty.transport.framing import (
+    FRAME_MESSAGE,
+    HandshakeError,
+    decode_handshake,
+    encode_frame,
+    encode_handshake,
+)
+from casty.transport.messages import SendFailure
+
+__all__ = ["InboundHandler", "TcpNode"]
+
+log = logging.getLogger("casty.transport.tcp")
+
+Key = tuple[str, int]
+FailureListener = Callable[[SendFailure], None]
+
+
+class InboundHandler(Protocol):
+    """Receives the body of every message frame (an encoded envelope)."""
+
+    async def on_message(self, data: bytes) -> None:
+        """Handle one inbound message frame body."""
+
+
+class _Conn:
+    """Per-connection bookkeeping, kept on ``FrameProtocol.context``."""
+
+    __slots__ = ("dial_key", "established", "outbound", "peer_key", "superseded", "timer")
+
+    def __init__(self, outbound: bool, dial_key: Key | None) -> None:
+        self.outbound = outbound
+        self.dial_key = dial_key
+        self.peer_key: Key | None = None
+        self.established = False
+        self.superseded = False
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _Peer:
+    """One remote node: its live connection, or the frames waiting for one."""
+
+    __slots__ = ("connect_task", "connecting", "key", "outbound", "pending", "pending_bytes", "proto", "wait_timer")
+
+    def __init__(self, key: Key) -> None:
+        self.key = key
+        self.proto: Any = None  # established FrameProtocol
+        self.outbound: Any = None  # our FrameProtocol still in handshake
+        self.connecting = False  # from the first send until established or failed
+        self.connect_task: asyncio.Task[None] | None = None
+        self.wait_timer: asyncio.TimerHandle | None = None
+        self.pending: deque[bytes] = deque()
+        self.pending_bytes = 0
+
+
+class _OrderedAsyncSink:
+    """Feeds an ``async on_message`` handler one body at a time, in arrival order."""
+
+    def __init__(self, handler: InboundHandler) -> None:
+        self._handler = handler
+        self._queue: deque[bytes] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def __call__(self, body: Any) -> None:
+        self._queue.append(bytes(body))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                body = self._queue.popleft()
+                try:
+                    await self._handler.on_message(body)
+                except Exception:
+                    log.exception("inbound handler failed on a message frame")
+        finally:
+            self._task = None
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class TcpNode:
+    """A node's TCP endpoint: server, peer connections, queues, blacklist."""
+
+    def __init__(
+        self,
+        config: TcpTransportConfig,
+        handler: InboundHandler,
+        *,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.config = config
+        self.log = logger or log
+        on_frame = getattr(handler, "on_frame", None)
+        self._async_sink: _OrderedAsyncSink | None = None
+        if callable(on_frame):
+            self._sink: Callable[[Any], None] = on_frame
+        else:
+            self._async_sink = _OrderedAsyncSink(handler)
+            self._sink = self._async_sink
+        self._peers: dict[Key, _Peer] = {}
+        self._blacklist: dict[Key, float] = {}
+        self._protocols: set[Any] = set()
+        self._listeners: list[FailureListener] = []
+        self._server: asyncio.AbstractServer | None = None
+        self._closed = False
+        self.started = False
+        self.port: int = config.port
+        self.advertised: Key = config.self_address or (config.host, config.port)
+        self._handshake_frame = b""
+        #: frames not sent, by reason
+        self.drops: dict[str, int] = {}
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen (unless ``client_only``) and fix the advertised address."""
+        cfg = self.config
+        if self.started:
+            return
+        self.started = True
+        if not cfg.client_only:
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(
+                lambda: self._new_protocol(outbound=False, dial_key=None),
+                cfg.host,
+                cfg.port,
+                ssl=cfg.server_ssl,
+                ssl_handshake_timeout=cfg.handshake_timeout if cfg.server_ssl else None,
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+        if cfg.self_address is None:
+            self.advertised = (cfg.host, self.port)
+        else:  # a self_address port of 0 stands for the port we really got
+            self.advertised = (cfg.self_address[0], cfg.self_address[1] or self.port)
+        self._handshake_frame = encode_handshake(*self.advertised)
+        self.log.info(
+            "casty TCP node %s on %s:%d (advertised %s:%d%s)",
+            "client" if cfg.client_only else "listening",
+            cfg.host,
+            self.port,
+            *self.advertised,
+            ", TLS" if cfg.server_ssl else "",
+        )
+
+    async def close(self) -> None:
+        """Stop listening and close every connection; queued frames are reported."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        for peer in {id(p): p for p in self._peers.values()}.values():
+            if peer.connect_task is not None:
+                peer.connect_task.cancel()
+            if peer.wait_timer is not None:
+                peer.wait_timer.cancel()
+            self._drop_pending(peer, "closed", "node shut down")
+        tasks = [p.connect_task for p in self._peers.values() if p.connect_task is not None]
+        self._peers.clear()
+        for proto in list(self._protocols):
+            proto.close()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._async_sink is not None:
+            self._async_sink.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+        # let connection_lost callbacks of closed transports run
+        for proto in list(self._protocols):
+            proto.abort()
+        await asyncio.sleep(0)
+
+    # -- sending ---------------------------------------------------------------
+
+    def add_failure_listener(self, listener: FailureListener) -> None:
+        """Call ``listener(SendFailure)`` whenever frames are not sent."""
+        self._listeners.append(listener)
+
+    def send_message(self, host: str, port: int, envelope: bytes) -> bool:
+        """Send an encoded envelope to host:port; False when it was dropped (and reported)."""
+        peer = self._peers.get((host, port))
+        if peer is not None and peer.proto is not None:
+            if peer.proto.send_message(envelope):
+                return True
+            self._report((host, port), "queue_full", 1, "connection write queue full")
+            return False
+        return self._send_slow((host, port), encode_frame(FRAME_MESSAGE, envelope))
+
+    def send_frame(self, host: str, port: int, frame_type: int, body: bytes) -> bool:
+        """Send a frame of any type to host:port; False when it was dropped (and reported)."""
+        frame = encode_frame(frame_type, body)
+        peer = self._peers.get((host, port))
+        if peer is not None and peer.proto is not None:
+            if peer.proto.send_frame(frame):
+                return True
+            self._report((host, port), "queue_full", 1, "connection write queue full")
+            return False
+        return self._send_slow((host, port), frame)
+
+    def _send_slow(self, key: Key, frame: bytes) -> bool:
+        if self._closed:
+            self._report(key, "closed", 1, "node is shut down")
+            return False
+        if self.is_blacklisted(key):
+            self._report(key, "blacklisted", 1, "recent connect failure")
+            return False
+        peer = self._peers.get(key)
+        if peer is None:
+            peer = self._peers[key] = _Peer(key)
+        if peer.proto is not None:  # established since the caller looked
+            if peer.proto.send_frame(frame):
+                return True
+            self._report(key, "queue_full", 1, "connection write queue full")
+            return False
+        if peer.pending_bytes + len(frame) > self.config.max_queue_bytes:
+            self._report(key, "queue_full", 1, "connect queue full")
+            return False
+        peer.pending.append(frame)
+        peer.pending_bytes += len(frame)
+        if not peer.connecting:
+            peer.connecting = True
+            peer.connect_task = asyncio.get_running_loop().create_task(self._connect(peer, key))
+        return True
+
+    def is_blacklisted(self, key: Key) -> bool:
+        """True while connects to ``key`` are refused after a failure."""
+        until = self._blacklist.get(key)
+        if until is None:
+            return False
+        if time.monotonic() >= until:
+            del self._blacklist[key]
+            return False
+        return True
+
+    def clear_blacklist(self, host: str, port: int) -> None:
+        """Allow connects to host:port again at once."""
+        if self._blacklist.pop((host, port), None) is not None:
+            self.log.info("blacklist cleared for %s:%d", host, port)
+
+    def peer_down(self, host: str, port: int, reason: str = "peer down") -> None:
+        """Drop the connection to host:port; what was queued for it is reported."""
+        peer = self._peers.get((host, port))
+        if peer is None:
+            return
+        self.log.info("peer %s:%d marked down: %s", host, port, reason)
+        self._forget(peer)
+        self._drop_pending(peer, "peer_down", reason)
+        if peer.connect_task is not None:
+            peer.connect_task.cancel()
+        for proto in (peer.proto, peer.outbound):
+            if proto is not None:
+                proto.abort()
+
+    def adopt(self, host: str, port: int, connection: Any) -> None:
+        """Make ``connection`` (a FrameProtocol whose handshake is done) the one to host:port."""
+        peer = self._peers.get((host, port)) or _Peer((host, port))
+        self._establish(peer, connection, (host, port))
+
+    @property
+    def connected_peers(self) -> list[Key]:
+        """Canonical addresses of the peers with an established connection."""
+        return sorted({p.key for p in self._peers.values() if p.proto is not None})
+
+    # -- connecting ------------------------------------------------------------
+
+    async def _connect(self, peer: _Peer, key: Key) -> None:
+        cfg = self.config
+        host, port = cfg.address_map(*key)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(cfg.connect_timeout):
+                await loop.create_connection(
+                    lambda: self._new_protocol(outbound=True, dial_key=key),
+                    host,
+                    port,
+                    ssl=cfg.client_ssl,
+                    server_hostname=host if cfg.client_ssl is not None else None,
+                )
+        except asyncio.CancelledError:
+            raise
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            self._connect_failed(peer, key, f"connect to {host}:{port} failed: {exc!r}")
+        finally:
+            peer.connect_task = None
+
+    def _connect_failed(self, peer: _Peer, key: Key, reason: str) -> None:
+        if peer.proto is not None:
+            return  # an inbound connection from that peer won meanwhile
+        self._blacklist[key] = time.monotonic() + self.config.blacklist_duration
+        self.log.warning("%s; blacklisted for %.1fs", reason, self.config.blacklist_duration)
+        self._forget(peer)
+        self._drop_pending(peer, "connect_failed", reason)
+
+    def _new_protocol(self, *, outbound: bool, dial_key: Key | None) -> Any:
+        cfg = self.config
+        proto = FrameProtocol(
+            self,
+            max_frame_size=cfg.max_frame_size,
+            write_high_water=cfg.write_high_water,
+            write_low_water=cfg.write_low_water,
+            max_queue_bytes=cfg.max_queue_bytes,
+        )
+        proto.context = _Conn(outbound, dial_key)
+        return proto
+
+    # -- FrameProtocol owner callbacks ------------------------------------------
+
+    def frame_connection_made(self, proto: Any) -> None:
+        if self._closed:
+            proto.abort()
+            return
+        self._protocols.add(proto)
+        conn: _Conn = proto.context
+        conn.timer = asyncio.get_running_loop().call_later(
+            self.config.handshake_timeout, self._handshake_timed_out, proto
+        )
+        if conn.outbound:
+            assert conn.dial_key is not None
+            peer = self._peers.get(conn.dial_key)
+            if peer is None or peer.proto is not None:
+                proto.close()  # forgotten or superseded while connecting
+                return
+            peer.outbound = proto
+            proto.send_frame(self._handshake_frame)
+
+    def _handshake_timed_out(self, proto: Any) -> None:
+        self.log.warning(
+            "no handshake from %s within %.1fs; closing", proto.peername, self.config.handshake_timeout
+        )
+        proto.abort()
+
+    def frame_handshake(self, proto: Any, body: Any) -> None:
+        conn: _Conn = proto.context
+        if conn.established:
+            self.log.debug("ignoring a repeated handshake from %s", proto.peername)
+            return
+        try:
+            key = decode_handshake(body)
+        except HandshakeError as exc:
+            self.log.warning("bad handshake from %s: %s; closing", proto.peername, exc)
+            proto.abort()
+            return
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        if conn.outbound:
+            self._outbound_handshake(proto, conn, key)
+        else:
+            self._inbound_handshake(proto, key)
+
+    def _inbound_handshake(self, proto: Any, key: Key) -> None:
+        peer = self._peers.get(key)
+        if peer is not None and peer.proto is None and peer.connecting:
+            # Both sides are connecting: the connection initiated by the smaller address wins.
+            if not key < self.advertised:
+                self.log.debug("simultaneous connect with %s:%d: keeping ours", *key)
+                proto.close()
+                return
+            self.log.debug("simultaneous connect with %s:%d: taking theirs", *key)
+            self._abandon_outbound(peer)
+        proto.send_frame(self._handshake_frame)
+        self._establish(peer or _Peer(key), proto, key)
+
+    def _outbound_handshake(self, proto: Any, conn: _Conn, key: Key) -> None:
+        assert conn.dial_key is not None
+        peer = self._peers.get(conn.dial_key)
+        if peer is None or peer.outbound is not proto or peer.proto is not None:
+            proto.close()  # superseded while the handshake was in flight
+            return
+        peer.outbound = None
+        self._establish(peer, proto, key)
+
+    def _abandon_outbound(self, peer: _Peer) -> None:
+        if peer.connect_task is not None:
+            peer.connect_task.cancel()
+            peer.connect_task = None
+        if peer.outbound is not None:
+            peer.outbound.context.superseded = True
+            peer.outbound.abort()
+            peer.outbound = None
+        if peer.wait_timer is not None:
+            peer.wait_timer.cancel()
+            peer.wait_timer = None
+
+    def _establish(self, peer: _Peer, proto: Any, key: Key) -> None:
+        conn: _Conn = proto.context
+        old = peer.proto
+        if old is not None and old is not proto:
+            self.log.info("new connection from %s:%d replaces the old one", *key)
+            old.context.superseded = True
+            old.close()
+        if peer.wait_timer is not None:
+            peer.wait_timer.cancel()
+            peer.wait_timer = None
+        peer.proto = proto
+        peer.connecting = False
+        conn.established = True
+        conn.peer_key = key
+        other = self._peers.get(key)
+        if other is not None and other is not peer:
+            # The same node known under another address: one peer, queues merged in order.
+            peer.pending.extend(other.pending)
+            peer.pending_bytes += other.pending_bytes
+            other.pending.clear()
+            other.pending_bytes = 0
+            self._abandon_outbound(other)
+            for k, p in list(self._peers.items()):
+                if p is other:
+                    self._peers[k] = peer
+        self._peers[key] = peer
+        if peer.key != key:
+            self._peers[peer.key] = peer  # alias: the address we dialled
+        proto.set_message_sink(self._sink)
+        self.log.info("connected to %s:%d (%s)", *key, "outbound" if conn.outbound else "inbound")
+        if peer.pending:
+            pending, peer.pending = peer.pending, deque()
+            peer.pending_bytes = 0
+            lost = sum(1 for frame in pending if not proto.send_frame(frame))
+            if lost:
+                self._report(key, "queue_full", lost, "connection write queue full")
+
+    def frame_message(self, proto: Any, body: Any) -> None:
+        self.log.warning("message frame before handshake from %s; closing", proto.peername)
+        proto.abort()
+
+    def frame_error(self, proto: Any, reason: str) -> None:
+        self.log.warning("closing connection to %s: %s", proto.peername, reason)
+
+    def frame_connection_lost(self, proto: Any, exc: BaseException | None, unsent: int) -> None:
+        self._protocols.discard(proto)
+        conn: _Conn = proto.context
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        key = conn.peer_key or conn.dial_key
+        if conn.superseded or key is None:
+            if unsent:
+                self._report(key or ("?", 0), "connection_lost", unsent, "superseded connection")
+            return
+        peer = self._peers.get(key)
+        if peer is None:
+            if unsent:
+                self._report(key, "connection_lost", unsent, "connection closed")
+            return
+        if peer.proto is proto:
+            peer.proto = None
+            self.log.info("connection to %s:%d lost%s", *key, f": {exc!r}" if exc else "")
+            if unsent:
+                self._report(key, "connection_lost", unsent, repr(exc) if exc else "connection closed")
+            self._forget(peer)
+        elif peer.outbound is proto:
+            peer.outbound = None
+            if exc is None and not self._closed and key < self.advertised:
+                # Likely refused as the loser of a simultaneous connect: the winner is on its way.
+                peer.wait_timer = asyncio.get_running_loop().call_later(
+                    self.config.connect_timeout, self._winner_never_came, peer, key
+                )
+            else:
+                reason = f"handshake with {key[0]}:{key[1]} failed: {exc!r}" if exc else (
+                    f"{key[0]}:{key[1]} closed the connection during the handshake"
+                )
+                self._connect_failed(peer, key, reason)
+
+    def _winner_never_came(self, peer: _Peer, key: Key) -> None:
+        peer.wait_timer = None
+        if peer.proto is None:
+            self._connect_failed(peer, key, f"{key[0]}:{key[1]} refused our connection")
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    def _forget(self, peer: _Peer) -> None:
+        for k, p in list(self._peers.items()):
+            if p is peer:
+                del self._peers[k]
+        peer.connecting = False
+
+    def _drop_pending(self, peer: _Peer, reason: str, detail: str) -> None:
+        if peer.pending:
+            n = len(peer.pending)
+            peer.pending.clear()
+            peer.pending_bytes = 0
+            self._report(peer.key, reason, n, detail)
+
+    def _report(self, key: Key, reason: str, count: int, detail: str) -> None:
+        total = self.drops.get(reason, 0) + count
+        self.drops[reason] = total
+        if (total & (total - 1)) == 0 or count > 1:
+            self.log.warning(
+                "dropped %d message(s) for %s:%d (%s: %s); %d dropped for this reason so far",
+                count, key[0], key[1], reason, detail, total,
+            )
+        failure = SendFailure(key[0], key[1], reason, count, detail)
+        for listener in self._listeners:
+            try:
+                listener(failure)
+            except Exception:
+                self.log.exception("send-failure listener raised")

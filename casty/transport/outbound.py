@@ -1,0 +1,47 @@
+"""Turning a message into envelope bytes on the way out, with cached headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from casty.serialization import Serializer, type_hint
+from casty.transport.envelope import encode_header
+
+__all__ = ["EnvelopeWriter"]
+
+_MAX_CACHED_HEADERS = 4096
+
+
+class EnvelopeWriter:
+    """Serializes messages into envelope bytes, reusing the encoded header per
+    (target, sender, type_hint) since a sender mostly talks to a few actors.
+
+    >>> from casty.serialization import MsgpackSerializer
+    >>> from casty.transport.envelope import MessageEnvelope
+    >>> w = EnvelopeWriter(MsgpackSerializer())
+    >>> env = MessageEnvelope.from_bytes(w.encode("casty://s@h:1/user/a", "casty://s@h:2/", 7))
+    >>> (env.target, env.type_hint)
+    ('casty://s@h:1/user/a', 'builtins.int')
+    """
+
+    __slots__ = ("_headers", "_hints", "serializer")
+
+    def __init__(self, serializer: Serializer) -> None:
+        self.serializer = serializer
+        self._headers: dict[tuple[str, str, str], bytes] = {}
+        self._hints: dict[type, str] = {}
+
+    def encode(self, target: str, sender: str, msg: Any) -> bytes:
+        """Envelope bytes carrying ``msg``; SerializationError when it cannot be encoded."""
+        payload = self.serializer.serialize(msg)
+        cls = type(msg)
+        hint = self._hints.get(cls)
+        if hint is None:
+            hint = self._hints[cls] = type_hint(msg)
+        key = (target, sender, hint)
+        header = self._headers.get(key)
+        if header is None:
+            if len(self._headers) >= _MAX_CACHED_HEADERS:
+                self._headers.clear()
+            header = self._headers[key] = encode_header(target, sender, hint)
+        return header + payload

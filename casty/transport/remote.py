@@ -1,0 +1,236 @@
+"""Routing between this node and others: RemoteTransport out, InboundMessageHandler in."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from casty._impl import MessageEnvelope
+from casty.address import ActorAddress
+from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
+from casty.serialization import MsgpackSerializer, SerializationError, Serializer
+from casty.transport.envelope import EnvelopeDecodeError
+from casty.transport.messages import ClearNodeBlacklist, SendFailure, SendToNode
+from casty.transport.node import TcpNode
+from casty.transport.outbound import EnvelopeWriter
+
+__all__ = ["InboundMessageHandler", "RemoteTransport"]
+
+log = logging.getLogger("casty.transport.remote")
+
+SendFailureCallback = Callable[[SendFailure], Any]
+TaskRunner = Callable[[Coroutine[Any, Any, Any]], Any]
+
+_MAX_CACHED_TARGETS = 65536
+
+
+class RemoteTransport:
+    """Bridge between MessageTransport and the TCP transport actor.
+
+    Local addresses go to the LocalTransport; remote ones are serialized into an
+    envelope and sent to their node.  An address is local when its ``node_id``
+    is ours, or it has no host, or its host:port is ours or our advertised one; a
+    ``node_id`` naming another node resolves through :meth:`update_node_index`.
+
+    Sends go straight to ``node`` (a :class:`TcpNode`) when one is given, which
+    avoids a mailbox hop per message; otherwise they are told to ``tcp`` as
+    ``SendToNode``.  Failures (a message that cannot be serialized, an unknown
+    node id, and every drop the node reports) are logged and passed to
+    ``on_send_failure`` as a :class:`SendFailure`; when that callback is a
+    coroutine function its coroutines are started with ``task_runner``
+    (default: ``loop.create_task``).
+    """
+
+    def __init__(
+        self,
+        *,
+        local: Any,
+        tcp: ActorRef[Any],
+        local_host: str,
+        local_port: int,
+        system_name: str,
+        advertised_host: str | None = None,
+        advertised_port: int | None = None,
+        task_runner: TaskRunner | None = None,
+        on_send_failure: SendFailureCallback | None = None,
+        local_node_id: str | None = None,
+        serializer: Serializer | None = None,
+        node: TcpNode | None = None,
+    ) -> None:
+        self._local = local
+        self._tcp = tcp
+        self._local_host = local_host
+        self._local_port = local_port
+        self._system_name = system_name
+        self._advertised_host = advertised_host
+        self._advertised_port = advertised_port
+        self._task_runner = task_runner
+        self._on_send_failure = on_send_failure
+        self._local_node_id = local_node_id
+        self._writer = EnvelopeWriter(serializer if serializer is not None else MsgpackSerializer())
+        self._node = node
+        self._node_index: dict[str, tuple[str, int]] = {}
+        self._own: set[tuple[str, int]] = {(local_host, local_port)}
+        if advertised_host is not None or advertised_port is not None:
+            self._own.add((self.sender_host, self.sender_port))
+        self._sender = ActorAddress(system_name, "/", self.sender_host, self.sender_port).to_uri()
+        self._targets: dict[ActorAddress, str] = {}
+        if node is not None:
+            node.add_failure_listener(self._report)
+
+    @property
+    def sender_host(self) -> str:
+        """Host used in outbound sender URIs (advertised or local)."""
+        return self._advertised_host if self._advertised_host is not None else self._local_host
+
+    @property
+    def sender_port(self) -> int:
+        """Port used in outbound sender URIs (advertised or local)."""
+        return self._advertised_port if self._advertised_port is not None else self._local_port
+
+    def update_node_index(self, index: Mapping[str, tuple[str, int]]) -> None:
+        """Replace the node index used for node_id resolution (node_id -> (host, port))."""
+        self._node_index = dict(index)
+
+    def _route(self, address: ActorAddress) -> tuple[str, int] | None:
+        """(host, port) of the node for ``address``, or None when it is local."""
+        node_id = address.node_id
+        if node_id is not None:
+            if node_id == self._local_node_id:
+                return None
+            hp = self._node_index.get(node_id)
+            if hp is not None:
+                return None if hp in self._own else hp
+            if address.host is None:
+                raise LookupError(f"unknown node id {node_id!r} for {address.path}")
+        if address.host is None:
+            return None
+        hp = (address.host, address.port)  # type: ignore[assignment]
+        return None if hp in self._own else hp
+
+    def is_local(self, address: ActorAddress) -> bool:
+        """True when ``address`` names an actor of this node."""
+        try:
+            return self._route(address) is None
+        except LookupError:
+            return False
+
+    def deliver(self, address: ActorAddress, msg: Any) -> None:
+        """Deliver ``msg`` to ``address``: locally, or serialized over TCP."""
+        try:
+            hp = self._route(address)
+        except LookupError as exc:
+            self._report(SendFailure("", 0, "unknown_node", 1, str(exc)))
+            return
+        if hp is None:
+            self._local.deliver(address, msg)
+            return
+        target = self._targets.get(address)
+        if target is None:
+            if len(self._targets) >= _MAX_CACHED_TARGETS:
+                self._targets.clear()
+            target = self._targets[address] = address.to_uri()
+        try:
+            data = self._writer.encode(target, self._sender, msg)
+        except SerializationError as exc:
+            log.error("cannot send %s to %s: %s", type(msg).__qualname__, target, exc)
+            self._report(SendFailure(hp[0], hp[1], "serialization", 1,
+                                     f"{type(msg).__qualname__}: {exc}"))
+            return
+        if self._node is not None:
+            self._node.send_message(hp[0], hp[1], data)
+        else:
+            self._tcp.tell(SendToNode(hp[0], hp[1], data))
+
+    def make_ref(self, address: ActorAddress) -> ActorRef[Any]:
+        """An ActorRef for ``address``: local refs skip the remote routing."""
+        if self.is_local(address):
+            return LocalActorRef(address, self._local)
+        return RemoteActorRef(address, self)
+
+    def clear_blacklist(self, host: str, port: int) -> None:
+        """Clear the TCP circuit breaker for a specific endpoint."""
+        if self._node is not None:
+            self._node.clear_blacklist(host, port)
+        else:
+            self._tcp.tell(ClearNodeBlacklist(host, port))
+
+    def _report(self, failure: SendFailure) -> None:
+        callback = self._on_send_failure
+        if callback is None:
+            return
+        try:
+            result = callback(failure)
+            if inspect.isawaitable(result):
+                runner = self._task_runner or asyncio.get_running_loop().create_task
+                runner(result)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("on_send_failure raised")
+
+
+class InboundMessageHandler:
+    """Deserializes inbound TCP frames and delivers them locally.
+
+    Satisfies InboundHandler structurally; ``on_frame`` is the synchronous form
+    the TCP node calls inline for every message frame (no task per message).
+    A frame that fails to decode is logged, counted in ``dropped`` and dropped;
+    the connection stays up.
+    """
+
+    def __init__(
+        self,
+        *,
+        local: Any,
+        serializer: Serializer,
+        system_name: str,
+        ref_factory: Callable[[ActorAddress], ActorRef[Any]] | None = None,
+    ) -> None:
+        self._local = local
+        self._serializer = serializer
+        self._system_name = system_name
+        self.ref_factory = ref_factory
+        self._paths: dict[str, str | None] = {}
+        self.dropped = 0
+
+    async def on_message(self, data: bytes) -> None:
+        """Decode one message frame body and deliver it."""
+        self.on_frame(data)
+
+    def on_frame(self, data: Any) -> None:
+        """Decode one message frame body (bytes-like) and deliver it, inline."""
+        try:
+            env = MessageEnvelope.from_bytes(data)
+            path = self._paths.get(env.target, "")
+            if path == "":
+                path = self._target_path(env.target)
+            if path is None:
+                self._drop(f"target {env.target!r} is not an actor of system {self._system_name!r}")
+                return
+            msg = self._serializer.deserialize(env.payload, ref_factory=self.ref_factory)
+        except (EnvelopeDecodeError, SerializationError) as exc:
+            self._drop(str(exc))
+            return
+        self._local.deliver_path(path, msg)
+
+    def _target_path(self, target: str) -> str | None:
+        try:
+            address = ActorAddress.from_uri(target)
+        except ValueError:
+            path = None
+        else:
+            path = address.path if address.system == self._system_name else None
+        if len(self._paths) >= _MAX_CACHED_TARGETS:
+            self._paths.clear()
+        self._paths[target] = path
+        return path
+
+    def _drop(self, reason: str) -> None:
+        self.dropped += 1
+        n = self.dropped
+        if n & (n - 1) == 0:
+            log.warning("dropped an inbound message: %s (%d dropped so far)", reason, n)
+        else:
+            log.debug("dropped an inbound message: %s", reason)

@@ -1,0 +1,65 @@
+"""Shared fixtures: both implementations of every twin, and a uvloop event loop."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import types
+
+import pytest
+
+import casty._impl as impl_mod
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    which = "Cython extensions" if impl_mod.EXTENSIONS_ACTIVE else "pure-Python twins"
+    return f"casty implementation: {which}"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _truthy("CASTY_REQUIRE_EXTENSIONS") and not impl_mod.NO_EXTENSIONS and not impl_mod.EXTENSIONS_ACTIVE:
+        pytest.exit(f"casty extensions were required but did not load: {impl_mod.IMPORT_ERROR}", returncode=3)
+
+
+# (name in casty._impl, pure module, fast module)
+TWINS = {
+    "MessageEnvelope": ("casty.transport.envelope", "casty._fast.envelope"),
+    "LocalTransport": ("casty.transport.local", "casty._fast.local"),
+}
+
+
+def _namespace(kind: str) -> types.SimpleNamespace:
+    ns = types.SimpleNamespace(kind=kind)
+    for name, (pure, fast) in TWINS.items():
+        module = importlib.import_module(fast if kind == "fast" else pure)
+        setattr(ns, name, getattr(module, name))
+    return ns
+
+
+def _fast_importable() -> bool:
+    try:
+        _namespace("fast")
+    except ImportError:
+        return False
+    return True
+
+
+_KINDS = ["fast", "pure"] if _fast_importable() or _truthy("CASTY_REQUIRE_EXTENSIONS") else ["pure"]
+
+
+@pytest.fixture(params=_KINDS)
+def impl(request: pytest.FixtureRequest) -> types.SimpleNamespace:
+    """Both implementations of every twin: each test using it runs once per kind."""
+    return _namespace(request.param)
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy():  # type: ignore[no-untyped-def]
+    """Run every async test on uvloop, as production does."""
+    import uvloop
+
+    return uvloop.EventLoopPolicy()
