@@ -44,6 +44,7 @@ class Table:
     title: str
     unit: str = "ops/s"
     rows: list[tuple[str, float, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def add(self, case: str, fast: float, pure: float) -> None:
         self.rows.append((case, fast, pure))
@@ -57,6 +58,7 @@ class Table:
         for case, fast, pure in self.rows:
             ratio = fast / pure if pure else float("nan")
             lines.append(f"{case:<{width}}  {fmt_rate(fast):>12}  {fmt_rate(pure):>12}  {ratio:6.1f}x")
+        lines.extend(f"  - {note}" for note in self.notes)
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, object]:
@@ -64,4 +66,5 @@ class Table:
             "title": self.title,
             "unit": self.unit,
             "rows": [{"case": c, "cython": f, "pure": p, "ratio": f / p if p else None} for c, f, p in self.rows],
+            "notes": self.notes,
         }

@@ -10,7 +10,13 @@ from __future__ import annotations
 import logging
 import os
 
-__all__ = ["EXTENSIONS_ACTIVE", "LocalTransport", "MessageEnvelope", "extensions_disabled"]
+__all__ = [
+    "EXTENSIONS_ACTIVE",
+    "FrameProtocol",
+    "LocalTransport",
+    "MessageEnvelope",
+    "extensions_disabled",
+]
 
 log = logging.getLogger("casty")
 
@@ -39,15 +45,18 @@ NO_EXTENSIONS = extensions_disabled(os.environ.get("CASTY_NO_EXTENSIONS"))
 IMPORT_ERROR: ImportError | None = None
 
 from casty.transport.envelope import MessageEnvelope as _PyMessageEnvelope  # noqa: E402
+from casty.transport.framing import FrameProtocol as _PyFrameProtocol  # noqa: E402
 from casty.transport.local import LocalTransport as _PyLocalTransport  # noqa: E402
 
 MessageEnvelope: type[_PyMessageEnvelope] = _PyMessageEnvelope
 LocalTransport: type[_PyLocalTransport] = _PyLocalTransport
+FrameProtocol: type[_PyFrameProtocol] = _PyFrameProtocol
 EXTENSIONS_ACTIVE = False
 
 if not NO_EXTENSIONS:
     try:
         from casty._fast.envelope import MessageEnvelope as _CMessageEnvelope
+        from casty._fast.framing import FrameProtocol as _CFrameProtocol
         from casty._fast.local import LocalTransport as _CLocalTransport
     except ImportError as exc:
         IMPORT_ERROR = exc
@@ -55,4 +64,5 @@ if not NO_EXTENSIONS:
     else:
         MessageEnvelope = _CMessageEnvelope  # type: ignore[assignment]
         LocalTransport = _CLocalTransport  # type: ignore[assignment]
+        FrameProtocol = _CFrameProtocol  # type: ignore[assignment]
         EXTENSIONS_ACTIVE = True

@@ -8,9 +8,16 @@ from dataclasses import dataclass
 __all__ = ["ActorAddress"]
 
 _SCHEME = "casty://"
-# system: anything but '/', '@', '[' and ']'; host: a bracketed IPv6 literal or a name
-_REMOTE = re.compile(r"^(?P<system>[^/@\[\]]+)@(?:\[(?P<ipv6>[^\]/]+)\]|(?P<host>[^:/\[\]@]+)):(?P<port>\d{1,5})(?P<path>/.*)?$", re.S)
-_LOCAL = re.compile(r"^(?P<system>[^/@\[\]:]+)(?P<path>/.*)?$", re.S)
+# system: no '/', '@', ':', '[', ']' or whitespace; host: a bracketed IPv6 literal or a
+# name.  ASCII digits only for the port ('\d' takes any Unicode digit), and fullmatch (a
+# '$' accepts a trailing newline).  Patterns stay linear: URIs come from peers.
+_REMOTE = re.compile(
+    r"(?P<system>[^/@\[\]:\s]+)@"
+    r"(?:\[(?P<ipv6>[^\[\]/@\s]+)\]|(?P<host>[^:/\[\]@\s]+))"
+    r":(?P<port>[0-9]{1,5})(?P<path>/.*)?",
+    re.S,
+)
+_LOCAL = re.compile(r"(?P<system>[^/@\[\]:\s]+)(?P<path>/.*)?", re.S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +46,16 @@ class ActorAddress:
         if not isinstance(self.system, str) or not self.system:
             raise ValueError(f"actor address needs a non-empty system name, got {self.system!r}")
         if not isinstance(self.path, str) or not self.path.startswith("/"):
-            raise ValueError(f"actor path must start with '/', got {self.path!r}")
+            raise ValueError(f"actor path must start with '/', got {_show(self.path)}")
         if (self.host is None) != (self.port is None):
             raise ValueError(
                 f"actor address needs both host and port or neither, got host={self.host!r} "
                 f"port={self.port!r}"
             )
         if self.port is not None and (
-            not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 <= self.port <= 65535
+            not isinstance(self.port, int)
+            or isinstance(self.port, bool)
+            or not 0 <= self.port <= 65535
         ):
             raise ValueError(f"actor address port must be an int in 0..65535, got {self.port!r}")
 
@@ -70,21 +79,31 @@ class ActorAddress:
     def from_uri(uri: str) -> ActorAddress:
         """Parse a ``casty://`` URI; raise ValueError naming the URI when it is malformed."""
         if not isinstance(uri, str):
-            raise ValueError(f"actor URI must be a str, got {type(uri).__name__}: {uri!r}")
+            raise ValueError(f"actor URI must be a str, got {type(uri).__name__}: {_show(uri)}")
         if not uri.startswith(_SCHEME):
-            raise ValueError(f"not a casty actor URI (expected 'casty://...'): {uri!r}")
+            raise ValueError(f"not a casty actor URI (expected 'casty://...'): {_show(uri)}")
         rest = uri[len(_SCHEME):]
-        m = _REMOTE.match(rest)
+        m = _REMOTE.fullmatch(rest)
         if m is not None:
             host = m.group("ipv6") or m.group("host")
+            if m.group("ipv6") is not None and ":" not in host:
+                raise ValueError(
+                    f"only an IPv6 address goes in brackets in an actor URI: {_show(uri)}"
+                )
             port = int(m.group("port"))
             if port > 65535:
-                raise ValueError(f"port out of range in actor URI: {uri!r}")
+                raise ValueError(f"port out of range in actor URI: {_show(uri)}")
             return ActorAddress(m.group("system"), m.group("path") or "/", host, port)
-        m = _LOCAL.match(rest)
+        m = _LOCAL.fullmatch(rest)
         if m is None:
-            raise ValueError(f"malformed casty actor URI: {uri!r}")
+            raise ValueError(f"malformed casty actor URI: {_show(uri)}")
         return ActorAddress(m.group("system"), m.group("path") or "/")
 
     def __str__(self) -> str:
         return self.to_uri()
+
+
+def _show(value: object, limit: int = 200) -> str:
+    """``repr(value)``, cut short: a peer can send a URI of megabytes."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"

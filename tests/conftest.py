@@ -29,6 +29,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 TWINS = {
     "MessageEnvelope": ("casty.transport.envelope", "casty._fast.envelope"),
     "LocalTransport": ("casty.transport.local", "casty._fast.local"),
+    "FrameProtocol": ("casty.transport.framing", "casty._fast.framing"),
 }
 
 

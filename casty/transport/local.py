@@ -4,12 +4,16 @@ Routing rules for ``deliver(address, msg)``, in order:
 
 1. a handler is registered for ``address.path``: call it with ``msg``;
 2. the path was unregistered (a dead actor): drop;
-3. a path factory's prefix matches: call the factory, then route again once;
+3. a path factory's prefix matches: call the factory, then route again once
+   (handler, else dead-drop, else on to the buffer);
 4. the path's pending buffer has room: buffer (flushed in order by ``register``);
 5. otherwise drop.
 
 Every drop is counted in :attr:`LocalTransport.drops` and logged (at WARNING on
 the 1st, 2nd, 4th, 8th... drop of each kind, so a flood cannot flood the log).
+
+Handlers and factories run inline: whatever they raise propagates to the caller
+of ``deliver`` (or of ``register``, for a flushed message).
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from casty.address import ActorAddress
 
-__all__ = ["DROP_DEAD", "DROP_OVERFLOW", "DROP_TOO_MANY_PATHS", "LocalTransport", "MessageTransport"]
+__all__ = [
+    "DROP_DEAD",
+    "DROP_OVERFLOW",
+    "DROP_TOO_MANY_PATHS",
+    "LocalTransport",
+    "MessageTransport",
+]
 
 log = logging.getLogger("casty.transport.local")
 
@@ -46,14 +56,55 @@ class MessageTransport(Protocol):
         """Deliver ``msg`` to the actor at ``address``."""
 
 
+def check_limit(name: str, value: object) -> int:
+    """Return ``value`` if it is a non-negative int, else raise ValueError naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return value
+
+
 def log_drop(drops: dict[str, int], reason: str, path: str) -> None:
     """Count one drop of ``reason``; log it when the count is a power of two."""
     n = drops[reason] + 1
     drops[reason] = n
     if n & (n - 1) == 0:
-        log.warning("dropped a message to %s (%s); %d dropped for this reason so far", path, reason, n)
+        log.warning(
+            "dropped a message to %s (%s); %d dropped for this reason so far", path, reason, n
+        )
     else:
         log.debug("dropped a message to %s (%s)", path, reason)
+
+
+def log_flush_error(path: str, exc: BaseException) -> None:
+    """Log a handler error raised while flushing, after the first (which propagates)."""
+    log.error("handler for %s raised while flushing its buffer", path, exc_info=exc)
+
+
+def wake_waiters(waiters: dict[str, list[asyncio.Future[None]]], path: str) -> None:
+    """Resolve every ``wait_for_path(path)`` waiting in ``waiters``."""
+    futures = waiters.pop(path, None)
+    if futures:
+        for fut in futures:
+            if not fut.done():
+                fut.set_result(None)
+
+
+async def wait_registered(
+    handlers: dict[str, Any], waiters: dict[str, list[asyncio.Future[None]]], path: str
+) -> None:
+    """Wait until ``path`` is in ``handlers``; a cancelled wait leaves nothing behind."""
+    if path in handlers:
+        return
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiters.setdefault(path, []).append(fut)
+    try:
+        await fut
+    finally:
+        futures = waiters.get(path)
+        if futures is not None and fut in futures:
+            futures.remove(fut)
+            if not futures:
+                del waiters[path]
 
 
 class LocalTransport:
@@ -69,8 +120,10 @@ class LocalTransport:
     >>> received
     ['hello']
 
-    ``max_dead_paths`` bounds the memory of dead paths (oldest forgotten first) and
-    ``max_pending_paths`` bounds how many distinct unregistered paths may hold a buffer.
+    ``max_dead_paths`` bounds the memory of dead paths (the least recently
+    unregistered is forgotten first) and ``max_pending_paths`` bounds how many
+    distinct unregistered paths may hold a buffer.  Handlers run inline: an
+    exception a handler raises propagates to the caller of :meth:`deliver`.
     """
 
     def __init__(
@@ -80,18 +133,11 @@ class LocalTransport:
         max_pending_paths: int = 10_000,
         max_dead_paths: int = 100_000,
     ) -> None:
-        for name, value in (
-            ("max_pending_per_path", max_pending_per_path),
-            ("max_pending_paths", max_pending_paths),
-            ("max_dead_paths", max_dead_paths),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-        self._max_pending = max_pending_per_path
-        self._max_pending_paths = max_pending_paths
-        self._max_dead = max_dead_paths
+        self._max_pending = check_limit("max_pending_per_path", max_pending_per_path)
+        self._max_pending_paths = check_limit("max_pending_paths", max_pending_paths)
+        self._max_dead = check_limit("max_dead_paths", max_dead_paths)
         self._handlers: dict[str, Callable[[Any], None]] = {}
-        self._pending: dict[str, deque[Any]] = {}
+        self._pending: dict[str, deque[Any]] = {}  # never holds an empty buffer
         self._dead: dict[str, None] = {}  # insertion-ordered set: oldest evicted first
         self._factories: list[tuple[str, Callable[[str], None]]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -103,55 +149,74 @@ class LocalTransport:
         return sum(self.drops.values())
 
     def register_path_factory(self, prefix: str, factory: Callable[[str], None]) -> None:
-        """Lazily spawn handlers: ``factory(path)`` runs for unknown paths under ``prefix``."""
+        """Lazily spawn handlers: ``factory(path)`` runs for unknown paths under ``prefix``.
+
+        The factory should ``register(path, ...)``; if it does not, the message is
+        buffered (or dropped as dead if the factory unregistered the path).
+        """
         self._factories.append((prefix, factory))
 
     def register(self, path: str, handler: Callable[[Any], None]) -> None:
-        """Route ``path`` to ``handler``, flushing any buffered messages to it in order."""
+        """Route ``path`` to ``handler``, flushing any buffered messages to it in order.
+
+        Each buffered message is routed as ``deliver_path`` would route it, so one
+        the handler raises on does not lose the rest: after the flush the first
+        exception is re-raised (later ones are logged).  Waiters are woken first.
+        """
         self._handlers[path] = handler
         self._dead.pop(path, None)
         pending = self._pending.pop(path, None)
+        wake_waiters(self._waiters, path)
         if pending:
-            while pending:
-                handler(pending.popleft())
-        waiters = self._waiters.pop(path, None)
-        if waiters:
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+            self._flush(path, pending)
+
+    def _flush(self, path: str, pending: deque[Any]) -> None:
+        error: Exception | None = None
+        while pending:
+            msg = pending.popleft()
+            try:
+                # Routed afresh: the handler may unregister or replace itself mid-flush.
+                self.deliver_path(path, msg)
+            except Exception as exc:
+                if error is None:
+                    error = exc
+                else:
+                    log_flush_error(path, exc)
+        if error is not None:
+            try:
+                raise error
+            finally:
+                error = None  # break the frame <-> traceback cycle
 
     def unregister(self, path: str) -> None:
-        """Remove the handler for ``path`` and mark it dead; later messages are dropped."""
+        """Remove the handler for ``path`` and mark it dead; later messages are dropped.
+
+        Messages still buffered for ``path`` are dropped (and counted) too.
+        """
         self._handlers.pop(path, None)
         pending = self._pending.pop(path, None)
         if pending:
             for _ in range(len(pending)):
                 log_drop(self.drops, DROP_DEAD, path)
-        self._dead[path] = None
-        if len(self._dead) > self._max_dead:
-            del self._dead[next(iter(self._dead))]
+        dead = self._dead
+        dead.pop(path, None)  # re-insert: the most recently unregistered is kept longest
+        dead[path] = None
+        if len(dead) > self._max_dead:
+            del dead[next(iter(dead))]
 
     def is_registered(self, path: str) -> bool:
         """True when a handler is registered for ``path``."""
         return path in self._handlers
 
     async def wait_for_path(self, path: str) -> None:
-        """Wait until a handler is registered for ``path``."""
-        if path in self._handlers:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(path, []).append(fut)
-        try:
-            await fut
-        finally:
-            waiters = self._waiters.get(path)
-            if waiters is not None and fut in waiters:
-                waiters.remove(fut)
-                if not waiters:
-                    del self._waiters[path]
+        """Wait until a handler is registered for ``path`` (at once if it already is)."""
+        await wait_registered(self._handlers, self._waiters, path)
 
     def deliver(self, address: ActorAddress, msg: Any) -> None:
-        """Deliver ``msg`` to the handler for ``address.path`` (see the module rules)."""
+        """Deliver ``msg`` to the handler for ``address.path`` (see the module rules).
+
+        The handler runs inline; an exception it raises propagates to the caller.
+        """
         path = address.path
         handler = self._handlers.get(path)
         if handler is not None:
@@ -178,16 +243,20 @@ class LocalTransport:
                 if handler is not None:
                     handler(msg)
                     return
+                if path in self._dead:
+                    log_drop(self.drops, DROP_DEAD, path)
+                    return
                 break
         pending = self._pending.get(path)
         if pending is None:
             if len(self._pending) >= self._max_pending_paths:
                 log_drop(self.drops, DROP_TOO_MANY_PATHS, path)
                 return
+            if self._max_pending == 0:
+                log_drop(self.drops, DROP_OVERFLOW, path)
+                return
             pending = self._pending[path] = deque()
-        if len(pending) >= self._max_pending:
-            if not pending:
-                del self._pending[path]
+        elif len(pending) >= self._max_pending:
             log_drop(self.drops, DROP_OVERFLOW, path)
             return
         pending.append(msg)

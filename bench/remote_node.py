@@ -1,0 +1,228 @@
+"""Child processes for the two-process benchmarks: ``python -m bench.remote_node ROLE ...``.
+
+Roles print one line of JSON (a sink prints its port first).  The implementation
+(Cython or pure twin) is chosen by the CASTY_NO_EXTENSIONS the parent sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+FRAME = (96).to_bytes(4, "big") + b"\x01" + b"x" * 95  # 100 bytes on the wire
+
+
+@dataclass(frozen=True)
+class Tick:
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    reply_to: Any
+
+
+@dataclass(frozen=True)
+class Echo:
+    seq: int
+    reply_to: Any
+
+
+def registry() -> Any:
+    from casty import TypeRegistry
+
+    reg = TypeRegistry()
+    for cls in (Tick, Done, Echo):
+        reg.register(cls, f"bench.{cls.__name__}")
+    return reg
+
+
+async def wait_stdin() -> None:
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+# -- casty -------------------------------------------------------------------------
+
+async def casty_sink() -> None:
+    from casty import Behaviors, RemoteActorSystem
+
+    count = 0
+
+    async def receive(ctx: Any, msg: Any) -> Any:
+        nonlocal count
+        if type(msg) is Tick:
+            count += 1
+        elif type(msg) is Done:
+            msg.reply_to.tell(count)
+            count = 0
+        else:
+            msg.reply_to.tell(msg.seq)
+        return Behaviors.same()
+
+    async with RemoteActorSystem("sink", "127.0.0.1", 0, registry=registry()) as system:
+        system.spawn(Behaviors.receive(receive), "sink")
+        print(system.address.port, flush=True)
+        await wait_stdin()
+
+
+async def casty_tell(port: int, n: int) -> dict[str, Any]:
+    from casty import EXTENSIONS_ACTIVE, RemoteActorSystem
+
+    async with RemoteActorSystem("src", "127.0.0.1", 0, registry=registry()) as system:
+        sink = system.ref(f"casty://sink@127.0.0.1:{port}/user/sink")
+        await system.ask(sink, lambda r: Done(r), timeout=30)  # connect before timing
+        msg = Tick(1, "hello")
+        t0 = time.perf_counter()
+        for i in range(n):
+            sink.tell(msg)
+            if i & 1023 == 1023:
+                await asyncio.sleep(0)
+        got = await system.ask(sink, lambda r: Done(r), timeout=120)
+        dt = time.perf_counter() - t0
+        return {"ext": EXTENSIONS_ACTIVE, "n": n, "received": got, "rate": n / dt,
+                "dropped": sum(system.node.drops.values())}
+
+
+async def casty_ask(port: int, n: int) -> dict[str, Any]:
+    from casty import EXTENSIONS_ACTIVE, RemoteActorSystem
+
+    async with RemoteActorSystem("src", "127.0.0.1", 0, registry=registry()) as system:
+        sink = system.ref(f"casty://sink@127.0.0.1:{port}/user/sink")
+        for i in range(200):  # warm up: connection, caches
+            await system.ask(sink, lambda r, i=i: Echo(i, r), timeout=30)
+        samples = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            await system.ask(sink, lambda r, i=i: Echo(i, r), timeout=30)
+            samples.append(time.perf_counter() - t0)
+        return {"ext": EXTENSIONS_ACTIVE, **percentiles(samples)}
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(samples, n=100)
+    return {"p50_us": q[49] * 1e6, "p99_us": q[98] * 1e6, "n": len(samples)}
+
+
+# -- raw uvloop ceiling --------------------------------------------------------------
+
+class RawSink(asyncio.Protocol):
+    """Counts 100-byte frames; echoes a frame back when asked to (ping-pong)."""
+
+    def __init__(self, echo: bool) -> None:
+        self.echo = echo
+        self.received = 0
+        self.buf = b""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.echo:
+            self.buf += data
+            while len(self.buf) >= 100:
+                self.transport.write(self.buf[:100])
+                self.buf = self.buf[100:]
+        else:
+            self.received += len(data)
+
+
+async def raw_sink(echo: bool) -> None:
+    loop = asyncio.get_running_loop()
+    protos: list[RawSink] = []
+
+    def factory() -> RawSink:
+        p = RawSink(echo)
+        protos.append(p)
+        return p
+
+    server = await loop.create_server(factory, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await wait_stdin()
+    server.close()
+
+
+class RawSender(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.can_write = asyncio.Event()
+        self.can_write.set()
+        self.inbox = b""
+        self.waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        transport.set_write_buffer_limits(256 * 1024, 64 * 1024)
+        self.transport = transport
+
+    def pause_writing(self) -> None:
+        self.can_write.clear()
+
+    def resume_writing(self) -> None:
+        self.can_write.set()
+
+    def data_received(self, data: bytes) -> None:
+        self.inbox += data
+        if len(self.inbox) >= 100 and self.waiter is not None and not self.waiter.done():
+            self.inbox = self.inbox[100:]
+            self.waiter.set_result(None)
+
+
+async def raw_tell(port: int, n: int) -> dict[str, Any]:
+    """Frames/s the sink side can swallow: n 100-byte frames, written in 64 KiB batches."""
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_connection(RawSender, "127.0.0.1", port)
+    batch = FRAME * 655
+    per = 655
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < n:
+        await proto.can_write.wait()
+        proto.transport.write(batch)
+        sent += per
+    # the sink has taken everything when our buffer is empty and a ping comes back
+    while proto.transport.get_write_buffer_size():
+        await asyncio.sleep(0)
+    dt = time.perf_counter() - t0
+    proto.transport.close()
+    return {"rate": sent / dt}
+
+
+async def raw_pingpong(port: int, n: int) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_connection(RawSender, "127.0.0.1", port)
+    samples = []
+    for i in range(n + 200):
+        proto.waiter = loop.create_future()
+        t0 = time.perf_counter()
+        proto.transport.write(FRAME)
+        await proto.waiter
+        if i >= 200:
+            samples.append(time.perf_counter() - t0)
+    proto.transport.close()
+    return percentiles(samples)
+
+
+def main() -> None:
+    import casty
+
+    role, *args = sys.argv[1:]
+    coros = {
+        "casty-sink": lambda: casty_sink(),
+        "casty-tell": lambda: casty_tell(int(args[0]), int(args[1])),
+        "casty-ask": lambda: casty_ask(int(args[0]), int(args[1])),
+        "raw-sink": lambda: raw_sink(echo=False),
+        "raw-echo": lambda: raw_sink(echo=True),
+        "raw-tell": lambda: raw_tell(int(args[0]), int(args[1])),
+        "raw-pingpong": lambda: raw_pingpong(int(args[0]), int(args[1])),
+    }
+    result = casty.run(coros[role]())
+    if result is not None:
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Types of the Cython twin of ``casty.transport.framing``."""
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from casty.transport.framing import DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE
+from casty.transport.framing import DEFAULT_MAX_QUEUE_BYTES as DEFAULT_MAX_QUEUE_BYTES
+from casty.transport.framing import DEFAULT_WRITE_HIGH_WATER as DEFAULT_WRITE_HIGH_WATER
+from casty.transport.framing import DEFAULT_WRITE_LOW_WATER as DEFAULT_WRITE_LOW_WATER
+from casty.transport.framing import FRAME_HANDSHAKE as FRAME_HANDSHAKE
+from casty.transport.framing import FRAME_HEADER_SIZE as FRAME_HEADER_SIZE
+from casty.transport.framing import FRAME_MESSAGE as FRAME_MESSAGE
+from casty.transport.framing import MAX_FRAME_LENGTH as MAX_FRAME_LENGTH
+from casty.transport.framing import MAX_HANDSHAKE_SIZE as MAX_HANDSHAKE_SIZE
+from casty.transport.framing import MAX_HOST_LENGTH as MAX_HOST_LENGTH
+from casty.transport.framing import FrameError as FrameError
+from casty.transport.framing import HandshakeError as HandshakeError
+from casty.transport.framing import check_protocol_limits as check_protocol_limits
+from casty.transport.framing import decode_handshake as decode_handshake
+from casty.transport.framing import encode_frame as encode_frame
+from casty.transport.framing import encode_handshake as encode_handshake
+from casty.transport.framing import frame_length_problem as frame_length_problem
+from casty.transport.framing import send_frame_problem as send_frame_problem
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_QUEUE_BYTES",
+    "DEFAULT_WRITE_HIGH_WATER",
+    "DEFAULT_WRITE_LOW_WATER",
+    "FRAME_HANDSHAKE",
+    "FRAME_HEADER_SIZE",
+    "FRAME_MESSAGE",
+    "MAX_FRAME_LENGTH",
+    "MAX_HANDSHAKE_SIZE",
+    "MAX_HOST_LENGTH",
+    "FrameError",
+    "FrameProtocol",
+    "FrameProtocolBase",
+    "HandshakeError",
+    "check_protocol_limits",
+    "decode_handshake",
+    "encode_frame",
+    "encode_handshake",
+    "frame_length_problem",
+    "send_frame_problem",
+]
+
+class FrameProtocolBase:
+    peer: Any
+    context: Any
+    def __init__(
+        self,
+        owner: Any,
+        *,
+        max_frame_size: int = ...,
+        write_high_water: int = ...,
+        write_low_water: int = ...,
+        max_queue_bytes: int = ...,
+    ) -> None: ...
+    @property
+    def transport(self) -> Any: ...
+    @property
+    def peername(self) -> Any: ...
+    @property
+    def queued_bytes(self) -> int: ...
+    @property
+    def queued_frames(self) -> int: ...
+    @property
+    def paused(self) -> bool: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def frames_received(self) -> int: ...
+    @property
+    def frames_ignored(self) -> int: ...
+    @property
+    def max_frame_size(self) -> int: ...
+    def set_message_sink(self, sink: Callable[[bytes], object] | None) -> None: ...
+    def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
+    def connection_lost(self, exc: Exception | None) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
+    def send_frame(self, frame: bytes | bytearray | memoryview) -> bool: ...
+    def send_message(self, envelope: bytes | bytearray | memoryview) -> bool: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+class FrameProtocol(FrameProtocolBase, asyncio.Protocol): ...

@@ -1,0 +1,545 @@
+# cython: language_level=3, auto_pickle=False
+"""Casty frames over one TCP connection in Cython: the twin of ``casty.transport.framing``.
+
+The rules (owner callbacks, sink, flow control) are documented in the pure
+module and are the same here.  What differs is how the bytes are handled:
+
+* inbound, one call splits every complete frame of a received chunk in a C
+  loop; a message body is copied once, from the chunk straight into the
+  ``bytes`` object handed to the sink.  A frame that spans chunks is collected
+  in a ``bytes`` object allocated at its final size as soon as its header is
+  in, so it too is copied once; a frame of unknown type is skipped without
+  being stored;
+* outbound, queued frames are copied into one growing C buffer, and a flush
+  turns that buffer into a single ``bytes`` for one ``transport.write``.
+
+Compiled with bounds checking off: every read of peer bytes is checked by hand
+against the chunk size or the frame length.  Error texts, limit checks,
+logging and the handshake codec come from the pure module, so both twins say
+the same things.
+"""
+
+import asyncio
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from libc.stdint cimport uint32_t
+from libc.string cimport memcpy
+
+from casty.transport.framing import (
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_QUEUE_BYTES,
+    DEFAULT_WRITE_HIGH_WATER,
+    DEFAULT_WRITE_LOW_WATER,
+    FRAME_HANDSHAKE,
+    FRAME_HEADER_SIZE,
+    FRAME_MESSAGE,
+    MAX_FRAME_LENGTH,
+    MAX_HANDSHAKE_SIZE,
+    MAX_HOST_LENGTH,
+    FrameError,
+    HandshakeError,
+    call_owner,
+    check_protocol_limits,
+    decode_handshake,
+    encode_frame,
+    encode_handshake,
+    frame_length_problem,
+    log_ignored_frame,
+    log_protocol_error,
+    log_sink_error,
+    log_write_error,
+    send_frame_problem,
+)
+
+cdef extern from "Python.h":
+    bint PyBytes_CheckExact(object o)
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_QUEUE_BYTES",
+    "DEFAULT_WRITE_HIGH_WATER",
+    "DEFAULT_WRITE_LOW_WATER",
+    "FRAME_HANDSHAKE",
+    "FRAME_HEADER_SIZE",
+    "FRAME_MESSAGE",
+    "MAX_FRAME_LENGTH",
+    "MAX_HANDSHAKE_SIZE",
+    "MAX_HOST_LENGTH",
+    "FrameError",
+    "FrameProtocol",
+    "FrameProtocolBase",
+    "HandshakeError",
+    "check_protocol_limits",
+    "decode_handshake",
+    "encode_frame",
+    "encode_handshake",
+    "frame_length_problem",
+    "send_frame_problem",
+]
+
+cdef enum:
+    _T_HANDSHAKE = 0x00
+    _T_MESSAGE = 0x01
+    _HEADER_SIZE = 5
+    # A send buffer grown past this is given back after a flush.
+    _KEEP_WBUF = 1024 * 1024
+
+cdef unsigned long long _MAX_LENGTH = 0xFFFFFFFF
+
+
+cdef inline unsigned long long _be32(const unsigned char* p) noexcept nogil:
+    return ((<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16)
+            | (<uint32_t>p[2] << 8) | <uint32_t>p[3])
+
+
+cdef inline void _put_header(unsigned char* p, unsigned long long length,
+                             unsigned char frame_type) noexcept nogil:
+    p[0] = <unsigned char>(length >> 24)
+    p[1] = <unsigned char>(length >> 16)
+    p[2] = <unsigned char>(length >> 8)
+    p[3] = <unsigned char>length
+    p[4] = frame_type
+
+
+cdef class FrameProtocolBase:
+    """State and hot paths of :class:`FrameProtocol` (which adds ``asyncio.Protocol``)."""
+
+    cdef:
+        object _owner
+        object _sink
+        object _transport
+        object _loop
+        object _peername
+        object _flush_cb
+        public object peer
+        public object context
+        unsigned long long _max_frame
+        Py_ssize_t _high
+        Py_ssize_t _low
+        Py_ssize_t _max_queue
+        # Inbound partial frame: header bytes so far (0 when none), then its body.
+        unsigned char _hdr[5]
+        Py_ssize_t _hdr_fill
+        object _body          # bytes being filled, None while skipping an unknown type
+        Py_ssize_t _body_len
+        Py_ssize_t _body_fill
+        unsigned long long _frames_received
+        unsigned long long _frames_ignored
+        # Outbound: queued frames, back to back.
+        unsigned char* _wbuf
+        Py_ssize_t _wused
+        Py_ssize_t _wcap
+        Py_ssize_t _wframes
+        unsigned long long _dropped
+        bint _paused
+        bint _closed
+        bint _flush_scheduled
+
+    def __init__(
+        self,
+        owner,
+        *,
+        max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+        write_high_water=DEFAULT_WRITE_HIGH_WATER,
+        write_low_water=DEFAULT_WRITE_LOW_WATER,
+        max_queue_bytes=DEFAULT_MAX_QUEUE_BYTES,
+    ):
+        check_protocol_limits(max_frame_size, write_high_water, write_low_water, max_queue_bytes)
+        self._owner = owner
+        # A limit above what the prefix can state changes nothing.
+        self._max_frame = min(max_frame_size, MAX_FRAME_LENGTH)
+        self._high = write_high_water
+        self._low = write_low_water
+        self._max_queue = max_queue_bytes
+        self._sink = None
+        self._transport = None
+        self._loop = None
+        self._peername = None
+        self._flush_cb = self._flush
+        self.peer = None
+        self.context = None
+        self._hdr_fill = 0
+        self._body = None
+        self._body_len = 0
+        self._body_fill = 0
+        self._frames_received = 0
+        self._frames_ignored = 0
+        self._wused = 0
+        self._wframes = 0
+        self._dropped = 0
+        self._paused = False
+        self._closed = False
+        self._flush_scheduled = False
+
+    def __dealloc__(self):
+        PyMem_Free(self._wbuf)
+        self._wbuf = NULL
+
+    # -- read-only state -------------------------------------------------------------
+
+    @property
+    def transport(self):
+        """The connection's transport; None before connection_made and after connection_lost."""
+        return self._transport
+
+    @property
+    def peername(self):
+        """The transport's ``peername`` extra info, kept after the connection is lost."""
+        return self._peername
+
+    @property
+    def queued_bytes(self):
+        """Bytes accepted by ``send_*`` and not yet handed to the transport."""
+        return self._wused
+
+    @property
+    def queued_frames(self):
+        """Frames accepted by ``send_*`` and not yet handed to the transport."""
+        return self._wframes
+
+    @property
+    def paused(self):
+        """True while the transport has asked us to stop writing."""
+        return self._paused
+
+    @property
+    def closed(self):
+        """True after close(), abort(), a protocol error or the connection's loss."""
+        return self._closed
+
+    @property
+    def dropped(self):
+        """Frames refused by ``send_*`` (queue full, or closed)."""
+        return self._dropped
+
+    @property
+    def frames_received(self):
+        """Well-formed frames received, of every type."""
+        return self._frames_received
+
+    @property
+    def frames_ignored(self):
+        """Received frames of an unknown type (ignored)."""
+        return self._frames_ignored
+
+    @property
+    def max_frame_size(self):
+        return self._max_frame
+
+    def set_message_sink(self, sink):
+        """Send every later message frame's body to ``sink`` (None: back to the owner)."""
+        self._sink = sink
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        transport.set_write_buffer_limits(high=self._high, low=self._low)
+        self._peername = transport.get_extra_info("peername")
+        if self._closed:  # aborted before the connection was made
+            transport.abort()
+            return
+        call_owner(self._owner, "frame_connection_made", self)
+        if self._wframes:
+            self._schedule_flush()
+
+    def connection_lost(self, exc):
+        self._closed = True
+        unsent = self._wframes
+        self._wused = 0
+        self._wframes = 0
+        self._release_wbuf()
+        self._reset_partial()
+        self._transport = None
+        call_owner(self._owner, "frame_connection_lost", self, exc, unsent)
+
+    def pause_writing(self):
+        self._paused = True
+
+    def resume_writing(self):
+        self._paused = False
+        if self._wframes and not self._closed:
+            self._flush_now()
+
+    # -- inbound -------------------------------------------------------------------------
+
+    def data_received(self, data):
+        cdef const unsigned char* p
+        cdef Py_ssize_t n, off = 0
+        if self._closed:
+            return
+        if not PyBytes_CheckExact(data):
+            data = bytes(data)  # rare: transports hand over bytes
+        p = <const unsigned char*>PyBytes_AS_STRING(data)
+        n = PyBytes_GET_SIZE(data)
+        if self._hdr_fill:
+            off = self._complete_partial(p, n)
+            if off < 0:
+                return
+        self._split(p, n, off)
+
+    cdef Py_ssize_t _complete_partial(self, const unsigned char* p, Py_ssize_t n) except -2:
+        """Feed the partial frame from p[0:n]; the offset after it once it is complete and
+        delivered, else -1 (all of p used, or the protocol closed)."""
+        cdef Py_ssize_t off = 0, take, before
+        cdef unsigned char frame_type
+        cdef object body
+        if self._hdr_fill < _HEADER_SIZE:
+            before = self._hdr_fill
+            take = min(_HEADER_SIZE - before, n)
+            memcpy(&self._hdr[before], p, take)
+            self._hdr_fill = before + take
+            off = take
+            if before < 4 <= self._hdr_fill and not self._length_ok(_be32(self._hdr)):
+                return -1
+            if self._hdr_fill < _HEADER_SIZE:
+                return -1
+            self._begin_body()
+        take = min(self._body_len - self._body_fill, n - off)
+        if self._body is not None:
+            memcpy(PyBytes_AS_STRING(self._body) + self._body_fill, p + off, take)
+        self._body_fill += take
+        off += take
+        if self._body_fill < self._body_len:
+            return -1
+        frame_type = self._hdr[4]
+        body = self._body
+        take = self._body_len
+        self._reset_partial()
+        self._dispatch(frame_type, body, take if body is None else 0)
+        return -1 if self._closed else off
+
+    cdef int _split(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t off) except -1:
+        """Deliver every whole frame in p[off:n]; keep the tail as the partial frame."""
+        cdef unsigned long long length
+        cdef Py_ssize_t avail, blen
+        cdef unsigned char frame_type
+        cdef object body
+        while not self._closed:
+            avail = n - off
+            if avail < 4:
+                break
+            length = _be32(p + off)
+            if length == 0 or length > self._max_frame:
+                self._length_ok(length)
+                return 0
+            if <unsigned long long>(avail - 4) < length:
+                break
+            blen = <Py_ssize_t>length - 1
+            frame_type = p[off + 4]
+            if frame_type == _T_MESSAGE or frame_type == _T_HANDSHAKE:
+                body = PyBytes_FromStringAndSize(<const char*>p + off + _HEADER_SIZE, blen)
+                self._dispatch(frame_type, body, 0)
+            else:
+                self._dispatch(frame_type, None, blen)
+            off += 4 + blen + 1
+        if self._closed or off >= n:
+            return 0
+        # Less than one frame is left, and its length (when present) passed the check.
+        avail = n - off
+        if avail > _HEADER_SIZE:
+            avail = _HEADER_SIZE
+        memcpy(self._hdr, p + off, avail)
+        self._hdr_fill = avail
+        off += avail
+        if avail == _HEADER_SIZE:
+            self._begin_body()
+            avail = n - off
+            if self._body is not None:
+                memcpy(PyBytes_AS_STRING(self._body), p + off, avail)
+            self._body_fill = avail
+        return 0
+
+    cdef int _begin_body(self) except -1:
+        """The partial frame's header is complete: make room for its body."""
+        cdef unsigned char frame_type = self._hdr[4]
+        self._body_len = <Py_ssize_t>_be32(self._hdr) - 1
+        self._body_fill = 0
+        if frame_type == _T_MESSAGE or frame_type == _T_HANDSHAKE:
+            # Filled in place before anyone else can see it.
+            self._body = PyBytes_FromStringAndSize(NULL, self._body_len)
+        else:
+            self._body = None
+        return 0
+
+    cdef inline void _reset_partial(self) noexcept:
+        self._hdr_fill = 0
+        self._body = None
+        self._body_len = 0
+        self._body_fill = 0
+
+    cdef bint _length_ok(self, unsigned long long length) except -1:
+        if length != 0 and length <= self._max_frame:
+            return True
+        self._protocol_error(frame_length_problem(length, self._max_frame))
+        return False
+
+    cdef int _dispatch(self, unsigned char frame_type, object body, Py_ssize_t skipped) except -1:
+        """Hand one frame on; ``skipped`` is the body size of an unknown-type frame."""
+        self._frames_received += 1
+        if frame_type == _T_MESSAGE:
+            sink = self._sink  # re-read per frame: frame_handshake may just have set it
+            if sink is None:
+                call_owner(self._owner, "frame_message", self, body)
+            else:
+                try:
+                    sink(body)
+                except Exception:
+                    log_sink_error(self._peername)
+        elif frame_type == _T_HANDSHAKE:
+            call_owner(self._owner, "frame_handshake", self, body)
+        else:
+            self._frames_ignored += 1
+            log_ignored_frame(self._peername, frame_type, skipped)
+        return 0
+
+    cdef int _protocol_error(self, str reason) except -1:
+        self._reset_partial()
+        call_owner(self._owner, "frame_error", self, reason)
+        log_protocol_error(self._peername, reason)
+        self.abort()
+        return 0
+
+    # -- outbound ------------------------------------------------------------------------
+
+    cpdef bint send_frame(self, object frame) except -1:
+        """Queue a whole encoded frame; False (and counted in ``dropped``) when refused."""
+        cdef Py_buffer view
+        cdef bint ok
+        if PyBytes_CheckExact(frame):
+            return self._enqueue_frame(
+                <const unsigned char*>PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), frame
+            )
+        PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
+        try:
+            ok = self._enqueue_frame(<const unsigned char*>view.buf, view.len, frame)
+        finally:
+            PyBuffer_Release(&view)
+        return ok
+
+    cdef bint _enqueue_frame(self, const unsigned char* p, Py_ssize_t size, object frame) except -1:
+        if size < _HEADER_SIZE or _be32(p) != <unsigned long long>(size - 4):
+            raise FrameError(send_frame_problem(frame))
+        if not self._accept(size):
+            return False
+        memcpy(self._wbuf + self._wused, p, size)
+        self._queued(size)
+        return True
+
+    cpdef bint send_message(self, object envelope) except -1:
+        """Queue a message frame carrying ``envelope``; False (and counted) when refused."""
+        cdef Py_buffer view
+        cdef bint ok
+        if PyBytes_CheckExact(envelope):
+            return self._enqueue_message(
+                <const unsigned char*>PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope)
+            )
+        PyObject_GetBuffer(envelope, &view, PyBUF_SIMPLE)
+        try:
+            ok = self._enqueue_message(<const unsigned char*>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+        return ok
+
+    cdef bint _enqueue_message(self, const unsigned char* p, Py_ssize_t n) except -1:
+        cdef Py_ssize_t size = n + _HEADER_SIZE
+        if <unsigned long long>n + 1 > _MAX_LENGTH:
+            raise FrameError(f"frame body of {n} bytes is too long for a 4-byte length")
+        if not self._accept(size):
+            return False
+        _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, _T_MESSAGE)
+        memcpy(self._wbuf + self._wused + _HEADER_SIZE, p, n)
+        self._queued(size)
+        return True
+
+    cdef bint _accept(self, Py_ssize_t size) except -1:
+        """Whether a frame of ``size`` bytes may be queued; if so, room is made for it."""
+        cdef Py_ssize_t need, cap
+        cdef unsigned char* grown
+        if self._closed or (self._wused and self._wused + size > self._max_queue):
+            self._dropped += 1
+            return False
+        need = self._wused + size
+        if need > self._wcap:
+            cap = self._wcap * 2 if self._wcap else 16384
+            while cap < need:
+                cap *= 2
+            grown = <unsigned char*>PyMem_Realloc(self._wbuf, cap)
+            if grown is NULL:
+                raise MemoryError()
+            self._wbuf = grown
+            self._wcap = cap
+        return True
+
+    cdef int _queued(self, Py_ssize_t size) except -1:
+        self._wused += size
+        self._wframes += 1
+        if self._paused or self._transport is None:
+            return 0
+        if self._wused >= self._high:
+            self._flush_now()
+        else:
+            self._schedule_flush()
+        return 0
+
+    cdef int _schedule_flush(self) except -1:
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_cb)
+        return 0
+
+    def _flush(self):
+        self._flush_scheduled = False
+        if self._wframes and not self._paused and not self._closed:
+            self._flush_now()
+
+    cdef int _flush_now(self) except -1:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return 0  # what stays queued is counted by connection_lost
+        data = PyBytes_FromStringAndSize(<const char*>self._wbuf, self._wused)
+        self._wused = 0
+        self._wframes = 0
+        if self._wcap > _KEEP_WBUF:
+            self._release_wbuf()
+        try:
+            transport.write(data)  # may call pause_writing() before it returns
+        except Exception:
+            log_write_error(self._peername)
+            self.abort()
+        return 0
+
+    cdef void _release_wbuf(self) noexcept:
+        PyMem_Free(self._wbuf)
+        self._wbuf = NULL
+        self._wcap = 0
+
+    def close(self):
+        """Hand everything queued to the transport (even while paused), then close it."""
+        if self._closed:
+            return
+        if self._transport is not None and self._wframes:
+            self._flush_now()
+        self._closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self):
+        """Close the connection at once; what is queued is counted as unsent."""
+        if self._closed and self._transport is None:
+            return
+        self._closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class FrameProtocol(FrameProtocolBase, asyncio.Protocol):
+    """One connection speaking casty frames; see ``casty.transport.framing`` for the rules.
+
+    ``peer`` and ``context`` are free slots for the owner (both start as None).
+    """
+
+    __slots__ = ()

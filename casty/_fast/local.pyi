@@ -1,0 +1,37 @@
+"""Types of the Cython twin of ``casty.transport.local``."""
+
+from collections.abc import Callable
+from typing import Any
+
+from casty.address import ActorAddress
+from casty.transport.local import DROP_DEAD as DROP_DEAD
+from casty.transport.local import DROP_OVERFLOW as DROP_OVERFLOW
+from casty.transport.local import DROP_TOO_MANY_PATHS as DROP_TOO_MANY_PATHS
+from casty.transport.local import MessageTransport as MessageTransport
+
+__all__ = [
+    "DROP_DEAD",
+    "DROP_OVERFLOW",
+    "DROP_TOO_MANY_PATHS",
+    "LocalTransport",
+    "MessageTransport",
+]
+
+class LocalTransport:
+    drops: dict[str, int]
+    def __init__(
+        self,
+        *,
+        max_pending_per_path: int = 64,
+        max_pending_paths: int = 10_000,
+        max_dead_paths: int = 100_000,
+    ) -> None: ...
+    @property
+    def dropped(self) -> int: ...
+    def register_path_factory(self, prefix: str, factory: Callable[[str], None]) -> None: ...
+    def register(self, path: str, handler: Callable[[Any], None]) -> None: ...
+    def unregister(self, path: str) -> None: ...
+    def is_registered(self, path: str) -> bool: ...
+    async def wait_for_path(self, path: str) -> None: ...
+    def deliver(self, address: ActorAddress, msg: Any) -> None: ...
+    def deliver_path(self, path: str, msg: Any) -> None: ...

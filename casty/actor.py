@@ -1,0 +1,406 @@
+"""ActorCell: one actor's mailbox, current behaviour and message loop.
+
+Each actor is one asyncio Task draining a ``deque`` mailbox one message at a
+time, in arrival order.  ``enqueue`` (the handler registered for the actor's
+path in the LocalTransport) appends and, only when the loop is idle, wakes it
+through a single future; a busy actor costs one ``deque.append`` per message.
+Consecutive messages are handled without a trip through the event loop, except
+that after ``BATCH`` of them in a row the loop yields once, so an actor that keeps
+feeding itself cannot starve every other task.
+
+Failure policy: a handler (or setup, or pre_start) that raises is logged on
+``casty.actor`` with the actor path.  Without :meth:`Behaviors.supervise` the
+actor then stops (children first, then post_stop hooks, then its path is
+unregistered for good); with it, the actor restarts.  The message that failed
+is not retried.  Stopping was chosen over "log and carry on" because state that
+a handler left half-updated should not see more messages unless the user asked
+for a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from casty.behavior import (
+    SAME,
+    STOPPED,
+    UNHANDLED,
+    Behavior,
+    IgnoreBehavior,
+    LifecycleBehavior,
+    ReceiveBehavior,
+    SetupBehavior,
+    SupervisedBehavior,
+)
+from casty.context import ActorContext
+from casty.ref import ActorRef
+
+if TYPE_CHECKING:
+    from casty.system import ActorSystem
+
+__all__ = ["BATCH", "ActorCell", "validate_name"]
+
+log = logging.getLogger("casty.actor")
+
+M = TypeVar("M")
+C = TypeVar("C")
+
+BATCH = 1024
+"""Messages handled back to back before the actor yields to the event loop once."""
+
+_Handler = Callable[[ActorContext[Any], Any], Awaitable[Behavior[Any]]]
+_Hook = Callable[[ActorContext[Any]], Awaitable[None]]
+_NO_MESSAGE = object()
+
+
+def validate_name(name: object) -> str:
+    """Return ``name`` if it can name an actor: a non-empty str without '/' or whitespace.
+
+    >>> validate_name("worker-1")
+    'worker-1'
+    >>> validate_name("a/b")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: invalid actor name 'a/b': must be non-empty, without '/', ...
+    """
+    if (
+        not isinstance(name, str)
+        or not name
+        or "/" in name
+        or not name.isprintable()
+        or any(ch.isspace() for ch in name)
+    ):
+        raise ValueError(
+            f"invalid actor name {name!r}: must be non-empty, without '/', whitespace or "
+            f"control characters"
+        )
+    return name
+
+
+async def _ignore(ctx: ActorContext[Any], msg: Any) -> Behavior[Any]:
+    return SAME
+
+
+async def _not_started(ctx: ActorContext[Any], msg: Any) -> Behavior[Any]:
+    raise RuntimeError(f"actor {ctx.path} has no behaviour yet")  # unreachable by design
+
+
+class _Supervision:
+    """Restart bookkeeping for one :class:`SupervisedBehavior`."""
+
+    __slots__ = ("behavior", "mark", "restarts")
+
+    def __init__(self, behavior: SupervisedBehavior[Any], mark: int) -> None:
+        self.behavior = behavior
+        self.mark = mark  # post_stop hooks from this index on belong to the supervised part
+        self.restarts: deque[float] = deque()
+
+    def may_restart(self, now: float) -> bool:
+        """Count one restart at ``now`` unless that exceeds the budget in the window."""
+        horizon = now - self.behavior.within
+        restarts = self.restarts
+        while restarts and restarts[0] <= horizon:
+            restarts.popleft()
+        if len(restarts) >= self.behavior.max_restarts:
+            return False
+        restarts.append(now)
+        return True
+
+
+class ActorCell(Generic[M]):
+    """The runtime of one actor; created by the system, not by users."""
+
+    __slots__ = (
+        "_finalizing",
+        "_handler",
+        "_initial",
+        "_loop",
+        "_mailbox",
+        "_post_stop",
+        "_stop_requested",
+        "_supervision",
+        "_task",
+        "_waiter",
+        "children",
+        "context",
+        "name",
+        "parent",
+        "path",
+        "ref",
+        "system",
+        "terminated",
+    )
+
+    def __init__(
+        self,
+        system: ActorSystem,
+        path: str,
+        behavior: Behavior[M],
+        parent: ActorCell[Any] | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.system = system
+        self.path = path
+        self.name = path.rsplit("/", 1)[-1]
+        self.parent = parent
+        self.children: dict[str, ActorCell[Any]] = {}
+        self.ref: ActorRef[M] = system.make_ref(system.address_of(path))
+        self.context: ActorContext[M] = ActorContext(self, self.ref, system)
+        self.terminated: asyncio.Future[None] = loop.create_future()
+        self._loop = loop
+        self._initial = behavior
+        self._mailbox: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._handler: _Handler = _not_started
+        self._post_stop: list[_Hook] = []
+        self._supervision: _Supervision | None = None
+        self._stop_requested = False
+        self._finalizing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"ActorCell({self.path!r})"
+
+    # -- delivery ----------------------------------------------------------------
+
+    def enqueue(self, msg: Any) -> None:
+        """Append ``msg`` to the mailbox and wake the loop if it is idle."""
+        self._mailbox.append(msg)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested (the actor may still be finishing)."""
+        return self._stop_requested
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The asyncio Task running this actor."""
+        return self._task
+
+    @property
+    def finalizing(self) -> bool:
+        """True while the actor stops its children and runs its post_stop hooks."""
+        return self._finalizing
+
+    def start(self) -> None:
+        """Start the actor's Task (the system calls this once)."""
+        self._task = self._loop.create_task(self._run(), name=f"casty-actor:{self.path}")
+
+    def request_stop(self) -> None:
+        """Ask the actor to stop after the message it is handling (idempotent)."""
+        if self._stop_requested:
+            return
+        self._stop_requested = True
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- context operations --------------------------------------------------------
+
+    def spawn_child(self, behavior: Behavior[C], name: str) -> ActorRef[C]:
+        validate_name(name)
+        if self._stop_requested:
+            raise RuntimeError(f"actor {self.path} is stopping; cannot spawn child {name!r}")
+        if name in self.children:
+            raise ValueError(f"actor {self.path} already has a live child named {name!r}")
+        cell = self.system._spawn_cell(behavior, f"{self.path}/{name}", self)
+        self.children[name] = cell
+        return cell.ref
+
+    def stop_ref(self, ref: ActorRef[Any]) -> None:
+        address = getattr(ref, "address", None)
+        path = getattr(address, "path", None)
+        if getattr(address, "system", None) == self.system.name:
+            if path == self.path:
+                self.request_stop()
+                return
+            if isinstance(path, str) and path.rpartition("/")[0] == self.path:
+                child = self.children.get(path.rpartition("/")[2])
+                if child is not None:
+                    child.request_stop()
+                    return
+                return  # an already stopped child: nothing to do
+        shown = getattr(ref, "id", ref)
+        raise ValueError(f"actor {self.path} can stop only itself or its children, not {shown!r}")
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            # Started even when a stop came first, so setup/pre_start and post_stop pair up.
+            await self._start_guarded(self._initial)
+            mailbox = self._mailbox
+            ctx = self.context
+            budget = BATCH
+            while not self._stop_requested:
+                if mailbox:
+                    if budget:
+                        budget -= 1
+                    else:
+                        budget = BATCH
+                        await asyncio.sleep(0)  # let other tasks run, then carry on
+                        continue
+                    msg = mailbox.popleft()
+                    try:
+                        nxt = await self._handler(ctx, msg)
+                    except Exception as exc:
+                        await self._fail(exc, msg)
+                        continue
+                    if nxt is not SAME:
+                        await self._become(nxt, msg)
+                else:
+                    budget = BATCH
+                    waiter = self._waiter = self._loop.create_future()
+                    await waiter
+        except asyncio.CancelledError:
+            # Only a shutdown whose grace period ran out cancels an actor; still clean up.
+            self._uncancel()
+            self._waiter = None
+            log.warning("actor %s was cancelled while busy; stopping it", self.path,
+                        extra={"actor_path": self.path})
+        finally:
+            await self._finalize()
+
+    async def _become(self, nxt: Behavior[Any], msg: Any) -> None:
+        if nxt is UNHANDLED:
+            log.debug("actor %s did not handle a message of type %s", self.path,
+                      type(msg).__qualname__, extra={"actor_path": self.path})
+        elif nxt is STOPPED:
+            self.request_stop()
+        else:
+            await self._start_guarded(nxt)
+
+    async def _start_guarded(self, behavior: Behavior[Any]) -> None:
+        try:
+            await self._start(behavior)
+        except Exception as exc:
+            await self._fail(exc, _NO_MESSAGE)
+
+    async def _start(self, b: Behavior[Any]) -> None:
+        """Run ``b`` down to a message handler: setups, pre_start hooks, supervision."""
+        ctx = self.context
+        while True:
+            if isinstance(b, ReceiveBehavior):
+                self._handler = b.handler
+                return
+            if isinstance(b, SetupBehavior):
+                b = await b.factory(ctx)
+                if b is SAME or b is UNHANDLED:
+                    raise TypeError(
+                        f"setup of actor {self.path} returned {b!r}; return the behaviour to run"
+                    )
+            elif isinstance(b, LifecycleBehavior):
+                if b.pre_start is not None:
+                    await b.pre_start(ctx)
+                if b.post_stop is not None and b.post_stop not in self._post_stop:
+                    self._post_stop.append(b.post_stop)
+                b = b.behavior
+            elif isinstance(b, SupervisedBehavior):
+                self._supervision = _Supervision(b, len(self._post_stop))
+                b = b.behavior
+            elif isinstance(b, IgnoreBehavior):
+                self._handler = _ignore
+                return
+            elif b is STOPPED:
+                self.request_stop()
+                return
+            elif b is SAME or b is UNHANDLED:
+                raise TypeError(f"actor {self.path} cannot start with {b!r}; it needs a behaviour")
+            else:
+                raise TypeError(
+                    f"actor {self.path} expected a Behavior, got {type(b).__name__}: {b!r} "
+                    f"(did a handler forget to return Behaviors.same()?)"
+                )
+
+    async def _fail(self, exc: BaseException, msg: Any) -> None:
+        extra = {"actor_path": self.path}
+        what = "starting" if msg is _NO_MESSAGE else f"handling a {type(msg).__qualname__}"
+        while True:
+            sup = self._supervision
+            if self._stop_requested:
+                log.error("actor %s failed while %s (it was stopping)", self.path, what,
+                          exc_info=exc, extra=extra)
+                return
+            if sup is None:
+                log.error("actor %s failed while %s; stopping it (not supervised)", self.path,
+                          what, exc_info=exc, extra=extra)
+                self.request_stop()
+                return
+            if not sup.may_restart(self._loop.time()):
+                log.error(
+                    "actor %s failed while %s after %d restarts within %gs; stopping it",
+                    self.path, what, sup.behavior.max_restarts, sup.behavior.within,
+                    exc_info=exc, extra=extra,
+                )
+                self.request_stop()
+                return
+            log.error("actor %s failed while %s; restarting it", self.path, what,
+                      exc_info=exc, extra=extra)
+            try:
+                await self._stop_children()
+                await self._run_post_stop(sup.mark)
+                await self._start(sup.behavior.behavior)
+                return
+            except Exception as again:
+                exc, what = again, "restarting"
+
+    # -- stopping ------------------------------------------------------------------------
+
+    async def _finalize(self) -> None:
+        self._stop_requested = True
+        self._finalizing = True
+        self._waiter = None
+        self.system.local.unregister(self.path)
+        if self._mailbox:
+            log.debug("actor %s stopped with %d unprocessed messages; dropped them",
+                      self.path, len(self._mailbox), extra={"actor_path": self.path})
+            self._mailbox.clear()
+        try:
+            await self._stop_children()
+            await self._run_post_stop(0)
+        finally:
+            self.system._forget(self)
+            if not self.terminated.done():
+                self.terminated.set_result(None)
+
+    async def _stop_children(self) -> None:
+        children = list(self.children.values())
+        if not children:
+            return
+        for child in children:
+            child.request_stop()
+        try:
+            await asyncio.wait([child.terminated for child in children])
+        except asyncio.CancelledError:
+            self._uncancel()
+            log.warning("actor %s was cancelled waiting for its children to stop", self.path,
+                        extra={"actor_path": self.path})
+
+    async def _run_post_stop(self, mark: int) -> None:
+        hooks = self._post_stop[mark:]
+        del self._post_stop[mark:]
+        for hook in reversed(hooks):  # innermost first, like nested context managers
+            try:
+                await hook(self.context)
+            except asyncio.CancelledError:
+                self._uncancel()
+                log.warning("post_stop of actor %s was cancelled", self.path,
+                            extra={"actor_path": self.path})
+            except Exception:
+                log.exception("post_stop of actor %s failed", self.path,
+                              extra={"actor_path": self.path})
+
+    def _uncancel(self) -> None:
+        task = asyncio.current_task()
+        if task is not None and task is self._task:
+            task.uncancel()

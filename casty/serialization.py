@@ -1,0 +1,729 @@
+"""Message serializers: the :class:`Serializer` protocol, :class:`TypeRegistry`, and the
+msgpack (default) and JSON encodings of one value model.
+
+Values: None, bool, int (any size), float, str, bytes, list, tuple, dict (any supported
+keys), set, frozenset, dataclasses and Enum members whose classes are registered (or live
+in an allowed module), and actor refs, which travel as their URI and are rebuilt on the
+receiving side through a ``ref_factory``.  Each comes back as the same type.
+
+Decoding is safe against hostile payloads: it never imports a module or calls anything a
+peer names except registered classes (or dataclass/Enum classes of allowed modules that
+are already imported), and every failure is a :class:`SerializationError`.
+
+>>> from dataclasses import dataclass
+>>> @dataclass(frozen=True)
+... class Move:
+...     x: int
+...     path: tuple[str, ...]
+>>> registry = TypeRegistry()
+>>> _ = registry.register(Move, "demo.Move")
+>>> s = MsgpackSerializer(registry)
+>>> s.deserialize(s.serialize({"move": Move(3, ("a", "b"))}))
+{'move': Move(x=3, path=('a', 'b'))}
+>>> try:
+...     MsgpackSerializer().serialize(Move(1, ()))
+... except SerializationError as exc:
+...     print(str(exc).replace(__name__, "mod"))
+cannot serialize object of type 'mod.Move': not registered and not a supported type
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import inspect
+import json
+import math
+import operator
+import sys
+from collections.abc import Callable
+from enum import Enum
+from typing import Any, Final, Protocol, runtime_checkable
+
+from msgpack import ExtType, Packer, Unpacker, unpackb  # type: ignore[import-untyped]
+
+from casty.address import ActorAddress
+from casty.ref import ActorRef, LocalActorRef, RemoteActorRef, _TransportRef
+
+__all__ = [
+    "JsonSerializer",
+    "MsgpackSerializer",
+    "RefFactory",
+    "SerializationError",
+    "Serializer",
+    "TypeRegistry",
+    "type_hint",
+]
+
+RefFactory = Callable[[ActorAddress], ActorRef[Any]]
+"""Rebuilds an actor ref from the address carried in a payload."""
+
+Payload = bytes | bytearray | memoryview
+
+# Ext nesting (dataclass in tuple in dataclass ...) deeper than this is refused both ways,
+# so everything we write can be read back and a hostile payload cannot exhaust the stack.
+MAX_NESTING: Final = 256
+# msgpack's unpackb keeps a ~40 KiB parse stack on the C stack; past this many nested
+# levels, decode through Unpacker objects, which keep theirs on the heap.
+_C_STACK_LEVELS: Final = 4
+
+# Ext type codes; those up to _EXT_FROZENSET carry a msgpack array as their body.
+_EXT_DATACLASS: Final = 1  # [name, *field values]
+_EXT_ENUM: Final = 2  # [name, value]
+_EXT_TUPLE: Final = 3  # [items]
+_EXT_SET: Final = 4
+_EXT_FROZENSET: Final = 5
+_EXT_REF: Final = 6  # UTF-8 URI
+_EXT_BIGINT: Final = 7  # big-endian two's complement
+
+_INT_MIN: Final = -(2**63)  # msgpack's native int range: int64 min .. uint64 max
+_INT_END: Final = 2**64
+
+
+class SerializationError(ValueError):
+    """A value could not be encoded, or a payload could not be decoded."""
+
+
+def type_hint(obj: object) -> str:
+    """The fully-qualified name of ``obj``'s type, as written in an envelope's type_hint.
+
+    >>> type_hint(7), type_hint(ActorAddress("s", "/"))
+    ('builtins.int', 'casty.address.ActorAddress')
+    """
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _type_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _unsupported(obj: object) -> SerializationError:
+    return SerializationError(
+        f"cannot serialize object of type {type_hint(obj)!r}: not registered and not a "
+        "supported type"
+    )
+
+
+def _show(value: object, limit: int = 120) -> str:
+    """``repr(value)`` cut short: names in payloads come from peers."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns messages into bytes and back; actor refs are rebuilt through ``ref_factory``."""
+
+    def serialize(self, obj: Any) -> bytes:
+        """Encode ``obj``; SerializationError when it holds an unsupported value."""
+        ...
+
+    def deserialize(self, data: Payload, *, ref_factory: RefFactory | None = None) -> Any:
+        """Decode ``data``; SerializationError when it is malformed or names an unknown type."""
+        ...
+
+
+class _Plan:
+    """How one registered class travels: its wire name, and how to take it apart and rebuild it.
+
+    ``build(*values)`` makes the object: the class itself in the common case of a dataclass
+    whose ``__init__`` takes every field positionally (or of an Enum, from its value).
+    """
+
+    __slots__ = ("build", "cls", "fields", "get", "is_enum", "name", "size")
+
+    def __init__(self, cls: type, name: str) -> None:
+        self.cls = cls
+        self.name = name
+        self.is_enum = issubclass(cls, Enum)
+        self.build: Callable[..., Any] = cls
+        self.fields: tuple[str, ...] = ()
+        self.get: Callable[[Any], tuple[Any, ...]] = _no_fields
+        if not self.is_enum:
+            self.fields = tuple(f.name for f in dataclasses.fields(cls))
+            self.get = _getter(self.fields)
+            self.build = _builder(cls, self.fields)
+        self.size = 1 + (1 if self.is_enum else len(self.fields))  # of [name, *values]
+
+
+def _no_fields(obj: object) -> tuple[()]:
+    return ()
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(names) >= 2:
+        return operator.attrgetter(*names)  # a C call returning a tuple
+    if len(names) == 1:
+        get_one = operator.attrgetter(names[0])
+        return lambda obj: (get_one(obj),)
+    return _no_fields
+
+
+def _builder(cls: type, names: tuple[str, ...]) -> Callable[..., Any]:
+    """The cheapest faithful way to rebuild ``cls`` from its field values in order."""
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+    init_names = tuple(n for n in names if by_name[n].init)
+    try:
+        params = list(inspect.signature(cls).parameters.values())
+    except (TypeError, ValueError):
+        params = None
+    if params is not None and tuple(p.name for p in params) == init_names:
+        if len(init_names) == len(names) and all(
+            p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params
+        ):
+            return cls
+        if all(p.kind is not inspect.Parameter.POSITIONAL_ONLY for p in params):
+            # kw_only fields, or init=False fields set after __init__ (validation still runs).
+            def build_by_keyword(*values: Any) -> Any:
+                obj = cls(**{n: v for n, v in zip(names, values, strict=True) if by_name[n].init})
+                for n, v in zip(names, values, strict=True):
+                    if not by_name[n].init:
+                        object.__setattr__(obj, n, v)
+                return obj
+
+            return build_by_keyword
+
+    # A hand-written __init__ or InitVars: __init__ cannot take the stored fields back, so
+    # restore them as they were, like copy.copy does.
+    def build_raw(*values: Any) -> Any:
+        obj: Any = object.__new__(cls)
+        for n, v in zip(names, values, strict=True):
+            object.__setattr__(obj, n, v)
+        return obj
+
+    return build_raw
+
+
+def _is_message_class(obj: object) -> bool:
+    return isinstance(obj, type) and (
+        issubclass(obj, Enum) or dataclasses.is_dataclass(obj)
+    )
+
+
+class TypeRegistry:
+    """Which dataclass and Enum types may travel, and under which names.
+
+    A class is sent under the name it was registered with (by default
+    ``module.QualName``).  ``allow_module`` lets every dataclass/Enum class of an already
+    imported module travel under its default name without registering each one.
+    ``casty.address.ActorAddress`` is registered from the start.
+
+    >>> import enum
+    >>> class Color(enum.Enum):
+    ...     RED = 1
+    >>> reg = TypeRegistry()
+    >>> reg.register(Color, "demo.Color") is Color
+    True
+    >>> reg.name_of(Color), reg.resolve("demo.Color") is Color
+    ('demo.Color', True)
+    >>> reg.resolve("os.system")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    casty.serialization.SerializationError: unknown type name 'os.system': not registered ...
+    """
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, type] = {}
+        self._by_class: dict[type, str] = {}
+        self._modules: set[str] = set()
+        # Plans cache hits only: a miss may become a hit once a module is imported or a
+        # class registered, and caching misses would let a peer grow the cache.
+        self._plans: dict[type, _Plan] = {}
+        self._named: dict[str, _Plan] = {}
+        self.register(ActorAddress)
+
+    def register(self, cls: type, name: str | None = None) -> type:
+        """Let ``cls`` (a dataclass or Enum subclass) travel as ``name``; returns ``cls``.
+
+        Registering another class under a taken name, or ``cls`` again under another
+        name, is a ValueError.
+        """
+        if not _is_message_class(cls):
+            raise TypeError(f"only dataclasses and Enum subclasses can be registered, got {cls!r}")
+        if name is None:
+            name = _type_name(cls)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a registered type name must be a non-empty str, got {name!r}")
+        taken = self._by_name.get(name)
+        if taken is None and name in self._named:
+            taken = self._named[name].cls
+        if taken is not None and taken is not cls:
+            raise ValueError(
+                f"type name {name!r} is already taken by {taken!r}, cannot give it to {cls!r}"
+            )
+        old = self._by_class.get(cls)
+        if old is not None and old != name:
+            raise ValueError(f"{cls!r} is already registered as {old!r}, not {name!r}")
+        self._by_name[name] = cls
+        self._by_class[cls] = name
+        self._plans.pop(cls, None)  # it may have travelled under its allowed-module name
+        return cls
+
+    def allow_module(self, module_name: str) -> None:
+        """Let dataclass/Enum classes defined in ``module_name`` travel unregistered.
+
+        Decoding looks them up only if the module is already imported: it never imports.
+        """
+        if not isinstance(module_name, str) or not module_name:
+            raise TypeError(f"a module name must be a non-empty str, got {module_name!r}")
+        self._modules.add(module_name)
+
+    def name_of(self, cls: type) -> str:
+        """The name ``cls`` travels under; SerializationError when it may not travel."""
+        plan = self._plan_for_class(cls)
+        if plan is None:
+            raise SerializationError(
+                f"type {_type_name(cls)!r} is not registered and not from an allowed module"
+            )
+        return plan.name
+
+    def resolve(self, name: str) -> type:
+        """The class a payload's type ``name`` stands for; SerializationError if unknown."""
+        return self._plan_for_name(name).cls
+
+    def _plan_for_class(self, cls: type) -> _Plan | None:
+        plan = self._plans.get(cls)
+        if plan is not None:
+            return plan
+        name = self._by_class.get(cls)
+        if name is None:
+            name = _type_name(cls)
+            if cls.__module__ not in self._modules or self._find(name) is not cls:
+                return None  # e.g. a class defined in a function: it could not be found back
+        plan = self._named.get(name)
+        if plan is None or plan.cls is not cls:
+            plan = _Plan(cls, name)
+            self._named[name] = plan
+        self._plans[cls] = plan
+        return plan
+
+    def _plan_for_name(self, name: object) -> _Plan:
+        if type(name) is not str:
+            raise SerializationError(f"a type name must be a str, got {_show(name)}")
+        plan = self._named.get(name)
+        if plan is not None:
+            return plan
+        cls = self._by_name.get(name)
+        if cls is None:
+            cls = self._find(name)
+            if cls is None:
+                raise SerializationError(
+                    f"unknown type name {_show(name)}: not registered and not in an allowed module"
+                )
+        plan = self._plans.get(cls)
+        if plan is None or plan.name != name:
+            plan = _Plan(cls, name)
+        self._named[name] = plan
+        return plan
+
+    def _find(self, name: str) -> type | None:
+        """A dataclass/Enum class named ``module.QualName`` in an allowed, imported module.
+
+        Only plain ``__dict__`` lookups: no import, no ``__getattr__``, no descriptor, and
+        the class found must carry exactly that module and qualname.
+        """
+        for module_name in self._modules:
+            if not name.startswith(f"{module_name}."):
+                continue
+            module = sys.modules.get(module_name)
+            if module is None:
+                continue
+            qualname = name[len(module_name) + 1 :]
+            first, *rest = qualname.split(".")
+            obj = vars(module).get(first)
+            for part in rest:  # into nested classes only, never into another module
+                obj = vars(obj).get(part) if isinstance(obj, type) else None
+            if (
+                isinstance(obj, type)
+                and _is_message_class(obj)
+                and obj.__module__ == module_name
+                and obj.__qualname__ == qualname
+            ):
+                return obj
+        return None
+
+
+# --- msgpack -------------------------------------------------------------------------------
+
+_Spec = tuple[int, str, Callable[[Any], tuple[Any, ...]]]
+_BUILTIN_SPECS: dict[type, _Spec] = {
+    tuple: (_EXT_TUPLE, "", _no_fields),
+    set: (_EXT_SET, "", _no_fields),
+    frozenset: (_EXT_FROZENSET, "", _no_fields),
+    int: (_EXT_BIGINT, "", _no_fields),
+    LocalActorRef: (_EXT_REF, "", _no_fields),
+    RemoteActorRef: (_EXT_REF, "", _no_fields),
+}
+
+
+# ExtType's own __new__ re-checks its arguments in Python (about as slow as packing a
+# small message); ours are right by construction, so build the namedtuple directly.
+_new_ext: Final = tuple.__new__
+
+
+def _int_to_bytes(n: int) -> bytes:
+    return n.to_bytes((n.bit_length() + 8) // 8, "big", signed=True)
+
+
+class MsgpackSerializer:
+    """The default serializer: msgpack, with ext types for what msgpack lacks.
+
+    Tuples, sets, frozensets, ints beyond 64 bits, actor refs, dataclasses
+    (``[name, *field values]``) and Enum members (``[name, value]``) are msgpack ext
+    types; ``bytes`` and ``str`` stay distinct.  An instance reuses its packers and
+    decoding state between calls, so it belongs to one thread (the event loop); calls
+    nested inside one another (a ``__post_init__`` that serializes) are fine.
+
+    >>> s = MsgpackSerializer()
+    >>> s.deserialize(s.serialize({(1, 2): frozenset({b"x"}), "n": 2**80}))
+    {(1, 2): frozenset({b'x'}), 'n': 1208925819614629174706176}
+    """
+
+    __slots__ = (
+        "_decode_depth", "_depth", "_hook", "_packers", "_plans", "_ref_factory", "_registry",
+        "_specs",
+    )
+
+    def __init__(self, registry: TypeRegistry | None = None) -> None:
+        self._registry = registry if registry is not None else TypeRegistry()
+        self._plans = self._registry._named
+        self._specs: dict[type, _Spec] = dict(_BUILTIN_SPECS)
+        # One packer per nesting level in use: an ext's body is packed while the packer
+        # of the enclosing value is mid-way through its own buffer.
+        self._packers: list[Packer] = [self._new_packer()]
+        self._depth = 0
+        self._hook = self._ext_hook  # bound once, not per call
+        self._decode_depth = 0
+        self._ref_factory: RefFactory | None = None
+
+    @property
+    def registry(self) -> TypeRegistry:
+        """The registry deciding which classes may travel."""
+        return self._registry
+
+    def _new_packer(self) -> Packer:
+        # strict_types: tuples, subclasses of int/str (IntEnum) etc. must reach _default.
+        return Packer(default=self._default, use_bin_type=True, strict_types=True, autoreset=True)
+
+    def serialize(self, obj: Any) -> bytes:
+        """Encode ``obj`` as msgpack; SerializationError names an unsupported type."""
+        try:
+            return self._pack(obj)
+        except SerializationError:
+            raise
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot serialize object of type {type_hint(obj)!r}: {exc}"
+            ) from exc
+
+    def _pack(self, value: Any) -> bytes:
+        depth = self._depth
+        if depth > MAX_NESTING:
+            raise SerializationError(f"value nested deeper than {MAX_NESTING} levels")
+        packers = self._packers
+        if depth == len(packers):
+            packers.append(self._new_packer())
+        self._depth = depth + 1
+        try:
+            data: bytes = packers[depth].pack(value)
+        finally:
+            self._depth = depth
+        return data
+
+    def _default(self, obj: Any) -> ExtType:
+        spec = self._specs.get(type(obj))
+        if spec is None:
+            spec = self._spec_for(obj)
+        code, name, get = spec
+        if code == _EXT_DATACLASS:
+            data = self._pack([name, *get(obj)])
+        elif code == _EXT_ENUM:
+            data = self._pack([name, obj.value])
+        elif code == _EXT_REF:
+            data = obj.address.to_uri().encode()
+        elif code == _EXT_BIGINT:  # msgpack hands over only the ints it cannot hold
+            data = _int_to_bytes(obj)
+        else:  # tuple, set, frozenset
+            data = self._pack(list(obj))
+        return _new_ext(ExtType, (code, data))
+
+    def _spec_for(self, obj: Any) -> _Spec:
+        cls = type(obj)
+        if isinstance(obj, _TransportRef):
+            spec: _Spec = (_EXT_REF, "", _no_fields)
+        else:
+            plan = self._registry._plan_for_class(cls)
+            if plan is None:
+                raise _unsupported(obj)
+            code = _EXT_ENUM if plan.is_enum else _EXT_DATACLASS
+            spec = (code, plan.name, plan.get)
+        self._specs[cls] = spec
+        return spec
+
+    def deserialize(self, data: Payload, *, ref_factory: RefFactory | None = None) -> Any:
+        """Decode msgpack ``data``; every failure is a SerializationError."""
+        outer_factory = self._ref_factory
+        self._ref_factory = ref_factory
+        try:
+            return unpackb(data, ext_hook=self._hook, raw=False, strict_map_key=False)
+        except SerializationError:
+            raise
+        except Exception as exc:
+            raise SerializationError(f"cannot deserialize msgpack payload: {exc}") from exc
+        finally:
+            self._ref_factory = outer_factory
+
+    def _unpack_deep(self, data: bytes) -> Any:
+        """Unpack an ext body through a heap-allocated Unpacker (see _C_STACK_LEVELS)."""
+        if not data:
+            raise SerializationError("empty ext body")
+        unpacker = Unpacker(
+            None, ext_hook=self._hook, raw=False, strict_map_key=False, max_buffer_size=len(data)
+        )
+        unpacker.feed(data)
+        value = unpacker.unpack()
+        if unpacker.tell() != len(data):
+            raise SerializationError("extra bytes after an ext body")
+        return value
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        depth = self._decode_depth
+        if depth >= MAX_NESTING:
+            raise SerializationError(f"payload nested deeper than {MAX_NESTING} levels")
+        self._decode_depth = depth + 1
+        try:
+            if _EXT_DATACLASS <= code <= _EXT_FROZENSET:  # every ext with a msgpack body
+                if depth < _C_STACK_LEVELS:
+                    items = unpackb(data, ext_hook=self._hook, raw=False, strict_map_key=False)
+                else:
+                    items = self._unpack_deep(data)
+                if type(items) is not list:
+                    raise SerializationError(f"malformed msgpack ext {code}: body is not an array")
+                if code == _EXT_TUPLE:
+                    return tuple(items)
+                if code == _EXT_SET or code == _EXT_FROZENSET:
+                    return set(items) if code == _EXT_SET else frozenset(items)
+                is_enum = code == _EXT_ENUM
+                plan = self._plans.get(items[0]) if items and type(items[0]) is str else None
+                if plan is not None and plan.is_enum is is_enum and len(items) == plan.size:
+                    try:  # the common case, inline; _build says what is wrong otherwise
+                        return plan.build(*items[1:])
+                    except Exception as exc:
+                        raise _rebuild_error(plan, exc) from exc
+                return _build(self._registry, items, dataclass=not is_enum)
+            if code == _EXT_REF:
+                return _make_ref(data.decode("utf-8"), self._ref_factory)
+            if code == _EXT_BIGINT:
+                if not data:
+                    raise SerializationError("empty big int ext")
+                return int.from_bytes(data, "big", signed=True)
+            raise SerializationError(f"unknown msgpack ext type code {code}")
+        finally:
+            self._decode_depth = depth
+
+
+def _kind_mismatch(plan: _Plan) -> SerializationError:
+    kind, other = ("an Enum", "a dataclass") if plan.is_enum else ("a dataclass", "an Enum")
+    return SerializationError(f"type {plan.name!r} is {kind}, but the payload sends {other}")
+
+
+def _build(registry: TypeRegistry, items: list[Any], *, dataclass: bool) -> Any:
+    """The object ``[name, *values]`` stands for; SerializationError saying what is wrong."""
+    if not items:
+        raise SerializationError("malformed dataclass/enum: empty, no type name")
+    plan = registry._plan_for_name(items[0])
+    if plan.is_enum == dataclass:
+        raise _kind_mismatch(plan)
+    if len(items) != plan.size:
+        what = "enum" if plan.is_enum else "dataclass"
+        raise SerializationError(
+            f"{what} {plan.name!r} takes {plan.size - 1} value(s), payload has {len(items) - 1}"
+        )
+    try:
+        return plan.build(*items[1:])
+    except Exception as exc:
+        raise _rebuild_error(plan, exc) from exc
+
+
+def _rebuild_error(plan: _Plan, exc: Exception) -> SerializationError:
+    return SerializationError(f"cannot rebuild {plan.name!r} from payload: {exc}")
+
+
+def _make_ref(uri: object, ref_factory: RefFactory | None) -> Any:
+    if ref_factory is None:
+        raise SerializationError(
+            f"payload carries an actor ref ({_show(uri)}) but no ref_factory was given to "
+            "rebuild it"
+        )
+    if type(uri) is not str:
+        raise SerializationError(f"an actor ref must travel as a URI string, got {_show(uri)}")
+    try:
+        address = ActorAddress.from_uri(uri)
+    except ValueError as exc:
+        raise SerializationError(f"bad actor ref in payload: {exc}") from exc
+    return ref_factory(address)
+
+
+# --- JSON ----------------------------------------------------------------------------------
+
+_TAG: Final = "__t"
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _reject_constant(name: str) -> Any:
+    raise SerializationError(f"non-standard JSON constant {name}")
+
+
+class JsonSerializer:
+    """The same value model as JSON text (UTF-8, compact separators).
+
+    What JSON lacks travels as a tagged object ``{"__t": tag, ...}``: ``t`` tuple,
+    ``s`` set, ``fs`` frozenset, ``b`` bytes (base64), ``i`` int beyond 64 bits (hex),
+    ``f`` non-finite float, ``m`` dict whose keys are not all str or include ``"__t"``
+    (pairs), ``dc`` dataclass (``n`` name, ``f`` field values), ``e`` Enum member
+    (``n``, ``v`` value), ``r`` actor ref (``v`` URI).  A user dict with a ``"__t"`` key
+    always goes as ``m``, so no user dict can pass for a tag.
+
+    >>> s = JsonSerializer()
+    >>> s.serialize({"k": (1, b"\\x00"), "__t": None})
+    b'{"__t":"m","v":[["k",{"__t":"t","v":[1,{"__t":"b","v":"AA=="}]}],["__t",null]]}'
+    >>> s.deserialize(s.serialize({"k": (1, b"\\x00"), "__t": None}))
+    {'k': (1, b'\\x00'), '__t': None}
+    """
+
+    __slots__ = ("_dumps", "_registry", "_specs")
+
+    def __init__(self, registry: TypeRegistry | None = None) -> None:
+        self._registry = registry if registry is not None else TypeRegistry()
+        self._specs: dict[type, _Plan] = {}
+        self._dumps = json.JSONEncoder(
+            separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
+        ).encode
+
+    @property
+    def registry(self) -> TypeRegistry:
+        """The registry deciding which classes may travel."""
+        return self._registry
+
+    def serialize(self, obj: Any) -> bytes:
+        """Encode ``obj`` as UTF-8 JSON; SerializationError names an unsupported type."""
+        try:
+            return self._dumps(self._encode(obj)).encode("utf-8")
+        except SerializationError:
+            raise
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot serialize object of type {type_hint(obj)!r}: {exc}"
+            ) from exc
+
+    def _encode(self, obj: Any) -> Any:
+        cls = type(obj)
+        if cls is str or cls is bool or obj is None:
+            return obj
+        if cls is int:
+            return obj if _INT_MIN <= obj < _INT_END else {_TAG: "i", "v": hex(obj)}
+        if cls is float:
+            return obj if math.isfinite(obj) else {_TAG: "f", "v": repr(obj)}
+        enc = self._encode
+        if cls is list:
+            return [enc(x) for x in obj]
+        if cls is dict:
+            if _TAG not in obj and all(type(k) is str for k in obj):
+                return {k: enc(v) for k, v in obj.items()}
+            return {_TAG: "m", "v": [[enc(k), enc(v)] for k, v in obj.items()]}
+        if cls is tuple:
+            return {_TAG: "t", "v": [enc(x) for x in obj]}
+        if cls is set:
+            return {_TAG: "s", "v": [enc(x) for x in obj]}
+        if cls is frozenset:
+            return {_TAG: "fs", "v": [enc(x) for x in obj]}
+        if cls is bytes or cls is bytearray or cls is memoryview:
+            return {_TAG: "b", "v": base64.b64encode(obj).decode("ascii")}
+        if isinstance(obj, _TransportRef):
+            return {_TAG: "r", "v": obj.address.to_uri()}
+        plan = self._specs.get(cls)
+        if plan is None:
+            plan = self._registry._plan_for_class(cls)
+            if plan is None:
+                raise _unsupported(obj)
+            self._specs[cls] = plan
+        if plan.is_enum:
+            return {_TAG: "e", "n": plan.name, "v": enc(obj.value)}
+        return {_TAG: "dc", "n": plan.name, "f": [enc(x) for x in plan.get(obj)]}
+
+    def deserialize(self, data: Payload, *, ref_factory: RefFactory | None = None) -> Any:
+        """Decode UTF-8 JSON ``data``; every failure is a SerializationError."""
+        try:
+            text = str(data, "utf-8")
+            return json.loads(
+                text, object_hook=self._object_hook(ref_factory), parse_constant=_reject_constant
+            )
+        except SerializationError:
+            raise
+        except Exception as exc:
+            raise SerializationError(f"cannot deserialize JSON payload: {exc}") from exc
+
+    def _object_hook(self, ref_factory: RefFactory | None) -> Callable[[dict[str, Any]], Any]:
+        registry = self._registry
+
+        # json calls this innermost object first, so a tag's contents are already decoded.
+        def hook(obj: dict[str, Any]) -> Any:
+            if _TAG not in obj:
+                return obj
+            tag = obj[_TAG]
+            if tag == "dc" or tag == "e":
+                if tag == "e":
+                    _check_keys(obj, ("n", "v"))
+                    return _build(registry, [obj["n"], obj["v"]], dataclass=False)
+                _check_keys(obj, ("n", "f"))
+                return _build(registry, [obj["n"], *_list(obj["f"], tag)], dataclass=True)
+            _check_keys(obj, ("v",))
+            value = obj["v"]
+            if tag == "t":
+                return tuple(_list(value, tag))
+            if tag == "s":
+                return set(_list(value, tag))
+            if tag == "fs":
+                return frozenset(_list(value, tag))
+            if tag == "b":
+                return base64.b64decode(_str(value, tag), validate=True)
+            if tag == "m":
+                result = {}
+                for pair in _list(value, tag):
+                    if type(pair) is not list or len(pair) != 2:
+                        raise SerializationError("malformed 'm' tag: pairs must be [key, value]")
+                    result[pair[0]] = pair[1]
+                return result
+            if tag == "r":
+                return _make_ref(value, ref_factory)
+            if tag == "i":
+                return int(_str(value, tag), 16)
+            if tag == "f":
+                f = _NON_FINITE.get(_str(value, tag))
+                if f is None:
+                    raise SerializationError(f"'f' tag holds {_show(value)}, not nan/inf/-inf")
+                return f
+            raise SerializationError(f"unknown JSON tag {_show(tag)}")
+
+        return hook
+
+
+def _check_keys(obj: dict[str, Any], keys: tuple[str, ...]) -> None:
+    if len(obj) != len(keys) + 1 or not all(k in obj for k in keys):
+        raise SerializationError(
+            f"malformed {_show(obj[_TAG])} tag: keys {_show(sorted(obj))}, expected "
+            f"{sorted((_TAG, *keys))!r}"
+        )
+
+
+def _list(value: object, tag: str) -> list[Any]:
+    if type(value) is not list:
+        raise SerializationError(f"malformed {tag!r} tag: expected an array, got {_show(value)}")
+    return value
+
+
+def _str(value: object, tag: str) -> str:
+    if type(value) is not str:
+        raise SerializationError(f"malformed {tag!r} tag: expected a string, got {_show(value)}")
+    return value

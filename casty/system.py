@@ -1,0 +1,281 @@
+"""ActorSystem: spawns actors, routes to them by path, asks them, shuts them down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from casty._impl import LocalTransport
+from casty.actor import ActorCell, validate_name
+from casty.address import ActorAddress
+from casty.behavior import SAME, UNHANDLED, Behavior
+from casty.ref import ActorRef, LocalActorRef
+
+if TYPE_CHECKING:
+    # Both twins share this interface; the pure one carries the type.
+    from casty.transport.local import LocalTransport as LocalTransportType
+
+__all__ = ["ActorSystem"]
+
+log = logging.getLogger("casty.system")
+
+M = TypeVar("M")
+R = TypeVar("R")
+
+_BAD_SYSTEM_CHARS = frozenset("/@:[]")
+
+
+class ActorSystem:
+    """A set of actors sharing one LocalTransport, addressed by path.
+
+    Root actors live at ``/user/<name>``, their children below them.  Every
+    live actor's path is registered in :attr:`local` with its mailbox, so a
+    reference is just an address and a transport.
+
+    >>> import casty
+    >>> from casty.behavior import Behaviors
+    >>> async def shout(ctx, msg):
+    ...     text, reply_to = msg
+    ...     reply_to.tell(text.upper())
+    ...     return Behaviors.same()
+    >>> async def main() -> str:
+    ...     async with ActorSystem("demo") as system:
+    ...         ref = system.spawn(Behaviors.receive(shout), "shouter")
+    ...         return await system.ask(ref, lambda reply_to: ("hi", reply_to))
+    >>> casty.run(main())
+    'HI'
+
+    ``stop_timeout`` is how long :meth:`shutdown` lets busy actors finish the
+    message they are handling before it cancels them.
+    """
+
+    def __init__(
+        self,
+        name: str = "casty-system",
+        *,
+        local_transport: LocalTransportType | None = None,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        if not isinstance(name, str) or not name or any(
+            ch in _BAD_SYSTEM_CHARS or ch.isspace() or not ch.isprintable() for ch in name
+        ):
+            raise ValueError(
+                f"invalid actor system name {name!r}: must be non-empty, without whitespace "
+                f"or any of / @ : [ ]"
+            )
+        if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, int | float) or not (
+            stop_timeout > 0
+        ):
+            raise ValueError(
+                f"stop_timeout must be a positive number of seconds, got {stop_timeout!r}"
+            )
+        self.name = name
+        self.local: LocalTransportType = (
+            local_transport if local_transport is not None else LocalTransport()
+        )
+        self.stop_timeout = float(stop_timeout)
+        self._cells: dict[str, ActorCell[Any]] = {}
+        self._user: dict[str, ActorCell[Any]] = {}
+        self._system_actors: dict[str, ActorCell[Any]] = {}
+        self._ask_seq = 0
+        self._closing = False
+        self._shutdown: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, actors={len(self._cells)})"
+
+    async def __aenter__(self) -> ActorSystem:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+    # -- hooks for subclasses (RemoteActorSystem) --------------------------------------
+
+    def address_of(self, path: str) -> ActorAddress:
+        """The address other code should use for the actor at ``path``."""
+        return ActorAddress(system=self.name, path=path)
+
+    def make_ref(self, address: ActorAddress) -> ActorRef[Any]:
+        """A reference to ``address``; every ref the system hands out is built here."""
+        return LocalActorRef(address, self.local)
+
+    # -- spawning ------------------------------------------------------------------------
+
+    def spawn(self, behavior: Behavior[M], name: str) -> ActorRef[M]:
+        """Start a root actor at ``/user/<name>`` and return its reference.
+
+        Raises ValueError for an invalid name or one a live root actor has,
+        RuntimeError outside a running event loop or after shutdown began.
+        """
+        return self._spawn_root(self._user, "/user", behavior, name)
+
+    def _spawn_system_actor(self, behavior: Behavior[M], name: str) -> ActorRef[M]:
+        """Start an infrastructure actor at ``/system/<name>``; stopped after user actors."""
+        return self._spawn_root(self._system_actors, "/system", behavior, name)
+
+    def _spawn_root(
+        self, roots: dict[str, ActorCell[Any]], prefix: str, behavior: Behavior[M], name: str
+    ) -> ActorRef[M]:
+        validate_name(name)
+        if name in roots:
+            raise ValueError(f"an actor named {name!r} is already running at {prefix}/{name}")
+        cell: ActorCell[M] = self._spawn_cell(behavior, f"{prefix}/{name}", None)
+        roots[name] = cell
+        return cell.ref
+
+    def _spawn_cell(
+        self, behavior: Behavior[M], path: str, parent: ActorCell[Any] | None
+    ) -> ActorCell[M]:
+        if not isinstance(behavior, Behavior) or behavior is SAME or behavior is UNHANDLED:
+            raise TypeError(f"cannot spawn {path} with {behavior!r}: it needs a behaviour to run")
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                f"spawning {path} needs a running event loop; spawn from async code "
+                f"(e.g. inside casty.run(main()))"
+            ) from None
+        if self._closing:
+            raise RuntimeError(f"actor system {self.name!r} is shutting down; cannot spawn {path}")
+        cell = ActorCell(self, path, behavior, parent, loop)
+        self._cells[path] = cell
+        self.local.register(path, cell.enqueue)
+        cell.start()
+        return cell
+
+    def _forget(self, cell: ActorCell[Any]) -> None:
+        """Drop a terminated actor from every registry (its name becomes free)."""
+        if self._cells.get(cell.path) is cell:
+            del self._cells[cell.path]
+        owner = cell.parent.children if cell.parent is not None else (
+            self._system_actors if cell.path.startswith("/system/") else self._user
+        )
+        if owner.get(cell.name) is cell:
+            del owner[cell.name]
+
+    # -- finding and stopping -------------------------------------------------------------
+
+    def lookup(self, path: str) -> ActorRef[Any] | None:
+        """The reference of the live actor at ``path`` (e.g. ``/user/a/b``), else None."""
+        cell = self._cells.get(path)
+        if cell is None or cell.stopping:
+            return None
+        return cell.ref
+
+    async def stop(self, ref: ActorRef[Any]) -> None:
+        """Stop any actor of this system (its children first) and wait until it has stopped.
+
+        The actor finishes the message it is handling; messages still queued are
+        dropped.  Stopping an actor that is not running does nothing.  From inside
+        an actor, use ``ctx.stop`` (an actor cannot wait for itself or an ancestor).
+        """
+        address = ref.address
+        cell = self._cells.get(address.path) if address.system == self.name else None
+        if cell is None:
+            return
+        current = asyncio.current_task()
+        subtree = cell.path + "/"
+        for path, other in self._cells.items():
+            if other.task is current and (path == cell.path or path.startswith(subtree)):
+                raise RuntimeError(
+                    f"actor {path} cannot await stopping {cell.path}, which waits for it; "
+                    f"use ctx.stop() instead"
+                )
+        cell.request_stop()
+        await asyncio.shield(cell.terminated)
+
+    # -- ask ------------------------------------------------------------------------------------
+
+    async def ask(
+        self,
+        target: ActorRef[Any],
+        make_message: Callable[[ActorRef[R]], Any],
+        timeout: float = 5.0,
+    ) -> R:
+        """Send ``make_message(reply_to)`` to ``target`` and return the first reply.
+
+        The reply ref points at a temporary path ``/temp/ask-<n>`` that is
+        unregistered once the reply arrived or the time ran out; raises
+        TimeoutError when no reply came within ``timeout`` seconds.
+        """
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise ValueError(f"ask timeout must be a positive number of seconds, got {timeout!r}")
+        loop = asyncio.get_running_loop()
+        path = f"/temp/ask-{self._ask_seq}"
+        self._ask_seq += 1
+        reply: asyncio.Future[R] = loop.create_future()
+
+        def on_reply(msg: R) -> None:
+            if not reply.done():
+                reply.set_result(msg)
+
+        def on_timeout() -> None:
+            if not reply.done():
+                reply.set_exception(TimeoutError(
+                    f"ask to {getattr(target, 'id', target)} got no reply within {timeout}s"
+                ))
+
+        self.local.register(path, on_reply)
+        timer = loop.call_later(timeout, on_timeout)
+        try:
+            target.tell(make_message(self.make_ref(self.address_of(path))))
+            return await reply
+        finally:
+            timer.cancel()
+            self.local.unregister(path)
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Stop every actor (children first, user actors before system actors), idempotent.
+
+        Each actor finishes the message it is handling and runs its post_stop
+        hooks; actors still busy after ``stop_timeout`` are cancelled.  When this
+        returns no actor Task is left.  Do not await it from inside an actor
+        (that actor would wait for itself); stop the actor, or the system, from outside.
+        """
+        if self._shutdown is not None:
+            await asyncio.shield(self._shutdown)
+            return
+        current = asyncio.current_task()
+        for cell in self._cells.values():
+            if cell.task is current:
+                raise RuntimeError(
+                    f"shutdown() awaited inside actor {cell.path} would wait for that actor itself"
+                )
+        self._closing = True
+        self._shutdown = asyncio.get_running_loop().create_future()
+        try:
+            await self._stop_all(self._user, "/user/")
+            await self._stop_all(self._system_actors, "/system/")
+        finally:
+            self._shutdown.set_result(None)
+
+    async def _stop_all(self, roots: dict[str, ActorCell[Any]], prefix: str) -> None:
+        for cell in list(roots.values()):
+            cell.request_stop()
+        for attempt in range(3):
+            pending = [c for p, c in self._cells.items() if p.startswith(prefix)]
+            if not pending:
+                return
+            await asyncio.wait([c.terminated for c in pending], timeout=self.stop_timeout)
+            stuck = [c for c in pending if not c.terminated.done()]
+            if not stuck or attempt == 2:
+                break
+            log.warning("actor system %s: actors still busy after %gs, cancelling them: %s",
+                        self.name, self.stop_timeout, ", ".join(c.path for c in stuck))
+            for cell in stuck:
+                # An actor waiting for its children finishes once they have, so its
+                # post_stop still runs after theirs: only the busy ones are cancelled.
+                waiting = cell.finalizing and any(
+                    not child.terminated.done() for child in cell.children.values()
+                )
+                task = cell.task
+                if task is not None and not task.done() and not waiting:
+                    task.cancel()
+        left = [p for p in self._cells if p.startswith(prefix)]
+        if left:
+            log.error("actor system %s: actors did not stop: %s", self.name, ", ".join(left))

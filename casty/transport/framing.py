@@ -1,0 +1,604 @@
+"""Casty frames over one TCP connection: the pure-Python twin of ``casty._fast.framing``.
+
+Wire format: ``[length:4, big-endian unsigned][type:1][body]``; ``length`` counts
+the type byte and the body, so it is at least 1.  Type :data:`FRAME_HANDSHAKE`
+carries the UTF-8 JSON ``{"host": str, "port": int}``, type :data:`FRAME_MESSAGE`
+an encoded envelope; any other type is counted and ignored.
+
+:class:`FrameProtocol` is an :class:`asyncio.Protocol` that owns one connection.
+It knows nothing of peers or handshake policy: it reports to an *owner*, any
+object with these methods, called synchronously on the event loop::
+
+    owner.frame_connection_made(proto)
+    owner.frame_handshake(proto, body)          # body: bytes
+    owner.frame_message(proto, body)            # a message frame while no sink is set
+    owner.frame_error(proto, reason)            # then the protocol logs and aborts
+    owner.frame_connection_lost(proto, exc, unsent_frames)
+
+Message frames go to the sink given to :meth:`FrameProtocol.set_message_sink`,
+inline and in order.  Bodies handed to the sink and the owner are always
+``bytes`` objects that they may keep; a frame that arrives whole inside one
+received chunk is copied exactly once, from the chunk into that object.
+
+Inbound rules: every length prefix is checked against ``max_frame_size`` as soon
+as its four bytes are in, before any of its body is buffered; a length of 0 or
+above the limit is a protocol error (``frame_error``, one log line, abort, and
+nothing more is read from that connection).  A sink or owner callback that
+raises is logged and the following frames are still delivered.  Once the
+protocol is closed (by :meth:`~FrameProtocol.close`, :meth:`~FrameProtocol.abort`,
+an error or the connection's loss) no further frame is delivered, not even the
+rest of the chunk being split.
+
+Outbound rules: ``send_frame``/``send_message`` queue a frame and return True
+("accepted", not "delivered").  The first frame queued in a loop iteration
+schedules one flush with ``loop.call_soon``; the flush hands everything queued
+to the transport in one ``write``.  When the queue reaches ``write_high_water``
+it is flushed at once instead of waiting for the loop.  While the transport has
+paused writing, nothing is written and frames queue up to ``max_queue_bytes``
+(a frame is always accepted into an empty queue, so any frame can be sent);
+past that, and after close or loss, ``send_*`` returns False and counts the
+frame in :attr:`~FrameProtocol.dropped`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import struct
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_QUEUE_BYTES",
+    "DEFAULT_WRITE_HIGH_WATER",
+    "DEFAULT_WRITE_LOW_WATER",
+    "FRAME_HANDSHAKE",
+    "FRAME_HEADER_SIZE",
+    "FRAME_MESSAGE",
+    "MAX_FRAME_LENGTH",
+    "MAX_HANDSHAKE_SIZE",
+    "MAX_HOST_LENGTH",
+    "FrameError",
+    "FrameProtocol",
+    "HandshakeError",
+    "check_protocol_limits",
+    "decode_handshake",
+    "encode_frame",
+    "encode_handshake",
+    "frame_length_problem",
+    "send_frame_problem",
+]
+
+log = logging.getLogger("casty.transport.framing")
+
+FRAME_HANDSHAKE = 0x00
+FRAME_MESSAGE = 0x01
+FRAME_HEADER_SIZE = 5
+DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+DEFAULT_WRITE_HIGH_WATER = 256 * 1024
+DEFAULT_WRITE_LOW_WATER = 64 * 1024
+DEFAULT_MAX_QUEUE_BYTES = 8 * 1024 * 1024
+#: the largest length a 4-byte prefix can state
+MAX_FRAME_LENGTH = 0xFFFFFFFF
+#: a handshake body longer than this is refused before it is parsed
+MAX_HANDSHAKE_SIZE = 64 * 1024
+MAX_HOST_LENGTH = 255
+
+_HEADER = struct.Struct(">IB")
+_LENGTH = struct.Struct(">I")
+
+
+class FrameError(ValueError):
+    """A frame that cannot be encoded or that breaks the framing rules."""
+
+
+class HandshakeError(ValueError):
+    """A handshake body that is not ``{"host": str, "port": int}``; the message says why."""
+
+
+# -- encoding and decoding ------------------------------------------------------
+
+
+def encode_frame(frame_type: int, body: bytes) -> bytes:
+    """The whole frame ``[length:4][type:1][body]``.
+
+    >>> encode_frame(FRAME_MESSAGE, b"hi")
+    b'\\x00\\x00\\x00\\x03\\x01hi'
+    """
+    if (
+        isinstance(frame_type, bool)
+        or not isinstance(frame_type, int)
+        or not 0 <= frame_type <= 255
+    ):
+        raise FrameError(f"frame type must be an int in 0..255, got {frame_type!r}")
+    length = len(body) + 1
+    if length > MAX_FRAME_LENGTH:
+        raise FrameError(f"frame body of {len(body)} bytes is too long for a 4-byte length")
+    return _HEADER.pack(length, frame_type) + bytes(body)
+
+
+def _address_problem(host: object, port: object) -> str | None:
+    if type(host) is not str:
+        return f"handshake host must be a string, got {type(host).__name__}"
+    if not host:
+        return "handshake host is empty"
+    if len(host) > MAX_HOST_LENGTH:
+        return f"handshake host is {len(host)} characters long (at most {MAX_HOST_LENGTH})"
+    try:
+        host.encode("utf-8")
+    except UnicodeEncodeError:
+        return "handshake host is not valid Unicode (it holds a lone surrogate)"
+    if type(port) is not int:  # bool is an int subclass: refused too
+        return f"handshake port must be an integer, got {type(port).__name__}"
+    if not 0 <= port <= 65535:
+        return f"handshake port {port} is out of range 0..65535"
+    return None
+
+
+def encode_handshake(host: str, port: int) -> bytes:
+    """The handshake frame a node at ``(host, port)`` sends, byte for byte as casty v1.
+
+    >>> encode_handshake("10.0.0.1", 7001)
+    b'\\x00\\x00\\x00#\\x00{"host": "10.0.0.1", "port": 7001}'
+    """
+    problem = _address_problem(host, port)
+    if problem is not None:
+        raise HandshakeError(problem)
+    return encode_frame(FRAME_HANDSHAKE, json.dumps({"host": host, "port": port}).encode("ascii"))
+
+
+def decode_handshake(body: bytes | bytearray | memoryview) -> tuple[str, int]:
+    """``(host, port)`` from a handshake frame's body; HandshakeError when it is malformed.
+
+    Strict: the body must be UTF-8 holding a JSON object whose ``"host"`` is a
+    non-empty string of at most 255 characters and whose ``"port"`` is an
+    integer (not a bool) in 0..65535.  Other keys are ignored.
+
+    >>> decode_handshake(b'{"host": "10.0.0.1", "port": 7001, "v": 2}')
+    ('10.0.0.1', 7001)
+    >>> decode_handshake(b'{"host": "a", "port": true}')
+    Traceback (most recent call last):
+    ...
+    casty.transport.framing.HandshakeError: handshake port must be an integer, got bool
+    """
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise TypeError(f"handshake body must be bytes-like, got {type(body).__name__}")
+    raw = bytes(body)
+    if len(raw) > MAX_HANDSHAKE_SIZE:
+        raise HandshakeError(
+            f"handshake body is {len(raw)} bytes long (at most {MAX_HANDSHAKE_SIZE})"
+        )
+    try:
+        text = raw.decode("utf-8")  # strict: json.loads on bytes would guess other encodings
+    except UnicodeDecodeError as exc:
+        raise HandshakeError(
+            f"handshake is not valid UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HandshakeError(f"handshake is not valid JSON: {exc.msg} at char {exc.pos}") from None
+    except RecursionError:
+        raise HandshakeError("handshake JSON is nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise HandshakeError(f"handshake must be a JSON object, got {type(obj).__name__}")
+    if "host" not in obj:
+        raise HandshakeError("handshake has no 'host'")
+    if "port" not in obj:
+        raise HandshakeError("handshake has no 'port'")
+    host, port = obj["host"], obj["port"]
+    problem = _address_problem(host, port)
+    if problem is not None:
+        raise HandshakeError(problem)
+    return host, port
+
+
+# -- helpers shared with the Cython twin (slow, rare paths) ----------------------
+
+
+def frame_length_problem(length: int, max_frame_size: int) -> str | None:
+    """Why a received length prefix is refused, or None when it is acceptable.
+
+    >>> frame_length_problem(0, 100)
+    'frame length 0: a frame holds at least its type byte'
+    >>> frame_length_problem(101, 100)
+    'frame length 101 exceeds max_frame_size 100'
+    """
+    if length == 0:
+        return "frame length 0: a frame holds at least its type byte"
+    if length > max_frame_size:
+        return f"frame length {length} exceeds max_frame_size {max_frame_size}"
+    return None
+
+
+def send_frame_problem(frame: Any) -> str:
+    """The error text for ``send_frame`` given something that is not one whole frame."""
+    size = len(frame)
+    if size < FRAME_HEADER_SIZE:
+        return f"send_frame needs a whole encoded frame, got {size} bytes"
+    stated = _LENGTH.unpack_from(frame)[0]
+    return (
+        f"send_frame needs a whole encoded frame: its length prefix says {stated} "
+        f"but {size - 4} bytes follow it"
+    )
+
+
+def check_protocol_limits(
+    max_frame_size: object,
+    write_high_water: object,
+    write_low_water: object,
+    max_queue_bytes: object,
+) -> None:
+    """Raise ValueError naming the first limit that is not acceptable."""
+    for name, value in (
+        ("max_frame_size", max_frame_size),
+        ("write_high_water", write_high_water),
+        ("max_queue_bytes", max_queue_bytes),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"FrameProtocol {name} must be a positive int, got {value!r}")
+    assert isinstance(write_high_water, int)
+    if (
+        isinstance(write_low_water, bool)
+        or not isinstance(write_low_water, int)
+        or not 0 <= write_low_water <= write_high_water
+    ):
+        raise ValueError(
+            f"FrameProtocol write_low_water must be an int in 0..write_high_water, "
+            f"got {write_low_water!r}"
+        )
+
+
+def call_owner(owner: Any, name: str, proto: Any, *args: Any) -> None:
+    """Call ``owner.<name>(proto, *args)``; log (never raise) what it raises."""
+    try:
+        getattr(owner, name)(proto, *args)
+    except Exception:
+        log.exception("owner.%s raised (connection %s)", name, proto.peername)
+
+
+def log_sink_error(peername: Any) -> None:
+    """Log the exception a message sink just raised (call it inside ``except``)."""
+    log.exception("message sink raised on a frame from %s; frame dropped", peername)
+
+
+def log_ignored_frame(peername: Any, frame_type: int, body_len: int) -> None:
+    log.debug(
+        "ignoring a frame of unknown type 0x%02x (%d body bytes) from %s",
+        frame_type,
+        body_len,
+        peername,
+    )
+
+
+def log_protocol_error(peername: Any, reason: str) -> None:
+    log.warning("frame protocol error on connection %s: %s; aborting it", peername, reason)
+
+
+def log_write_error(peername: Any) -> None:
+    """Log the exception ``transport.write`` just raised (call it inside ``except``)."""
+    log.exception("transport.write failed on connection %s; aborting it", peername)
+
+
+# -- the protocol ------------------------------------------------------------------
+
+
+class FrameProtocol(asyncio.Protocol):
+    """One connection speaking casty frames; see the module docstring for the rules.
+
+    ``peer`` and ``context`` are free slots for the owner (both start as None).
+    """
+
+    __slots__ = (
+        "_buf",
+        "_closed",
+        "_dropped",
+        "_flush_scheduled",
+        "_frames_ignored",
+        "_frames_received",
+        "_high",
+        "_loop",
+        "_low",
+        "_max_frame",
+        "_max_queue",
+        "_owner",
+        "_paused",
+        "_peername",
+        "_queue",
+        "_queued_bytes",
+        "_queued_frames",
+        "_sink",
+        "_transport",
+        "context",
+        "peer",
+    )
+
+    def __init__(
+        self,
+        owner: Any,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        write_high_water: int = DEFAULT_WRITE_HIGH_WATER,
+        write_low_water: int = DEFAULT_WRITE_LOW_WATER,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+    ) -> None:
+        check_protocol_limits(max_frame_size, write_high_water, write_low_water, max_queue_bytes)
+        self._owner = owner
+        # A limit above what the prefix can state changes nothing.
+        self._max_frame = min(max_frame_size, MAX_FRAME_LENGTH)
+        self._high = write_high_water
+        self._low = write_low_water
+        self._max_queue = max_queue_bytes
+        self._sink: Callable[[bytes], object] | None = None
+        self._transport: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._peername: Any = None
+        # Inbound: the bytes of one incomplete frame (header included), never more.
+        self._buf = bytearray()
+        self._frames_received = 0
+        self._frames_ignored = 0
+        # Outbound: frames (or header and body pieces) waiting for the next flush.
+        self._queue: list[bytes] = []
+        self._queued_bytes = 0
+        self._queued_frames = 0
+        self._flush_scheduled = False
+        self._paused = False
+        self._closed = False
+        self._dropped = 0
+        self.peer: Any = None
+        self.context: Any = None
+
+    # -- read-only state -------------------------------------------------------------
+
+    @property
+    def transport(self) -> Any:
+        """The connection's transport; None before connection_made and after connection_lost."""
+        return self._transport
+
+    @property
+    def peername(self) -> Any:
+        """The transport's ``peername`` extra info, kept after the connection is lost."""
+        return self._peername
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes accepted by ``send_*`` and not yet handed to the transport."""
+        return self._queued_bytes
+
+    @property
+    def queued_frames(self) -> int:
+        """Frames accepted by ``send_*`` and not yet handed to the transport."""
+        return self._queued_frames
+
+    @property
+    def paused(self) -> bool:
+        """True while the transport has asked us to stop writing."""
+        return self._paused
+
+    @property
+    def closed(self) -> bool:
+        """True after close(), abort(), a protocol error or the connection's loss."""
+        return self._closed
+
+    @property
+    def dropped(self) -> int:
+        """Frames refused by ``send_*`` (queue full, or closed)."""
+        return self._dropped
+
+    @property
+    def frames_received(self) -> int:
+        """Well-formed frames received, of every type."""
+        return self._frames_received
+
+    @property
+    def frames_ignored(self) -> int:
+        """Received frames of an unknown type (ignored)."""
+        return self._frames_ignored
+
+    @property
+    def max_frame_size(self) -> int:
+        return self._max_frame
+
+    def set_message_sink(self, sink: Callable[[bytes], object] | None) -> None:
+        """Send every later message frame's body to ``sink`` (None: back to the owner)."""
+        self._sink = sink
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        transport.set_write_buffer_limits(high=self._high, low=self._low)  # type: ignore[attr-defined]
+        self._peername = transport.get_extra_info("peername")
+        if self._closed:  # aborted before the connection was made
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        call_owner(self._owner, "frame_connection_made", self)
+        if self._queued_frames:
+            self._schedule_flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        unsent = self._queued_frames
+        self._queue.clear()
+        self._queued_bytes = self._queued_frames = 0
+        self._buf.clear()
+        self._transport = None
+        call_owner(self._owner, "frame_connection_lost", self, exc, unsent)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._queued_frames and not self._closed:
+            self._flush_now()
+
+    # -- inbound -------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        data = bytes(data)
+        pos = 0
+        if self._buf:
+            pos = self._complete_buffered(data)
+            if pos < 0:
+                return
+        end = len(data)
+        while not self._closed:
+            avail = end - pos
+            if avail < 4:
+                break
+            length = _LENGTH.unpack_from(data, pos)[0]
+            if not self._length_ok(length):
+                return
+            if avail - 4 < length:
+                break
+            self._dispatch(data[pos + 4], data[pos + 5 : pos + 4 + length])
+            pos += 4 + length
+        if pos < end and not self._closed:
+            self._buf += data[pos:]  # less than one frame: bounded by max_frame_size + 4
+
+    def _complete_buffered(self, data: bytes) -> int:
+        """Feed the buffered partial frame from ``data``; the offset in ``data`` after
+        the frame once it is complete and delivered, else -1 (all used, or closed)."""
+        buf = self._buf
+        used = 0
+        if len(buf) < 4:
+            used = min(4 - len(buf), len(data))
+            buf += data[:used]
+            if len(buf) < 4:
+                return -1
+            if not self._length_ok(_LENGTH.unpack_from(buf)[0]):
+                return -1
+        total = 4 + _LENGTH.unpack_from(buf)[0]
+        take = min(total - len(buf), len(data) - used)
+        buf += data[used : used + take]
+        used += take
+        if len(buf) < total:
+            return -1
+        frame_type, body = buf[4], bytes(buf[5:])
+        buf.clear()
+        self._dispatch(frame_type, body)
+        return -1 if self._closed else used
+
+    def _length_ok(self, length: int) -> bool:
+        problem = frame_length_problem(length, self._max_frame)
+        if problem is None:
+            return True
+        self._protocol_error(problem)
+        return False
+
+    def _dispatch(self, frame_type: int, body: bytes) -> None:
+        self._frames_received += 1
+        if frame_type == FRAME_MESSAGE:
+            sink = self._sink  # re-read per frame: frame_handshake may just have set it
+            if sink is None:
+                call_owner(self._owner, "frame_message", self, body)
+            else:
+                try:
+                    sink(body)
+                except Exception:
+                    log_sink_error(self._peername)
+        elif frame_type == FRAME_HANDSHAKE:
+            call_owner(self._owner, "frame_handshake", self, body)
+        else:
+            self._frames_ignored += 1
+            log_ignored_frame(self._peername, frame_type, len(body))
+
+    def _protocol_error(self, reason: str) -> None:
+        self._buf.clear()
+        call_owner(self._owner, "frame_error", self, reason)
+        log_protocol_error(self._peername, reason)
+        self.abort()
+
+    # -- outbound ------------------------------------------------------------------------
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Queue a whole encoded frame; False (and counted in ``dropped``) when refused."""
+        if type(frame) is not bytes:
+            frame = bytes(frame)  # a snapshot: the caller may reuse a mutable buffer
+        size = len(frame)
+        if size < FRAME_HEADER_SIZE or _LENGTH.unpack_from(frame)[0] != size - 4:
+            raise FrameError(send_frame_problem(frame))
+        if not self._accept(size):
+            return False
+        self._queue.append(frame)
+        self._queued(size)
+        return True
+
+    def send_message(self, envelope: bytes) -> bool:
+        """Queue a message frame carrying ``envelope``; False (and counted) when refused."""
+        if type(envelope) is not bytes:
+            envelope = bytes(envelope)  # a snapshot: the caller may reuse a mutable buffer
+        size = len(envelope) + FRAME_HEADER_SIZE
+        if size - 4 > MAX_FRAME_LENGTH:
+            raise FrameError(f"frame body of {len(envelope)} bytes is too long for a 4-byte length")
+        if not self._accept(size):
+            return False
+        self._queue.append(_HEADER.pack(size - 4, FRAME_MESSAGE))
+        self._queue.append(envelope)
+        self._queued(size)
+        return True
+
+    def _accept(self, size: int) -> bool:
+        if self._closed or (self._queued_bytes and self._queued_bytes + size > self._max_queue):
+            self._dropped += 1
+            return False
+        return True
+
+    def _queued(self, size: int) -> None:
+        self._queued_bytes += size
+        self._queued_frames += 1
+        if self._paused or self._transport is None:
+            return
+        if self._queued_bytes >= self._high:
+            self._flush_now()
+        else:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._queued_frames and not self._paused and not self._closed:
+            self._flush_now()
+
+    def _flush_now(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return  # what stays queued is counted by connection_lost
+        # One joined bytes: on uvloop it beats writelines() (a writev of many small pieces)
+        # by 1.3x at 64 frames per flush and 1.7x at 256.
+        data = b"".join(self._queue)
+        self._queue.clear()
+        self._queued_bytes = self._queued_frames = 0
+        try:
+            transport.write(data)  # may call pause_writing() before it returns
+        except Exception:
+            log_write_error(self._peername)
+            self.abort()
+
+    def close(self) -> None:
+        """Hand everything queued to the transport (even while paused), then close it."""
+        if self._closed:
+            return
+        if self._transport is not None and self._queued_frames:
+            self._flush_now()
+        self._closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Close the connection at once; what is queued is counted as unsent."""
+        if self._closed and self._transport is None:
+            return
+        self._closed = True
+        if self._transport is not None:
+            self._transport.abort()

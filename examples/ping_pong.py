@@ -1,0 +1,88 @@
+"""Ping-pong between two processes.
+
+    python examples/ping_pong.py          # starts the pong node in a child process, then pings it
+
+The child prints the port it listens on; the parent sends Ping(n) and the pong
+actor answers each with Pong(n) through the reply ref carried in the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import casty
+from casty import ActorRef, Behavior, Behaviors, RemoteActorSystem, TypeRegistry
+
+
+@dataclass(frozen=True)
+class Ping:
+    n: int
+    reply_to: ActorRef[Any]
+
+
+@dataclass(frozen=True)
+class Pong:
+    n: int
+
+
+def registry() -> TypeRegistry:
+    reg = TypeRegistry()
+    reg.register(Ping, "example.Ping")
+    reg.register(Pong, "example.Pong")
+    return reg
+
+
+async def serve() -> None:
+    async def pong(ctx: Any, msg: Ping) -> Behavior[Ping]:
+        msg.reply_to.tell(Pong(msg.n))
+        return Behaviors.same()
+
+    async with RemoteActorSystem("pong", "127.0.0.1", 0, registry=registry()) as system:
+        system.spawn(Behaviors.receive(pong), "pong")
+        print(system.address.port, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def ping(port: int, rounds: int = 10_000) -> None:
+    done = asyncio.get_running_loop().create_future()
+
+    async def on_pong(ctx: Any, msg: Pong) -> Behavior[Pong]:
+        if msg.n + 1 < rounds:
+            target.tell(Ping(msg.n + 1, ctx.self))
+        else:
+            done.set_result(None)
+        return Behaviors.same()
+
+    async with RemoteActorSystem("ping", "127.0.0.1", 0, registry=registry()) as system:
+        target = system.ref(f"casty://pong@127.0.0.1:{port}/user/pong")
+        me = system.spawn(Behaviors.receive(on_pong), "ping")
+        t0 = time.perf_counter()
+        target.tell(Ping(0, me))
+        await asyncio.wait_for(done, 60)
+        dt = time.perf_counter() - t0
+        print(f"{rounds} ping-pong round trips in {dt:.2f}s: {dt / rounds * 1e6:.0f} µs each")
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--serve"]:
+        casty.run(serve())
+        return
+    child = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        port = int(child.stdout.readline())
+        casty.run(ping(port))
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)
+
+
+if __name__ == "__main__":
+    main()

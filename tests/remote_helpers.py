@@ -1,0 +1,70 @@
+"""Message types and actors shared by the remote tests and their child processes."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from casty import ActorRef, Behavior, Behaviors, TypeRegistry
+
+
+@dataclass(frozen=True)
+class Ping:
+    seq: int
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Echo:
+    text: str
+    reply_to: ActorRef[Any]
+
+
+@dataclass(frozen=True)
+class Count:
+    reply_to: ActorRef[Any]
+
+
+def registry() -> TypeRegistry:
+    reg = TypeRegistry()
+    for cls in (Ping, Echo, Count):
+        reg.register(cls)
+    return reg
+
+
+class Collector:
+    """Collects what an actor receives; ``wait(n)`` returns once n messages arrived."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def behavior(self) -> Behavior[Any]:
+        async def receive(ctx: Any, msg: Any) -> Behavior[Any]:
+            if isinstance(msg, Count):
+                msg.reply_to.tell(len(self.items))
+                return Behaviors.same()
+            self.items.append(msg)
+            for n, fut in self._waiters:
+                if len(self.items) >= n and not fut.done():
+                    fut.set_result(None)
+            return Behaviors.same()
+
+        return Behaviors.receive(receive)
+
+    async def wait(self, n: int, timeout: float = 10.0) -> list[Any]:
+        if len(self.items) < n:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append((n, fut))
+            await asyncio.wait_for(fut, timeout)
+        return self.items
+
+
+def echo_behavior() -> Behavior[Any]:
+    async def receive(ctx: Any, msg: Any) -> Behavior[Any]:
+        if isinstance(msg, Echo):
+            msg.reply_to.tell(msg.text)
+        return Behaviors.same()
+
+    return Behaviors.receive(receive)

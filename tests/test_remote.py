@@ -1,0 +1,337 @@
+"""Two nodes talking over real loopback TCP, through RemoteActorSystem and the TCP node."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import struct
+from typing import Any
+
+import pytest
+
+from casty import (
+    FRAME_HANDSHAKE,
+    FRAME_MESSAGE,
+    ActorAddress,
+    MessageEnvelope,
+    MsgpackSerializer,
+    RemoteActorSystem,
+    SendFailure,
+)
+from tests.remote_helpers import Collector, Count, Echo, Ping, echo_behavior, registry
+
+pytestmark = pytest.mark.asyncio
+
+
+def node(name: str, **kw: Any) -> RemoteActorSystem:
+    kw.setdefault("registry", registry())
+    kw.setdefault("connect_timeout", 2.0)
+    return RemoteActorSystem(name, "127.0.0.1", 0, **kw)
+
+
+def frame(kind: int, body: bytes) -> bytes:
+    return struct.pack(">IB", len(body) + 1, kind) + body
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    (length,) = struct.unpack(">I", await reader.readexactly(4))
+    data = await reader.readexactly(length)
+    return data[0], data[1:]
+
+
+async def test_tell_and_ask_across_nodes() -> None:
+    async with node("a") as a, node("b") as b:
+        got = Collector()
+        b.spawn(got.behavior(), "sink")
+        b.spawn(echo_behavior(), "echo")
+        sink = a.ref(f"casty://b@127.0.0.1:{b.address.port}/user/sink")
+        for i in range(100):
+            sink.tell(Ping(i, "x"))
+        assert [p.seq for p in await got.wait(100)] == list(range(100))
+        echo = a.ref(b.address.with_path("/user/echo"))
+        assert await a.ask(echo, lambda r: Echo("hi", r), timeout=5) == "hi"
+        # the temporary reply path is gone once the answer is in
+        assert not any(p.startswith("/temp/") for p in _registered(a))
+
+
+def _registered(system: RemoteActorSystem) -> list[str]:
+    return [p for p in ("/temp/ask-0", "/temp/ask-1", "/temp/ask-2") if system.local.is_registered(p)]
+
+
+async def test_ask_across_nodes_times_out_and_cleans_up() -> None:
+    async with node("a") as a, node("b") as b:
+        got = Collector()
+        b.spawn(got.behavior(), "silent")  # never replies to Ping-less messages
+        ref = a.ref(b.address.with_path("/user/silent"))
+        with pytest.raises(TimeoutError):
+            await a.ask(ref, lambda r: Echo("nobody answers", r), timeout=0.2)
+        await got.wait(1)
+        assert not _registered(a)
+
+
+async def test_ref_in_a_message_is_usable_by_the_receiver() -> None:
+    async with node("a") as a, node("b") as b:
+        b.spawn(echo_behavior(), "echo")
+        replies = Collector()
+        mine = a.spawn(replies.behavior(), "replies")
+        a.ref(b.address.with_path("/user/echo")).tell(Echo("back", mine))
+        assert await replies.wait(1) == ["back"]
+
+
+async def test_local_ref_through_remote_system_stays_local() -> None:
+    async with node("a") as a:
+        got = Collector()
+        a.spawn(got.behavior(), "sink")
+        a.ref(a.address.with_path("/user/sink")).tell(Ping(1))
+        a.ref("casty://a/user/sink").tell(Ping(2))
+        assert [p.seq for p in await got.wait(2)] == [1, 2]
+        assert a.node.connected_peers == []
+
+
+async def test_raw_client_handshake_and_message() -> None:
+    async with node("b") as b:
+        got = Collector()
+        b.spawn(got.behavior(), "sink")
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.address.port)
+        writer.write(frame(FRAME_HANDSHAKE, json.dumps({"host": "10.9.9.9", "port": 4242}).encode()))
+        kind, body = await read_frame(reader)
+        assert kind == FRAME_HANDSHAKE
+        assert json.loads(body) == {"host": "127.0.0.1", "port": b.address.port}
+        payload = MsgpackSerializer(registry()).serialize(Ping(7, "raw"))
+        env = MessageEnvelope(b.address.with_path("/user/sink").to_uri(), "casty://x@10.9.9.9:4242/",
+                              payload, "tests.remote_helpers.Ping")
+        writer.write(frame(0x7F, b"future frame kind, ignored") + frame(FRAME_MESSAGE, env.to_bytes()))
+        assert await got.wait(1) == [Ping(7, "raw")]
+        writer.close()
+
+
+async def test_garbage_handshake_closes_only_that_connection(caplog: pytest.LogCaptureFixture) -> None:
+    async with node("a") as a, node("b") as b:
+        got = Collector()
+        b.spawn(got.behavior(), "sink")
+        sink = a.ref(b.address.with_path("/user/sink"))
+        sink.tell(Ping(0))
+        await got.wait(1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.address.port)
+        with caplog.at_level(logging.WARNING, logger="casty"):
+            writer.write(frame(FRAME_HANDSHAKE, b"{not json"))
+            assert await reader.read() == b""  # closed by b
+        assert "bad handshake" in caplog.text
+        sink.tell(Ping(1))
+        assert [p.seq for p in await got.wait(2)] == [0, 1]
+        writer.close()
+
+
+async def test_oversized_frame_closes_only_that_connection(caplog: pytest.LogCaptureFixture) -> None:
+    async with node("a") as a, node("b", max_frame_size=1024) as b:
+        got = Collector()
+        b.spawn(got.behavior(), "sink")
+        sink = a.ref(b.address.with_path("/user/sink"))
+        sink.tell(Ping(0))
+        await got.wait(1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.address.port)
+        writer.write(frame(FRAME_HANDSHAKE, json.dumps({"host": "127.0.0.9", "port": 9}).encode()))
+        await read_frame(reader)
+        with caplog.at_level(logging.WARNING, logger="casty"):
+            writer.write(struct.pack(">IB", 0xFFFFFFF0, FRAME_MESSAGE))
+            assert await reader.read() == b""
+        sink.tell(Ping(1))
+        assert [p.seq for p in await got.wait(2)] == [0, 1]
+        writer.close()
+
+
+async def test_message_before_handshake_is_refused() -> None:
+    async with node("b") as b:
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.address.port)
+        writer.write(frame(FRAME_MESSAGE, b"\x00\x00\x00\x02{}"))
+        assert await reader.read() == b""
+        writer.close()
+
+
+async def test_no_handshake_is_closed_after_handshake_timeout() -> None:
+    async with node("b", handshake_timeout=0.2) as b:
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.address.port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+
+
+async def test_simultaneous_connect_leaves_one_connection() -> None:
+    async with node("a") as a, node("b") as b:
+        ga, gb = Collector(), Collector()
+        a.spawn(ga.behavior(), "sink")
+        b.spawn(gb.behavior(), "sink")
+        to_b = a.ref(b.address.with_path("/user/sink"))
+        to_a = b.ref(a.address.with_path("/user/sink"))
+        for i in range(50):  # both sides start connecting in the same loop iteration
+            to_b.tell(Ping(i))
+            to_a.tell(Ping(i))
+        assert [p.seq for p in await gb.wait(50)] == list(range(50))
+        assert [p.seq for p in await ga.wait(50)] == list(range(50))
+        assert a.node.connected_peers == [b.node.advertised]
+        assert b.node.connected_peers == [a.node.advertised]
+        assert len(a.node._protocols) == 1 and len(b.node._protocols) == 1
+
+
+async def test_connect_failure_blacklists_and_clear_lifts_it() -> None:
+    failures: list[SendFailure] = []
+    probe = await asyncio.get_running_loop().create_server(asyncio.Protocol, "127.0.0.1", 0)
+    dead_port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    async with node("a", on_send_failure=failures.append, blacklist_duration=60) as a:
+        ref = a.ref(f"casty://b@127.0.0.1:{dead_port}/user/x")
+        ref.tell(Ping(1))
+        while not failures:
+            await asyncio.sleep(0.01)
+        assert failures[0].reason == "connect_failed" and failures[0].count == 1
+        ref.tell(Ping(2))
+        assert failures[-1].reason == "blacklisted"
+        a.remote.clear_blacklist("127.0.0.1", dead_port)
+        ref.tell(Ping(3))
+        while len(failures) < 3:
+            await asyncio.sleep(0.01)
+        assert failures[2].reason == "connect_failed"
+
+
+async def test_reconnect_after_peer_restart() -> None:
+    async with node("a") as a:
+        b = node("b")
+        await b.start()
+        port = b.address.port
+        got = Collector()
+        b.spawn(got.behavior(), "sink")
+        sink = a.ref(b.address.with_path("/user/sink"))
+        sink.tell(Ping(1))
+        await got.wait(1)
+        await b.shutdown()
+        while a.node.connected_peers:
+            await asyncio.sleep(0.01)
+        b2 = RemoteActorSystem("b", "127.0.0.1", port, registry=registry())
+        async with b2:
+            got2 = Collector()
+            b2.spawn(got2.behavior(), "sink")
+            sink.tell(Ping(2))
+            sink.tell(Ping(3))
+            assert [p.seq for p in await got2.wait(2)] == [2, 3]
+
+
+async def test_address_map_rewrites_outbound_connects() -> None:
+    async with node("b") as b:
+        real = b.address.port
+        mapping = {("b.example.invalid", 1): ("127.0.0.1", real)}
+        async with node("a", address_map=lambda h, p: mapping.get((h, p), (h, p))) as a:
+            got = Collector()
+            b.spawn(got.behavior(), "sink")
+            a.ref("casty://b@b.example.invalid:1/user/sink").tell(Ping(5))
+            assert await got.wait(1) == [Ping(5)]
+
+
+async def test_client_only_node_gets_replies() -> None:
+    async with node("b") as b, node("a", client_only=True) as a:
+        b.spawn(echo_behavior(), "echo")
+        echo = a.ref(b.address.with_path("/user/echo"))
+        assert await a.ask(echo, lambda r: Echo("via the same connection", r), timeout=5) == (
+            "via the same connection"
+        )
+
+
+async def test_unserializable_message_is_reported() -> None:
+    failures: list[SendFailure] = []
+
+    class NotRegistered:
+        pass
+
+    async with node("a", on_send_failure=failures.append) as a, node("b") as b:
+        a.ref(b.address.with_path("/user/x")).tell(NotRegistered())
+        assert failures and failures[0].reason == "serialization"
+        assert "NotRegistered" in failures[0].detail
+
+
+async def test_count_is_answered_over_the_wire() -> None:
+    async with node("a") as a, node("b") as b:
+        got = Collector()
+        b.spawn(got.behavior(), "sink")
+        sink = a.ref(b.address.with_path("/user/sink"))
+        for i in range(10):
+            sink.tell(Ping(i))
+        assert await a.ask(sink, lambda r: Count(r), timeout=5) == 10
+
+
+# -- TLS -------------------------------------------------------------------------------
+
+@pytest.fixture
+def tls() -> dict[str, ssl.SSLContext]:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1", "localhost")
+    client_cert = ca.issue_cert("client.casty.test")
+
+    def server_ctx(require_client: bool) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_cert.configure_cert(ctx)
+        if require_client:
+            ca.configure_trust(ctx)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def client_ctx(with_cert: bool) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        ca.configure_trust(ctx)
+        if with_cert:
+            client_cert.configure_cert(ctx)
+        return ctx
+
+    return {
+        "server": server_ctx(False),
+        "server_mutual": server_ctx(True),
+        "client": client_ctx(False),
+        "client_cert": client_ctx(True),
+    }
+
+
+async def test_tls_nodes_talk(tls: dict[str, ssl.SSLContext]) -> None:
+    async with node("b", server_ssl=tls["server"], client_ssl=tls["client"]) as b, \
+            node("a", server_ssl=tls["server"], client_ssl=tls["client"]) as a:
+        b.spawn(echo_behavior(), "echo")
+        echo = a.ref(b.address.with_path("/user/echo"))
+        assert await a.ask(echo, lambda r: Echo("secret", r), timeout=5) == "secret"
+
+
+async def test_plain_client_is_refused_by_tls_server(tls: dict[str, ssl.SSLContext]) -> None:
+    async with node("b", server_ssl=tls["server"]) as b:
+        got = Collector()
+        b.spawn(got.behavior(), "sink")
+        reader, writer = await asyncio.open_connection("127.0.0.1", b.address.port)
+        writer.write(frame(FRAME_HANDSHAKE, json.dumps({"host": "127.0.0.1", "port": 1}).encode()))
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+        assert got.items == []
+
+
+async def test_mutual_tls_refuses_client_without_certificate(tls: dict[str, ssl.SSLContext]) -> None:
+    failures: list[SendFailure] = []
+    async with node("b", server_ssl=tls["server_mutual"]) as b:
+        got = Collector()
+        b.spawn(got.behavior(), "sink")
+        async with node("a", client_ssl=tls["client"], on_send_failure=failures.append) as a:
+            a.ref(b.address.with_path("/user/sink")).tell(Ping(1))
+            while not failures:
+                await asyncio.sleep(0.01)
+        assert got.items == []
+        async with node("c", client_ssl=tls["client_cert"]) as c:
+            c.ref(b.address.with_path("/user/sink")).tell(Ping(2))
+            assert await got.wait(1) == [Ping(2)]
+
+
+def test_addresses_are_advertised() -> None:
+    async def main() -> tuple[ActorAddress, ActorAddress]:
+        async with node("a", advertised_host="203.0.113.7", advertised_port=4000) as a:
+            return a.address, a.address_of("/user/x")
+
+    import casty
+
+    root, actor = casty.run(main())
+    assert (root.host, root.port) == ("203.0.113.7", 4000)
+    assert actor.to_uri() == "casty://a@203.0.113.7:4000/user/x"

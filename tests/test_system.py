@@ -1,0 +1,489 @@
+"""ActorSystem: spawn, ordering, ask, lookup, shutdown, and casty.run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import casty
+from casty.actor import BATCH
+from casty.address import ActorAddress
+from casty.behavior import Behavior, Behaviors
+from casty.context import ActorContext
+from casty.ref import ActorRef, LocalActorRef
+from casty.system import ActorSystem
+
+WAIT = 5.0
+
+
+@dataclass(frozen=True)
+class Get:
+    reply_to: ActorRef[Any]
+
+
+@dataclass(frozen=True)
+class Echo:
+    text: str
+    reply_to: ActorRef[Any]
+
+
+def echo() -> Behavior[Any]:
+    async def receive(ctx: Any, msg: Echo) -> Behavior[Any]:
+        msg.reply_to.tell(msg.text)
+        return Behaviors.same()
+
+    return Behaviors.receive(receive)
+
+
+def recorder(into: list[Any], done: asyncio.Future[None], count: int) -> Behavior[Any]:
+    async def receive(ctx: Any, msg: Any) -> Behavior[Any]:
+        into.append(msg)
+        if len(into) == count:
+            done.set_result(None)
+        return Behaviors.same()
+
+    return Behaviors.receive(receive)
+
+
+def future() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()
+
+
+# -- ordering --------------------------------------------------------------------------------------
+
+
+async def test_thousand_messages_arrive_in_order() -> None:
+    got: list[int] = []
+    done = future()
+    async with ActorSystem("t") as system:
+        ref = system.spawn(recorder(got, done, 1000), "r")
+        for i in range(1000):
+            ref.tell(i)
+        await asyncio.wait_for(done, WAIT)
+    assert got == list(range(1000))
+
+
+async def test_order_holds_when_handlers_await() -> None:
+    got: list[int] = []
+    done = future()
+
+    async def receive(ctx: Any, msg: int) -> Behavior[Any]:
+        if msg % 7 == 0:
+            await asyncio.sleep(0)  # a suspension in the middle must not reorder
+        got.append(msg)
+        if len(got) == 1000:
+            done.set_result(None)
+        return Behaviors.same()
+
+    async with ActorSystem("t") as system:
+        ref = system.spawn(Behaviors.receive(receive), "r")
+        for i in range(500):
+            ref.tell(i)
+        await asyncio.sleep(0)
+        for i in range(500, 1000):
+            ref.tell(i)
+        await asyncio.wait_for(done, WAIT)
+    assert got == list(range(1000))
+
+
+async def test_one_message_at_a_time() -> None:
+    active = 0
+    peak = 0
+    done = future()
+
+    async def receive(ctx: Any, msg: int) -> Behavior[Any]:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0)
+        active -= 1
+        if msg == 99:
+            done.set_result(None)
+        return Behaviors.same()
+
+    async with ActorSystem("t") as system:
+        ref = system.spawn(Behaviors.receive(receive), "r")
+        for i in range(100):
+            ref.tell(i)
+        await asyncio.wait_for(done, WAIT)
+    assert peak == 1
+
+
+async def test_messages_told_before_spawn_are_delivered() -> None:
+    got: list[str] = []
+    done = future()
+    async with ActorSystem("t") as system:
+        early: LocalActorRef[str] = LocalActorRef(system.address_of("/user/late"), system.local)
+        early.tell("first")
+        early.tell("second")
+        system.spawn(recorder(got, done, 2), "late")
+        await asyncio.wait_for(done, WAIT)
+    assert got == ["first", "second"]
+
+
+async def test_self_feeding_actor_does_not_starve_the_loop() -> None:
+    ticked = future()
+    verdict = future()
+    count = 0
+
+    async def spin(ctx: ActorContext[Any], msg: Any) -> Behavior[Any]:
+        nonlocal count
+        count += 1
+        if ticked.done() or count == 50_000:  # a starved loop never runs the callback
+            verdict.set_result(ticked.done())
+            return Behaviors.stopped()
+        ctx.self.tell(msg)  # the mailbox never empties
+        return Behaviors.same()
+
+    async with ActorSystem("t") as system:
+        system.spawn(Behaviors.receive(spin), "spinner").tell("go")
+        asyncio.get_running_loop().call_soon(ticked.set_result, None)
+        assert await asyncio.wait_for(verdict, WAIT) is True
+        assert count <= 2 * BATCH
+
+
+# -- ask -------------------------------------------------------------------------------------------
+
+
+async def test_ask_returns_the_reply_and_cleans_up() -> None:
+    async with ActorSystem("t") as system:
+        ref = system.spawn(echo(), "echo")
+        assert await system.ask(ref, lambda r: Echo("hello", r)) == "hello"
+        assert await system.ask(ref, lambda r: Echo("again", r), timeout=1) == "again"
+        assert not system.local.is_registered("/temp/ask-0")
+        assert not system.local.is_registered("/temp/ask-1")
+
+
+async def test_ask_reply_ref_is_built_by_the_system() -> None:
+    seen = future()
+
+    async def receive(ctx: Any, msg: Get) -> Behavior[Any]:
+        seen.set_result(msg.reply_to)
+        msg.reply_to.tell("ok")
+        return Behaviors.same()
+
+    async with ActorSystem("t") as system:
+        assert await system.ask(system.spawn(Behaviors.receive(receive), "a"), Get) == "ok"
+        reply_to = seen.result()
+        assert isinstance(reply_to, LocalActorRef)
+        assert reply_to.id == "casty://t/temp/ask-0"
+
+
+async def test_ask_timeout_names_target_and_cleans_up() -> None:
+    async with ActorSystem("t") as system:
+        silent = system.spawn(Behaviors.ignore(), "silent")
+        registered: list[bool] = []
+
+        def make(reply_to: ActorRef[Any]) -> Get:
+            registered.append(system.local.is_registered(reply_to.address.path))
+            return Get(reply_to)
+
+        with pytest.raises(TimeoutError) as info:
+            await system.ask(silent, make, timeout=0.05)
+        assert "casty://t/user/silent" in str(info.value)
+        assert "0.05" in str(info.value)
+        assert isinstance(info.value, asyncio.TimeoutError)
+        assert registered == [True]
+        assert not system.local.is_registered("/temp/ask-0")
+        # a late reply to the expired path is dropped, and counted
+        before = system.local.drops["dead"]
+        late: LocalActorRef[str] = LocalActorRef(system.address_of("/temp/ask-0"), system.local)
+        late.tell("late")
+        assert system.local.drops["dead"] == before + 1
+
+
+async def test_ask_to_a_dead_actor_times_out() -> None:
+    async with ActorSystem("t") as system:
+        ref = system.spawn(echo(), "echo")
+        await system.stop(ref)
+        before = system.local.drops["dead"]
+        with pytest.raises(TimeoutError, match="casty://t/user/echo"):
+            await system.ask(ref, lambda r: Echo("anyone?", r), timeout=0.05)
+        assert system.local.drops["dead"] == before + 1
+        assert not system.local.is_registered("/temp/ask-0")
+
+
+async def test_ask_cleans_up_when_message_factory_raises() -> None:
+    def broken(reply_to: ActorRef[Any]) -> Any:
+        raise KeyError("nope")
+
+    async with ActorSystem("t") as system:
+        with pytest.raises(KeyError):
+            await system.ask(system.spawn(echo(), "e"), broken)
+        assert not system.local.is_registered("/temp/ask-0")
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), True, "1"])
+async def test_ask_rejects_bad_timeout(timeout: Any) -> None:
+    async with ActorSystem("t") as system:
+        with pytest.raises(ValueError, match="timeout"):
+            await system.ask(system.spawn(echo(), "e"), lambda r: Echo("x", r), timeout=timeout)
+
+
+# -- lookup, spawn names, system names -------------------------------------------------------------
+
+
+async def test_lookup() -> None:
+    async def setup(ctx: ActorContext[Any]) -> Behavior[Any]:
+        ctx.spawn(echo(), "kid")
+        return echo()
+
+    async with ActorSystem("t") as system:
+        ref = system.spawn(Behaviors.setup(setup), "p")
+        assert await system.ask(ref, lambda r: Echo("up", r)) == "up"  # setup has run
+        assert system.lookup("/user/p") == ref
+        kid = system.lookup("/user/p/kid")
+        assert kid is not None and kid.id == "casty://t/user/p/kid"
+        assert await system.ask(kid, lambda r: Echo("kid", r)) == "kid"
+        assert system.lookup("/user/nobody") is None
+        assert system.lookup("/temp/ask-0") is None
+        await system.stop(ref)
+        assert system.lookup("/user/p") is None
+        assert system.lookup("/user/p/kid") is None
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "/a", "a b", " a", "a\tb", "a\nb", "a\x00b", 7, None])
+async def test_spawn_rejects_bad_names(name: Any) -> None:
+    async with ActorSystem("t") as system:
+        with pytest.raises(ValueError) as info:
+            system.spawn(echo(), name)
+        assert repr(name) in str(info.value)
+
+
+async def test_spawn_rejects_a_live_duplicate_then_allows_reuse() -> None:
+    async with ActorSystem("t") as system:
+        first = system.spawn(echo(), "one")
+        with pytest.raises(ValueError, match="'one'"):
+            system.spawn(echo(), "one")
+        await system.stop(first)
+        again = system.spawn(echo(), "one")
+        assert again == first  # same address, new actor
+        assert await system.ask(again, lambda r: Echo("reborn", r)) == "reborn"
+
+
+async def test_spawn_rejects_non_behaviours() -> None:
+    async with ActorSystem("t") as system:
+        for bad in (Behaviors.same(), Behaviors.unhandled(), "echo"):
+            with pytest.raises(TypeError, match="behaviour"):
+                system.spawn(bad, "x")  # type: ignore[arg-type]
+        assert system.lookup("/user/x") is None
+
+
+def test_spawn_needs_a_running_loop() -> None:
+    system = ActorSystem("t")
+    with pytest.raises(RuntimeError, match="running event loop"):
+        system.spawn(echo(), "e")
+
+
+async def test_spawn_after_shutdown_is_refused() -> None:
+    system = ActorSystem("t")
+    await system.shutdown()
+    with pytest.raises(RuntimeError, match="shutting down"):
+        system.spawn(echo(), "e")
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "a@b", "a:b", "a b", "[a]", "a\n", 3])
+def test_system_name_is_validated(name: Any) -> None:
+    with pytest.raises(ValueError) as info:
+        ActorSystem(name)
+    assert repr(name) in str(info.value)
+
+
+def test_default_name_and_injected_transport() -> None:
+    local = casty._impl.LocalTransport()
+    system = ActorSystem(local_transport=local)
+    assert system.name == "casty-system"
+    assert system.local is local
+    assert type(ActorSystem().local) is casty._impl.LocalTransport
+
+
+# -- hooks for subclasses --------------------------------------------------------------------------
+
+
+class TaggingSystem(ActorSystem):
+    """Builds refs its own way, as RemoteActorSystem does."""
+
+    def address_of(self, path: str) -> ActorAddress:
+        return ActorAddress(self.name, path, "10.1.2.3", 4000)
+
+    def make_ref(self, address: ActorAddress) -> ActorRef[Any]:
+        return TaggedRef(address, self.local)
+
+
+class TaggedRef(LocalActorRef[Any]):
+    __slots__ = ()
+
+
+async def test_every_ref_comes_from_address_of_and_make_ref() -> None:
+    selves = future()
+
+    async def setup(ctx: ActorContext[Any]) -> Behavior[Any]:
+        kid = ctx.spawn(echo(), "kid")
+        selves.set_result((ctx.self, kid))
+        return echo()
+
+    async with TaggingSystem("t") as system:
+        ref = system.spawn(Behaviors.setup(setup), "p")
+        assert isinstance(ref, TaggedRef)
+        assert ref.id == "casty://t@10.1.2.3:4000/user/p"
+        me, kid = await asyncio.wait_for(selves, WAIT)
+        assert me == ref and isinstance(me, TaggedRef)
+        assert kid.id == "casty://t@10.1.2.3:4000/user/p/kid"
+        assert isinstance(system.lookup("/user/p/kid"), TaggedRef)
+        # the reply path of ask too; the LocalTransport routes by path alone
+        assert await system.ask(ref, lambda r: Echo(r.id, r)) == "casty://t@10.1.2.3:4000/temp/ask-0"
+
+
+# -- shutdown --------------------------------------------------------------------------------------
+
+
+async def test_shutdown_leaves_no_tasks_and_runs_post_stop() -> None:
+    before = asyncio.all_tasks()
+    stopped: list[str] = []
+
+    def tracked(label: str, inner: Behavior[Any]) -> Behavior[Any]:
+        async def post_stop(ctx: Any) -> None:
+            stopped.append(label)
+
+        return Behaviors.with_lifecycle(inner, post_stop=post_stop)
+
+    async def setup(ctx: ActorContext[Any]) -> Behavior[Any]:
+        for i in range(3):
+            ctx.spawn(tracked(f"kid{i}", echo()), f"kid{i}")
+        return echo()
+
+    system = ActorSystem("t")
+    refs = [system.spawn(tracked(f"p{i}", Behaviors.setup(setup)), f"p{i}") for i in range(3)]
+    for ref in refs:
+        assert await system.ask(ref, lambda r: Echo("up", r)) == "up"
+    assert len(asyncio.all_tasks() - before) == 12
+    await system.shutdown()
+    assert asyncio.all_tasks() == before
+    expected = [f"p{i}" for i in range(3)] + [f"kid{i}" for i in range(3)] * 3
+    assert sorted(stopped) == sorted(expected)
+    for i in range(3):  # children before their parent
+        assert stopped.index(f"p{i}") >= 3
+    for path in ("/user/p0", "/user/p0/kid0", "/user/p2/kid2"):
+        assert not system.local.is_registered(path)
+    await system.shutdown()  # idempotent
+    assert asyncio.all_tasks() == before
+
+
+async def test_concurrent_shutdowns_all_wait() -> None:
+    stopped = future()
+
+    async def post_stop(ctx: Any) -> None:
+        await asyncio.sleep(0)
+        stopped.set_result(None)
+
+    system = ActorSystem("t")
+    system.spawn(Behaviors.with_lifecycle(echo(), post_stop=post_stop), "e")
+    await asyncio.gather(system.shutdown(), system.shutdown())
+    assert stopped.done()
+
+
+async def test_shutdown_stops_user_actors_before_system_actors() -> None:
+    order: list[str] = []
+
+    def tracked(label: str) -> Behavior[Any]:
+        async def post_stop(ctx: Any) -> None:
+            order.append(label)
+
+        return Behaviors.with_lifecycle(echo(), post_stop=post_stop)
+
+    system = ActorSystem("t")
+    sys_ref = system._spawn_system_actor(tracked("system"), "infra")
+    assert sys_ref.id == "casty://t/system/infra"
+    system.spawn(tracked("user"), "app")
+    await system.shutdown()
+    assert order == ["user", "system"]
+
+
+async def test_shutdown_cancels_an_actor_stuck_in_a_handler(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    before = asyncio.all_tasks()
+    entered = future()
+    stopped = future()
+
+    async def receive(ctx: Any, msg: Any) -> Behavior[Any]:
+        entered.set_result(None)
+        await asyncio.get_running_loop().create_future()  # never resolves
+        return Behaviors.same()
+
+    async def post_stop(ctx: Any) -> None:
+        stopped.set_result(None)
+
+    system = ActorSystem("t", stop_timeout=0.05)
+    b = Behaviors.with_lifecycle(Behaviors.receive(receive), post_stop=post_stop)
+    ref = system.spawn(b, "stuck")
+    ref.tell("go")
+    await asyncio.wait_for(entered, WAIT)
+    await system.shutdown()
+    assert stopped.done()
+    assert asyncio.all_tasks() == before
+    assert any("/user/stuck" in r.getMessage() and r.levelno == logging.WARNING
+               for r in caplog.records)
+
+
+async def test_shutdown_from_inside_an_actor_is_refused() -> None:
+    result = future()
+
+    async def receive(ctx: ActorContext[Any], msg: Any) -> Behavior[Any]:
+        try:
+            await ctx.system.shutdown()
+        except RuntimeError as exc:
+            result.set_result(str(exc))
+        return Behaviors.same()
+
+    async with ActorSystem("t") as system:
+        system.spawn(Behaviors.receive(receive), "a").tell("go")
+        assert "/user/a" in await asyncio.wait_for(result, WAIT)
+
+
+# -- casty.run -------------------------------------------------------------------------------------
+
+
+def test_run_uses_uvloop() -> None:
+    import uvloop
+
+    async def main() -> tuple[bool, str]:
+        is_uvloop = isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        async with ActorSystem("t") as system:
+            reply: str = await system.ask(system.spawn(echo(), "e"), lambda r: Echo("on uvloop", r))
+        return is_uvloop, reply
+
+    assert casty.run(main()) == (True, "on uvloop")
+
+
+def test_run_falls_back_to_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
+
+    async def main() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert casty.run(main()).startswith("asyncio")
+
+
+async def test_system_stop_of_own_ancestor_from_inside_is_refused() -> None:
+    result = future()
+
+    async def receive(ctx: ActorContext[Any], msg: Any) -> Behavior[Any]:
+        try:
+            await ctx.system.stop(msg)
+        except RuntimeError as exc:
+            result.set_result(str(exc))
+        return Behaviors.same()
+
+    async def setup(ctx: ActorContext[Any]) -> Behavior[Any]:
+        ctx.spawn(Behaviors.receive(receive), "kid").tell(ctx.self)
+        return Behaviors.ignore()
+
+    async with ActorSystem("t") as system:
+        system.spawn(Behaviors.setup(setup), "p")
+        assert "use ctx.stop()" in await asyncio.wait_for(result, WAIT)
