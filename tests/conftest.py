@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import types
 
 import pytest
+import uvloop
 
 import casty._impl as impl_mod
 
@@ -58,9 +60,5 @@ def impl(request: pytest.FixtureRequest) -> types.SimpleNamespace:
     return _namespace(request.param)
 
 
-@pytest.fixture(scope="session")
-def event_loop_policy():  # type: ignore[no-untyped-def]
-    """Run every async test on uvloop, as production does."""
-    import uvloop
-
-    return uvloop.EventLoopPolicy()
+# Every async test runs on uvloop, as production does (pytest-asyncio uses the current policy).
+asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

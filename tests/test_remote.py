@@ -22,9 +22,6 @@ from casty import (
 )
 from tests.remote_helpers import Collector, Count, Echo, Ping, echo_behavior, registry
 
-pytestmark = pytest.mark.asyncio
-
-
 def node(name: str, **kw: Any) -> RemoteActorSystem:
     kw.setdefault("registry", registry())
     kw.setdefault("connect_timeout", 2.0)

@@ -467,7 +467,12 @@ def test_run_falls_back_to_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
     async def main() -> str:
         return type(asyncio.get_running_loop()).__module__
 
-    assert casty.run(main()).startswith("asyncio")
+    policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(None)  # the suite installs uvloop's policy globally
+    try:
+        assert casty.run(main()).startswith("asyncio")
+    finally:
+        asyncio.set_event_loop_policy(policy)
 
 
 async def test_system_stop_of_own_ancestor_from_inside_is_refused() -> None:
