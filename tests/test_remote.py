@@ -22,6 +22,7 @@ from casty import (
 )
 from tests.remote_helpers import Collector, Count, Echo, Ping, echo_behavior, registry
 
+
 def node(name: str, **kw: Any) -> RemoteActorSystem:
     kw.setdefault("registry", registry())
     kw.setdefault("connect_timeout", 2.0)

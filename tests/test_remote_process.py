@@ -43,12 +43,13 @@ async def test_100k_tells_across_processes_arrive_complete_and_in_order(sink_pro
         sink = system.ref(f"casty://sink@127.0.0.1:{sink_process}/user/sink")
         for i in range(n):
             sink.tell(Ping(i, "payload"))
-            if i % 5000 == 0:
-                await asyncio.sleep(0)  # let the writes drain, as a real sender's loop would
+            if i % 10_000 == 9_999:
+                # Delivery is at-most-once with bounded queues: a sender that outruns its
+                # receiver gets drops (reported). An ask per window is the flow control here.
+                await system.ask(sink, lambda r: Echo("window", r), timeout=60)
         # Count travels behind every Ping on the same connection, so it sees them all.
         count, out_of_order = await system.ask(sink, lambda r: Count(r), timeout=60)
-        assert (count, out_of_order) == (n, 0)
-        assert sum(system.node.drops.values()) == 0
+        assert (count, out_of_order, system.node.drops) == (n, 0, {})
 
 
 async def test_ask_across_processes(sink_process: int) -> None:
