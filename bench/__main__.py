@@ -20,8 +20,11 @@ MODULES = ["envelope", "local", "framing", "serialization", "remote"]
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="fewer iterations, for a smoke run")
-    parser.add_argument("names", nargs="*", choices=[[], *MODULES], default=MODULES)
+    parser.add_argument("names", nargs="*", metavar="name", help=f"any of {', '.join(MODULES)}")
     args = parser.parse_args()
+    unknown = set(args.names) - set(MODULES)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     import casty
 
     if not casty.EXTENSIONS_ACTIVE:

@@ -248,7 +248,8 @@ class TcpNode:
                 return True
             self._report(key, "queue_full", 1, "connection write queue full")
             return False
-        if peer.pending_bytes + len(frame) > self.config.max_queue_bytes:
+        # Like the connection's queue, an empty queue takes one frame of any size.
+        if peer.pending and peer.pending_bytes + len(frame) > self.config.max_queue_bytes:
             self._report(key, "queue_full", 1, "connect queue full")
             return False
         peer.pending.append(frame)
@@ -460,7 +461,8 @@ class TcpNode:
         proto.abort()
 
     def frame_error(self, proto: Any, reason: str) -> None:
-        self.log.warning("closing connection to %s: %s", proto.peername, reason)
+        # The protocol logs the violation itself (one line per bad connection).
+        self.log.debug("connection to %s closed by the framing layer: %s", proto.peername, reason)
 
     def frame_connection_lost(self, proto: Any, exc: BaseException | None, unsent: int) -> None:
         self._protocols.discard(proto)
