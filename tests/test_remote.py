@@ -29,6 +29,32 @@ def node(name: str, **kw: Any) -> RemoteActorSystem:
     return RemoteActorSystem(name, "127.0.0.1", 0, **kw)
 
 
+class Failures(list[SendFailure]):
+    """An on_send_failure callback that can be awaited for the n-th report."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = asyncio.Event()
+
+    def __call__(self, failure: SendFailure) -> None:
+        self.append(failure)
+        self._changed.set()
+
+    async def wait(self, n: int, timeout: float = 10.0) -> list[SendFailure]:
+        async with asyncio.timeout(timeout):
+            while len(self) < n:
+                self._changed.clear()
+                await self._changed.wait()
+        return self
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    """For state with no event to await (a peer's socket closing): bounded polling."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
 def frame(kind: int, body: bytes) -> bytes:
     return struct.pack(">IB", len(body) + 1, kind) + body
 
@@ -173,23 +199,21 @@ async def test_simultaneous_connect_leaves_one_connection() -> None:
 
 
 async def test_connect_failure_blacklists_and_clear_lifts_it() -> None:
-    failures: list[SendFailure] = []
+    failures = Failures()
     probe = await asyncio.get_running_loop().create_server(asyncio.Protocol, "127.0.0.1", 0)
     dead_port = probe.sockets[0].getsockname()[1]
     probe.close()
     await probe.wait_closed()
-    async with node("a", on_send_failure=failures.append, blacklist_duration=60) as a:
+    async with node("a", on_send_failure=failures, blacklist_duration=60) as a:
         ref = a.ref(f"casty://b@127.0.0.1:{dead_port}/user/x")
         ref.tell(Ping(1))
-        while not failures:
-            await asyncio.sleep(0.01)
+        await failures.wait(1)
         assert failures[0].reason == "connect_failed" and failures[0].count == 1
         ref.tell(Ping(2))
         assert failures[-1].reason == "blacklisted"
         a.remote.clear_blacklist("127.0.0.1", dead_port)
         ref.tell(Ping(3))
-        while len(failures) < 3:
-            await asyncio.sleep(0.01)
+        await failures.wait(3)
         assert failures[2].reason == "connect_failed"
 
 
@@ -204,8 +228,7 @@ async def test_reconnect_after_peer_restart() -> None:
         sink.tell(Ping(1))
         await got.wait(1)
         await b.shutdown()
-        while a.node.connected_peers:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: not a.node.connected_peers)
         b2 = RemoteActorSystem("b", "127.0.0.1", port, registry=registry())
         async with b2:
             got2 = Collector()
@@ -236,12 +259,12 @@ async def test_client_only_node_gets_replies() -> None:
 
 
 async def test_unserializable_message_is_reported() -> None:
-    failures: list[SendFailure] = []
+    failures = Failures()
 
     class NotRegistered:
         pass
 
-    async with node("a", on_send_failure=failures.append) as a, node("b") as b:
+    async with node("a", on_send_failure=failures) as a, node("b") as b:
         a.ref(b.address.with_path("/user/x")).tell(NotRegistered())
         assert failures and failures[0].reason == "serialization"
         assert "NotRegistered" in failures[0].detail
@@ -309,14 +332,13 @@ async def test_plain_client_is_refused_by_tls_server(tls: dict[str, ssl.SSLConte
 
 
 async def test_mutual_tls_refuses_client_without_certificate(tls: dict[str, ssl.SSLContext]) -> None:
-    failures: list[SendFailure] = []
+    failures = Failures()
     async with node("b", server_ssl=tls["server_mutual"]) as b:
         got = Collector()
         b.spawn(got.behavior(), "sink")
-        async with node("a", client_ssl=tls["client"], on_send_failure=failures.append) as a:
+        async with node("a", client_ssl=tls["client"], on_send_failure=failures) as a:
             a.ref(b.address.with_path("/user/sink")).tell(Ping(1))
-            while not failures:
-                await asyncio.sleep(0.01)
+            await failures.wait(1)
         assert got.items == []
         async with node("c", client_ssl=tls["client_cert"]) as c:
             c.ref(b.address.with_path("/user/sink")).tell(Ping(2))
