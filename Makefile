@@ -34,7 +34,7 @@ test-pure:
 	CASTY_NO_EXTENSIONS=1 $(VPY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VPY) -m ruff check casty tests bench
+	$(VPY) -m ruff check casty tests bench examples
 	$(VPY) -m mypy
 
 bench: build

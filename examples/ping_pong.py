@@ -9,13 +9,12 @@ actor answers each with Pong(n) through the reply ref carried in the message.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import casty
+import two_process
+
 from casty import ActorRef, Behavior, Behaviors, RemoteActorSystem, TypeRegistry
 
 
@@ -44,8 +43,7 @@ async def serve() -> None:
 
     async with RemoteActorSystem("pong", "127.0.0.1", 0, registry=registry()) as system:
         system.spawn(Behaviors.receive(pong), "pong")
-        print(system.address.port, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await two_process.serve_until_stdin_closes(system)
 
 
 async def ping(port: int, rounds: int = 10_000) -> None:
@@ -68,21 +66,5 @@ async def ping(port: int, rounds: int = 10_000) -> None:
         print(f"{rounds} ping-pong round trips in {dt:.2f}s: {dt / rounds * 1e6:.0f} µs each")
 
 
-def main() -> None:
-    if sys.argv[1:] == ["--serve"]:
-        casty.run(serve())
-        return
-    child = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        port = int(child.stdout.readline())
-        casty.run(ping(port))
-    finally:
-        assert child.stdin is not None
-        child.stdin.close()
-        child.wait(10)
-
-
 if __name__ == "__main__":
-    main()
+    two_process.main(__file__, serve, ping)

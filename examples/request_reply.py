@@ -7,13 +7,11 @@ The service keeps a key-value store; the client uses ``system.ask`` across nodes
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
 from dataclasses import dataclass
 from typing import Any
 
-import casty
+import two_process
+
 from casty import ActorRef, Behavior, Behaviors, RemoteActorSystem, TypeRegistry
 
 
@@ -51,8 +49,7 @@ def store(data: dict[str, int]) -> Behavior[Put | Get]:
 async def serve() -> None:
     async with RemoteActorSystem("kv", "127.0.0.1", 0, registry=registry()) as system:
         system.spawn(store({}), "store")
-        print(system.address.port, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await two_process.serve_until_stdin_closes(system)
 
 
 async def client(port: int) -> None:
@@ -64,20 +61,5 @@ async def client(port: int) -> None:
         print("get zz :", await system.ask(kv, lambda r: Get("zz", r), timeout=5))
 
 
-def main() -> None:
-    if sys.argv[1:] == ["--serve"]:
-        casty.run(serve())
-        return
-    child = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        casty.run(client(int(child.stdout.readline())))
-    finally:
-        assert child.stdin is not None
-        child.stdin.close()
-        child.wait(10)
-
-
 if __name__ == "__main__":
-    main()
+    two_process.main(__file__, serve, client)
