@@ -362,6 +362,44 @@ _BUILTIN_SPECS: dict[type, _Spec] = {
 _new_ext: Final = tuple.__new__
 
 
+_FIXEXT: Final = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
+_FIXEXT_SIZE: Final = {v: k for k, v in _FIXEXT.items()}
+
+
+def _ext_prefix(code: int, size: int) -> bytes:
+    """The msgpack ext header for a body of ``size`` bytes, as msgpack's packer writes it."""
+    fixed = _FIXEXT.get(size)
+    if fixed is not None:
+        return bytes((fixed, code))
+    if size < 0x100:
+        return bytes((0xC7, size, code))
+    if size < 0x10000:
+        return b"\xc8" + size.to_bytes(2, "big") + bytes((code,))
+    return b"\xc9" + size.to_bytes(4, "big") + bytes((code,))
+
+
+def _dataclass_ext_body(data: bytes) -> bytes | None:
+    """The body when ``data`` is exactly one dataclass ext; None for anything else."""
+    n = len(data)
+    if n < 2:
+        return None
+    first = data[0]
+    size = _FIXEXT_SIZE.get(first)
+    if size is not None:
+        start = 2
+    elif first == 0xC7 and n >= 3:
+        size, start = data[1], 3
+    elif first == 0xC8 and n >= 4:
+        size, start = int.from_bytes(data[1:3], "big"), 4
+    elif first == 0xC9 and n >= 6:
+        size, start = int.from_bytes(data[1:5], "big"), 6
+    else:
+        return None
+    if data[start - 1] != _EXT_DATACLASS or n != start + size:
+        return None
+    return data[start:]
+
+
 def _int_to_bytes(n: int) -> bytes:
     return n.to_bytes((n.bit_length() + 8) // 8, "big", signed=True)
 
@@ -409,6 +447,16 @@ class MsgpackSerializer:
     def serialize(self, obj: Any) -> bytes:
         """Encode ``obj`` as msgpack; SerializationError names an unsupported type."""
         try:
+            spec = self._specs.get(type(obj))
+            if spec is not None and spec[0] == _EXT_DATACLASS and self._depth == 0:
+                # The usual message, a dataclass: the same bytes the packer would write for
+                # its ext, without the packer calling back into _default for it.
+                self._depth = 1  # as if inside the outer pack, so nesting limits match
+                try:
+                    body = self._pack([spec[1], *spec[2](obj)])
+                finally:
+                    self._depth = 0
+                return _ext_prefix(_EXT_DATACLASS, len(body)) + body
             return self._pack(obj)
         except SerializationError:
             raise
@@ -466,6 +514,10 @@ class MsgpackSerializer:
         outer_factory = self._ref_factory
         self._ref_factory = ref_factory
         try:
+            if type(data) is bytes:
+                body = _dataclass_ext_body(data)
+                if body is not None:  # the whole payload is one dataclass ext: skip unpackb
+                    return self._ext_hook(_EXT_DATACLASS, body)
             return unpackb(data, ext_hook=self._hook, raw=False, strict_map_key=False)
         except SerializationError:
             raise

@@ -841,3 +841,41 @@ def test_json_tags_are_what_the_docs_say() -> None:
         {"__t": "b", "v": base64.b64encode(b"\x01").decode()}, {"__t": "i", "v": hex(2**70)},
         {"__t": "f", "v": "inf"}, {"__t": "m", "v": [[1, 2]]},
     ]
+
+
+# -- the top-level dataclass shortcut writes and reads exactly what the packer does ----
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seq=st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    text=st.text(max_size=300),
+    blob=st.binary(max_size=70_000),
+)
+def test_msgpack_dataclass_shortcut_matches_the_packer(seq: int, text: str, blob: bytes) -> None:
+    s = MsgpackSerializer(make_registry())
+    for obj in (Ping(seq, text), Slotted(seq, blob), Empty(), Nested(Ping(seq), (seq, text))):
+        fast = s.serialize(obj)
+        assert fast == s._pack(obj)  # the generic path: Packer + _default
+        assert s.deserialize(fast) == obj
+        via_unpackb = msgpack.unpackb(fast, ext_hook=s._hook, raw=False, strict_map_key=False)
+        assert via_unpackb == obj
+
+
+@given(data=st.binary(max_size=64))
+@settings(max_examples=300)
+def test_msgpack_dataclass_shortcut_decodes_like_unpackb(data: bytes) -> None:
+    s = MsgpackSerializer(make_registry())
+    payload = bytes([0xC7, len(data), 1]) + data  # a dataclass ext around arbitrary bytes
+    for candidate in (payload, payload + b"\x00", payload[:-1], b"\xd4\x01" + data[:1]):
+        try:
+            expected: Any = ("ok", msgpack.unpackb(candidate, ext_hook=s._hook, raw=False,
+                                                  strict_map_key=False))
+        except SerializationError as exc:
+            expected = ("error", str(exc))
+        except Exception as exc:
+            expected = ("error", f"cannot deserialize msgpack payload: {exc}")
+        try:
+            got: Any = ("ok", s.deserialize(candidate))
+        except SerializationError as exc:
+            got = ("error", str(exc))
+        assert got == expected
