@@ -355,3 +355,43 @@ def test_addresses_are_advertised() -> None:
     root, actor = casty.run(main())
     assert (root.host, root.port) == ("203.0.113.7", 4000)
     assert actor.to_uri() == "casty://a@203.0.113.7:4000/user/x"
+
+
+async def test_tcp_transport_actor_handles_every_message() -> None:
+    from casty import (
+        ClearNodeBlacklist,
+        DeliverToNode,
+        GetPort,
+        LogSerializationFailure,
+        PeerDown,
+        SendFrameToNode,
+        SendToNode,
+    )
+
+    failures = Failures()
+    async with node("a", on_send_failure=failures) as a, node("b") as b:
+        got = Collector()
+        b.spawn(got.behavior(), "sink")
+        tcp = a._tcp
+        assert tcp is not None and tcp.address.path == "/system/tcp"
+        bhost, bport = b.node.advertised
+        target = b.address.with_path("/user/sink").to_uri()
+
+        assert await a.ask(tcp, lambda r: GetPort(r), timeout=5) == a.node.port
+        tcp.tell(DeliverToNode(bhost, bport, Ping(1), target, a.address.to_uri()))
+        env = MessageEnvelope(target, a.address.to_uri(),
+                              MsgpackSerializer(registry()).serialize(Ping(2)), "x.Ping")
+        tcp.tell(SendFrameToNode(bhost, bport, 0x42, b"ignored by b"))
+        tcp.tell(SendToNode(bhost, bport, env.to_bytes()))
+        assert [p.seq for p in await got.wait(2)] == [1, 2]
+
+        tcp.tell(LogSerializationFailure(bhost, bport, target, "x.Bad", "no encoder"))
+        assert (await failures.wait(1))[0].reason == "serialization"
+
+        tcp.tell(PeerDown(bhost, bport, "told so"))
+        await wait_until(lambda: not a.node.connected_peers)
+
+        a.node._blacklist[(bhost, bport)] = float("inf")
+        tcp.tell(ClearNodeBlacklist(bhost, bport))
+        tcp.tell(DeliverToNode(bhost, bport, Ping(3), target, a.address.to_uri()))
+        assert [p.seq for p in await got.wait(3)] == [1, 2, 3]
