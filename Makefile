@@ -16,7 +16,7 @@ $(VPY):
 # Build deps first so the extension build needs no isolated environment.
 $(STAMP): $(VPY) pyproject.toml
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q "setuptools>=68" wheel "cython>=3.0"
+	$(VPY) -m pip install -q "setuptools>=77" wheel "cython>=3.0"
 	$(VPY) -m pip install -q --no-build-isolation -e ".[test,lint]"
 	touch $(STAMP)
 
