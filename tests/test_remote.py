@@ -395,3 +395,33 @@ async def test_tcp_transport_actor_handles_every_message() -> None:
         tcp.tell(ClearNodeBlacklist(bhost, bport))
         tcp.tell(DeliverToNode(bhost, bport, Ping(3), target, a.address.to_uri()))
         assert [p.seq for p in await got.wait(3)] == [1, 2, 3]
+
+
+async def test_a_silent_peer_does_not_delay_sends_to_another() -> None:
+    accepted = asyncio.Event()
+
+    class Silent(asyncio.Protocol):  # accepts, reads, never answers the handshake
+        def connection_made(self, transport: Any) -> None:
+            accepted.set()
+
+    loop = asyncio.get_running_loop()
+    silent = await loop.create_server(Silent, "127.0.0.1", 0)
+    silent_port = silent.sockets[0].getsockname()[1]
+    failures = Failures()
+    try:
+        async with node("a", on_send_failure=failures, handshake_timeout=30) as a, node("b") as b:
+            got = Collector()
+            b.spawn(got.behavior(), "sink")
+            stuck = a.ref(f"casty://s@127.0.0.1:{silent_port}/user/x")
+            sink = a.ref(b.address.with_path("/user/sink"))
+            for i in range(20):
+                stuck.tell(Ping(i))
+                sink.tell(Ping(i))
+            await accepted.wait()
+            assert [p.seq for p in await got.wait(20)] == list(range(20))
+            assert list(failures) == []  # the silent peer's frames wait, bounded, in order
+    finally:
+        silent.close()
+        await silent.wait_closed()
+    # shutting down reports what never left for the silent peer
+    assert [(f.reason, f.count) for f in failures] == [("closed", 20)]
