@@ -45,6 +45,8 @@ class Table:
     unit: str = "ops/s"
     rows: list[tuple[str, float, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: labels of the two figure columns (a serializer table compares msgpack with json)
+    columns: tuple[str, str] = ("Cython", "pure twin")
 
     def add(self, case: str, fast: float, pure: float) -> None:
         self.rows.append((case, fast, pure))
@@ -53,7 +55,7 @@ class Table:
         width = max([len(r[0]) for r in self.rows] + [20])
         lines = [
             f"== {self.title}",
-            f"{'case':<{width}}  {'Cython':>12}  {'pure twin':>12}  {'ratio':>7}",
+            f"{'case':<{width}}  {self.columns[0]:>12}  {self.columns[1]:>12}  {'ratio':>7}",
         ]
         for case, fast, pure in self.rows:
             ratio = fast / pure if pure else float("nan")
@@ -67,4 +69,5 @@ class Table:
             "unit": self.unit,
             "rows": [{"case": c, "cython": f, "pure": p, "ratio": f / p if p else None} for c, f, p in self.rows],
             "notes": self.notes,
+            "columns": {"cython": self.columns[0], "pure": self.columns[1]},
         }

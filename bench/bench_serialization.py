@@ -15,7 +15,7 @@ from enum import Enum
 from itertools import repeat
 from typing import Any
 
-from bench._harness import Table, fmt_rate, rate
+from bench._harness import Table, rate
 from casty.serialization import JsonSerializer, MsgpackSerializer, Serializer, TypeRegistry
 
 
@@ -64,30 +64,6 @@ def _batch() -> Batch:
                  blob=bytes(range(64)))
 
 
-class SerializerTable(Table):
-    """A harness Table whose two figure columns are msgpack and JSON, not Cython and pure."""
-
-    def render(self) -> str:
-        width = max([len(r[0]) for r in self.rows] + [20])
-        lines = [
-            f"== {self.title}",
-            f"{'case':<{width}}  {'msgpack':>12}  {'json':>12}  {'ratio':>7}",
-        ]
-        for case, msgpack_ops, json_ops in self.rows:
-            ratio = msgpack_ops / json_ops if json_ops else float("nan")
-            lines.append(
-                f"{case:<{width}}  {fmt_rate(msgpack_ops):>12}  {fmt_rate(json_ops):>12}  "
-                f"{ratio:6.1f}x"
-            )
-        lines.extend(f"  - {note}" for note in self.notes)
-        return "\n".join(lines)
-
-    def as_dict(self) -> dict[str, object]:
-        out = super().as_dict()
-        out["columns"] = {"cython": "msgpack", "pure": "json"}
-        return out
-
-
 def _ops(s: Serializer, msg: Any) -> dict[str, Callable[[int], None]]:
     data = s.serialize(msg)
     assert s.deserialize(data) == msg
@@ -127,7 +103,7 @@ def collect(quick: bool) -> list[Table]:
     for cls in (Ping, Kind, Item, Batch):
         registry.register(cls, f"bench.{cls.__qualname__}")
     mp, js = MsgpackSerializer(registry), JsonSerializer(registry)
-    table = SerializerTable("serializers (msgpack | json)")
+    table = Table("serializers (msgpack | json)", columns=("msgpack", "json"))
     sizes = {}
     for label, msg in (("Ping", Ping(7, "hello")), ("1 KiB batch", _batch())):
         sizes[label] = (len(mp.serialize(msg)), len(js.serialize(msg)))

@@ -400,6 +400,11 @@ def _dataclass_ext_body(data: bytes) -> bytes | None:
     return data[start:]
 
 
+def _encode_error(obj: Any, exc: Exception) -> SerializationError:
+    """What either serializer raises when encoding ``obj`` failed inside msgpack or json."""
+    return SerializationError(f"cannot serialize object of type {type_hint(obj)!r}: {exc}")
+
+
 def _int_to_bytes(n: int) -> bytes:
     return n.to_bytes((n.bit_length() + 8) // 8, "big", signed=True)
 
@@ -461,9 +466,7 @@ class MsgpackSerializer:
         except SerializationError:
             raise
         except Exception as exc:
-            raise SerializationError(
-                f"cannot serialize object of type {type_hint(obj)!r}: {exc}"
-            ) from exc
+            raise _encode_error(obj, exc) from exc
 
     def _pack(self, value: Any) -> bytes:
         depth = self._depth
@@ -665,9 +668,7 @@ class JsonSerializer:
         except SerializationError:
             raise
         except Exception as exc:
-            raise SerializationError(
-                f"cannot serialize object of type {type_hint(obj)!r}: {exc}"
-            ) from exc
+            raise _encode_error(obj, exc) from exc
 
     def _encode(self, obj: Any) -> Any:
         cls = type(obj)

@@ -131,13 +131,19 @@ async def test_raw_client_handshake_and_message() -> None:
         writer.close()
 
 
+async def connected_sink(a: RemoteActorSystem, b: RemoteActorSystem) -> tuple[Any, Collector]:
+    """A /user/sink on b, a's ref to it, and a's connection to b made (Ping(0) arrived)."""
+    got = Collector()
+    b.spawn(got.behavior(), "sink")
+    sink = a.ref(b.address.with_path("/user/sink"))
+    sink.tell(Ping(0))
+    await got.wait(1)
+    return sink, got
+
+
 async def test_garbage_handshake_closes_only_that_connection(caplog: pytest.LogCaptureFixture) -> None:
     async with node("a") as a, node("b") as b:
-        got = Collector()
-        b.spawn(got.behavior(), "sink")
-        sink = a.ref(b.address.with_path("/user/sink"))
-        sink.tell(Ping(0))
-        await got.wait(1)
+        sink, got = await connected_sink(a, b)
         reader, writer = await asyncio.open_connection("127.0.0.1", b.address.port)
         with caplog.at_level(logging.WARNING, logger="casty"):
             writer.write(frame(FRAME_HANDSHAKE, b"{not json"))
@@ -150,11 +156,7 @@ async def test_garbage_handshake_closes_only_that_connection(caplog: pytest.LogC
 
 async def test_oversized_frame_closes_only_that_connection(caplog: pytest.LogCaptureFixture) -> None:
     async with node("a") as a, node("b", max_frame_size=1024) as b:
-        got = Collector()
-        b.spawn(got.behavior(), "sink")
-        sink = a.ref(b.address.with_path("/user/sink"))
-        sink.tell(Ping(0))
-        await got.wait(1)
+        sink, got = await connected_sink(a, b)
         reader, writer = await asyncio.open_connection("127.0.0.1", b.address.port)
         writer.write(frame(FRAME_HANDSHAKE, json.dumps({"host": "127.0.0.9", "port": 9}).encode()))
         await read_frame(reader)

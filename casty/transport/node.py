@@ -215,42 +215,29 @@ class TcpNode:
     def send_message(self, host: str, port: int, envelope: bytes) -> bool:
         """Send an encoded envelope to host:port; False when it was dropped (and reported)."""
         peer = self._peers.get((host, port))
-        if peer is not None and peer.proto is not None:
-            if peer.proto.send_message(envelope):
-                return True
-            self._report((host, port), "queue_full", 1, "connection write queue full")
-            return False
-        return self._send_slow((host, port), encode_frame(FRAME_MESSAGE, envelope))
+        if peer is not None and peer.proto is not None:  # the hot path: no frame copy here
+            return peer.proto.send_message(envelope) or self._write_queue_full((host, port))
+        return self._send((host, port), encode_frame(FRAME_MESSAGE, envelope))
 
     def send_frame(self, host: str, port: int, frame_type: int, body: bytes) -> bool:
         """Send a frame of any type to host:port; False when it was dropped (and reported)."""
-        frame = encode_frame(frame_type, body)
-        peer = self._peers.get((host, port))
-        if peer is not None and peer.proto is not None:
-            if peer.proto.send_frame(frame):
-                return True
-            self._report((host, port), "queue_full", 1, "connection write queue full")
-            return False
-        return self._send_slow((host, port), frame)
+        return self._send((host, port), encode_frame(frame_type, body))
 
-    def _send_slow(self, key: Key, frame: bytes) -> bool:
+    def _send(self, key: Key, frame: bytes) -> bool:
+        peer = self._peers.get(key)
+        if peer is not None and peer.proto is not None:
+            return peer.proto.send_frame(frame) or self._write_queue_full(key)
         if self._closed:
-            self._report(key, "closed", 1, "node is shut down")
+            self.report(key, "closed", 1, "node is shut down")
             return False
         if self.is_blacklisted(key):
-            self._report(key, "blacklisted", 1, "recent connect failure")
+            self.report(key, "blacklisted", 1, "recent connect failure")
             return False
-        peer = self._peers.get(key)
         if peer is None:
             peer = self._peers[key] = _Peer(key)
-        if peer.proto is not None:  # established since the caller looked
-            if peer.proto.send_frame(frame):
-                return True
-            self._report(key, "queue_full", 1, "connection write queue full")
-            return False
         # Like the connection's queue, an empty queue takes one frame of any size.
         if peer.pending and peer.pending_bytes + len(frame) > self.config.max_queue_bytes:
-            self._report(key, "queue_full", 1, "connect queue full")
+            self.report(key, "queue_full", 1, "connect queue full")
             return False
         peer.pending.append(frame)
         peer.pending_bytes += len(frame)
@@ -258,6 +245,10 @@ class TcpNode:
             peer.connecting = True
             peer.connect_task = asyncio.get_running_loop().create_task(self._connect(peer, key))
         return True
+
+    def _write_queue_full(self, key: Key) -> bool:
+        self.report(key, "queue_full", 1, "connection write queue full")
+        return False
 
     def is_blacklisted(self, key: Key) -> bool:
         """True while connects to ``key`` are refused after a failure."""
@@ -454,7 +445,7 @@ class TcpNode:
             peer.pending_bytes = 0
             lost = sum(1 for frame in pending if not proto.send_frame(frame))
             if lost:
-                self._report(key, "queue_full", lost, "connection write queue full")
+                self.report(key, "queue_full", lost, "connection write queue full")
 
     def frame_message(self, proto: Any, body: Any) -> None:
         self.log.warning("message frame before handshake from %s; closing", proto.peername)
@@ -473,18 +464,18 @@ class TcpNode:
         key = conn.peer_key or conn.dial_key
         if conn.superseded or key is None:
             if unsent:
-                self._report(key or ("?", 0), "connection_lost", unsent, "superseded connection")
+                self.report(key or ("?", 0), "connection_lost", unsent, "superseded connection")
             return
         peer = self._peers.get(key)
         if peer is None:
             if unsent:
-                self._report(key, "connection_lost", unsent, "connection closed")
+                self.report(key, "connection_lost", unsent, "connection closed")
             return
         if peer.proto is proto:
             peer.proto = None
             self.log.info("connection to %s:%d lost%s", *key, f": {exc!r}" if exc else "")
             if unsent:
-                self._report(key, "connection_lost", unsent, repr(exc) if exc else "connection closed")
+                self.report(key, "connection_lost", unsent, repr(exc) if exc else "connection closed")
             self._forget(peer)
         elif peer.outbound is proto:
             peer.outbound = None
@@ -517,9 +508,10 @@ class TcpNode:
             n = len(peer.pending)
             peer.pending.clear()
             peer.pending_bytes = 0
-            self._report(peer.key, reason, n, detail)
+            self.report(peer.key, reason, n, detail)
 
-    def _report(self, key: Key, reason: str, count: int, detail: str) -> None:
+    def report(self, key: Key, reason: str, count: int, detail: str) -> None:
+        """Count, log and pass on to the failure listeners ``count`` unsent messages for ``key``."""
         total = self.drops.get(reason, 0) + count
         self.drops[reason] = total
         if (total & (total - 1)) == 0 or count > 1:

@@ -57,7 +57,7 @@ def tcp_transport(
             "cannot serialize %s for %s on %s:%d: %s",
             msg.type_name, msg.target, msg.host, msg.port, msg.error,
         )
-        the_node._report((msg.host, msg.port), "serialization", 1, f"{msg.type_name}: {msg.error}")
+        the_node.report((msg.host, msg.port), "serialization", 1, f"{msg.type_name}: {msg.error}")
 
     async def receive(ctx: Any, msg: TcpTransportMsg) -> Behavior[TcpTransportMsg]:
         match msg:
