@@ -15,6 +15,8 @@ __all__ = [
     "FrameProtocol",
     "LocalTransport",
     "MessageEnvelope",
+    "decode_plain",
+    "encode_plain",
     "extensions_disabled",
 ]
 
@@ -44,6 +46,8 @@ def extensions_disabled(value: str | None) -> bool:
 NO_EXTENSIONS = extensions_disabled(os.environ.get("CASTY_NO_EXTENSIONS"))
 IMPORT_ERROR: ImportError | None = None
 
+from casty.plain_codec import decode_plain as _py_decode_plain  # noqa: E402
+from casty.plain_codec import encode_plain as _py_encode_plain  # noqa: E402
 from casty.transport.envelope import MessageEnvelope as _PyMessageEnvelope  # noqa: E402
 from casty.transport.framing import FrameProtocol as _PyFrameProtocol  # noqa: E402
 from casty.transport.local import LocalTransport as _PyLocalTransport  # noqa: E402
@@ -51,6 +55,8 @@ from casty.transport.local import LocalTransport as _PyLocalTransport  # noqa: E
 MessageEnvelope: type[_PyMessageEnvelope] = _PyMessageEnvelope
 LocalTransport: type[_PyLocalTransport] = _PyLocalTransport
 FrameProtocol: type[_PyFrameProtocol] = _PyFrameProtocol
+decode_plain = _py_decode_plain
+encode_plain = _py_encode_plain
 EXTENSIONS_ACTIVE = False
 
 if not NO_EXTENSIONS:
@@ -58,6 +64,8 @@ if not NO_EXTENSIONS:
         from casty._fast.envelope import MessageEnvelope as _CMessageEnvelope
         from casty._fast.framing import FrameProtocol as _CFrameProtocol
         from casty._fast.local import LocalTransport as _CLocalTransport
+        from casty._fast.plain_codec import decode_plain as _c_decode_plain
+        from casty._fast.plain_codec import encode_plain as _c_encode_plain
     except ImportError as exc:
         IMPORT_ERROR = exc
         log.debug("casty extensions unavailable, using the pure twins: %s", exc)
@@ -65,4 +73,6 @@ if not NO_EXTENSIONS:
         MessageEnvelope = _CMessageEnvelope  # type: ignore[assignment]
         LocalTransport = _CLocalTransport  # type: ignore[assignment]
         FrameProtocol = _CFrameProtocol  # type: ignore[assignment]
+        decode_plain = _c_decode_plain
+        encode_plain = _c_encode_plain
         EXTENSIONS_ACTIVE = True

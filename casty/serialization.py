@@ -42,7 +42,9 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from msgpack import ExtType, Packer, Unpacker, unpackb  # type: ignore[import-untyped]
 
+from casty._impl import decode_plain, encode_plain
 from casty.address import ActorAddress
+from casty.plain_codec import dataclass_ext_body, ext_header
 from casty.ref import ActorRef, LocalActorRef, RemoteActorRef, _TransportRef
 
 __all__ = [
@@ -131,7 +133,7 @@ class _Plan:
     whose ``__init__`` takes every field positionally (or of an Enum, from its value).
     """
 
-    __slots__ = ("build", "cls", "fields", "get", "is_enum", "name", "size")
+    __slots__ = ("build", "cls", "direct", "fields", "get", "is_enum", "name", "size")
 
     def __init__(self, cls: type, name: str) -> None:
         self.cls = cls
@@ -140,10 +142,13 @@ class _Plan:
         self.build: Callable[..., Any] = cls
         self.fields: tuple[str, ...] = ()
         self.get: Callable[[Any], tuple[Any, ...]] = _no_fields
+        #: ``build`` may be replaced by setting each field with ``object.__setattr__``
+        self.direct = False
         if not self.is_enum:
             self.fields = tuple(f.name for f in dataclasses.fields(cls))
             self.get = _getter(self.fields)
             self.build = _builder(cls, self.fields)
+            self.direct = self.build is cls and _init_only_stores(cls)
         self.size = 1 + (1 if self.is_enum else len(self.fields))  # of [name, *values]
 
 
@@ -193,6 +198,28 @@ def _builder(cls: type, names: tuple[str, ...]) -> Callable[..., Any]:
         return obj
 
     return build_raw
+
+
+def _init_only_stores(cls: type) -> bool:
+    """True when ``cls(*values)`` does nothing but ``object.__setattr__`` each field in order.
+
+    That holds for a dataclass whose ``__init__`` the decorator generated (it is compiled
+    from source text, hence the ``<string>`` file name), with no ``__post_init__``, no
+    custom ``__new__``, and either frozen or with the default ``__setattr__``.
+    """
+    init = cls.__dict__.get("__init__")
+    code = getattr(init, "__code__", None)
+    params = getattr(cls, "__dataclass_params__", None)
+    new: object = cls.__new__
+    setattr_: object = cls.__setattr__
+    return (
+        code is not None
+        and code.co_filename == "<string>"
+        and not hasattr(cls, "__post_init__")
+        and new is object.__new__
+        and params is not None
+        and (params.frozen or setattr_ is object.__setattr__)
+    )
 
 
 def _is_message_class(obj: object) -> bool:
@@ -362,44 +389,6 @@ _BUILTIN_SPECS: dict[type, _Spec] = {
 _new_ext: Final = tuple.__new__
 
 
-_FIXEXT: Final = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
-_FIXEXT_SIZE: Final = {v: k for k, v in _FIXEXT.items()}
-
-
-def _ext_prefix(code: int, size: int) -> bytes:
-    """The msgpack ext header for a body of ``size`` bytes, as msgpack's packer writes it."""
-    fixed = _FIXEXT.get(size)
-    if fixed is not None:
-        return bytes((fixed, code))
-    if size < 0x100:
-        return bytes((0xC7, size, code))
-    if size < 0x10000:
-        return b"\xc8" + size.to_bytes(2, "big") + bytes((code,))
-    return b"\xc9" + size.to_bytes(4, "big") + bytes((code,))
-
-
-def _dataclass_ext_body(data: bytes) -> bytes | None:
-    """The body when ``data`` is exactly one dataclass ext; None for anything else."""
-    n = len(data)
-    if n < 2:
-        return None
-    first = data[0]
-    size = _FIXEXT_SIZE.get(first)
-    if size is not None:
-        start = 2
-    elif first == 0xC7 and n >= 3:
-        size, start = data[1], 3
-    elif first == 0xC8 and n >= 4:
-        size, start = int.from_bytes(data[1:3], "big"), 4
-    elif first == 0xC9 and n >= 6:
-        size, start = int.from_bytes(data[1:5], "big"), 6
-    else:
-        return None
-    if data[start - 1] != _EXT_DATACLASS or n != start + size:
-        return None
-    return data[start:]
-
-
 def _encode_error(obj: Any, exc: Exception) -> SerializationError:
     """What either serializer raises when encoding ``obj`` failed inside msgpack or json."""
     return SerializationError(f"cannot serialize object of type {type_hint(obj)!r}: {exc}")
@@ -456,12 +445,16 @@ class MsgpackSerializer:
             if spec is not None and spec[0] == _EXT_DATACLASS and self._depth == 0:
                 # The usual message, a dataclass: the same bytes the packer would write for
                 # its ext, without the packer calling back into _default for it.
+                values = spec[2](obj)
+                plain = encode_plain(spec[1], values)
+                if plain is not None:
+                    return plain
                 self._depth = 1  # as if inside the outer pack, so nesting limits match
                 try:
-                    body = self._pack([spec[1], *spec[2](obj)])
+                    body = self._pack([spec[1], *values])
                 finally:
                     self._depth = 0
-                return _ext_prefix(_EXT_DATACLASS, len(body)) + body
+                return ext_header(_EXT_DATACLASS, len(body)) + body
             return self._pack(obj)
         except SerializationError:
             raise
@@ -518,7 +511,10 @@ class MsgpackSerializer:
         self._ref_factory = ref_factory
         try:
             if type(data) is bytes:
-                body = _dataclass_ext_body(data)
+                obj = decode_plain(data, self._plans)
+                if obj is not None:
+                    return obj
+                body = dataclass_ext_body(data)
                 if body is not None:  # the whole payload is one dataclass ext: skip unpackb
                     return self._ext_hook(_EXT_DATACLASS, body)
             return unpackb(data, ext_hook=self._hook, raw=False, strict_map_key=False)

@@ -32,6 +32,8 @@ TWINS = {
     "MessageEnvelope": ("casty.transport.envelope", "casty._fast.envelope"),
     "LocalTransport": ("casty.transport.local", "casty._fast.local"),
     "FrameProtocol": ("casty.transport.framing", "casty._fast.framing"),
+    "encode_plain": ("casty.plain_codec", "casty._fast.plain_codec"),
+    "decode_plain": ("casty.plain_codec", "casty._fast.plain_codec"),
 }
 
 

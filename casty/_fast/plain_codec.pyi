@@ -1,0 +1,7 @@
+from collections.abc import Mapping
+from typing import Any, Final
+
+PLAIN_TYPES: Final[frozenset[type]]
+
+def encode_plain(name: str, values: tuple[Any, ...]) -> bytes | None: ...
+def decode_plain(data: bytes, plans: Mapping[str, Any]) -> Any: ...

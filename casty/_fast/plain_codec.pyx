@@ -1,0 +1,444 @@
+# cython: language_level=3, auto_pickle=False
+"""The plain-message msgpack fast path in C: the twin of ``casty.plain_codec``.
+
+Same contract as the pure module: byte-identical output to the generic packer, and
+``None`` (decline, use the generic path) for anything that is not a plain message.
+Decoding reads peer bytes, so every read is checked by hand against the end of the
+buffer (the module is compiled with bounds checking off).
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
+from cpython.long cimport PyLong_FromLongLong, PyLong_FromUnsignedLongLong
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+from casty.plain_codec import PLAIN_TYPES
+
+cdef extern from "Python.h":
+    bint PyBytes_CheckExact(object o)
+    bint PyUnicode_CheckExact(object o)
+    bint PyLong_CheckExact(object o)
+    bint PyFloat_CheckExact(object o)
+    bint PyBool_Check(object o)
+    bint PyTuple_CheckExact(object o)
+    long long PyLong_AsLongLongAndOverflow(object o, int* overflow) except? -1
+    unsigned long long PyLong_AsUnsignedLongLong(object o) except? -1
+    const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
+    int PyObject_GenericSetAttr(object o, object name, object value) except -1
+
+__all__ = ["PLAIN_TYPES", "decode_plain", "encode_plain"]
+
+cdef enum:
+    _EXT_DATACLASS = 1
+
+cdef object _object_new = object.__new__
+
+
+# -- encoding -----------------------------------------------------------------------
+
+cdef struct _Buf:
+    unsigned char* data
+    Py_ssize_t size
+    Py_ssize_t cap
+
+
+cdef int _reserve(_Buf* b, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t need = b.size + extra
+    cdef Py_ssize_t cap
+    cdef unsigned char* grown
+    if need <= b.cap:
+        return 0
+    cap = b.cap * 2
+    if cap < need:
+        cap = need
+    grown = <unsigned char*>PyMem_Realloc(b.data, cap)
+    if grown == NULL:
+        raise MemoryError()
+    b.data = grown
+    b.cap = cap
+    return 0
+
+
+cdef inline void _put1(_Buf* b, unsigned char v) noexcept:
+    b.data[b.size] = v
+    b.size += 1
+
+
+cdef inline void _put_be(_Buf* b, uint64_t v, int n) noexcept:
+    cdef int i
+    for i in range(n):
+        b.data[b.size + i] = <unsigned char>(v >> (8 * (n - 1 - i)))
+    b.size += n
+
+
+cdef int _put_typed_len(_Buf* b, Py_ssize_t n, unsigned char fix_base, Py_ssize_t fix_max,
+                        int has8, unsigned char c8, unsigned char c16, unsigned char c32) except -1:
+    """A str/bin/array length header, as small as msgpack's packer makes it."""
+    _reserve(b, 5)
+    if fix_base and n <= fix_max:
+        _put1(b, fix_base | <unsigned char>n)
+    elif has8 and n < 0x100:
+        _put1(b, c8)
+        _put1(b, <unsigned char>n)
+    elif n < 0x10000:
+        _put1(b, c16)
+        _put_be(b, <uint64_t>n, 2)
+    elif <uint64_t>n <= 0xFFFFFFFF:
+        _put1(b, c32)
+        _put_be(b, <uint64_t>n, 4)
+    else:
+        raise ValueError("value too large for msgpack")
+    return 0
+
+
+cdef int _put_str(_Buf* b, object s) except -1:
+    """0 when written; 1 when ``s`` has no UTF-8 form (lone surrogates: not plain)."""
+    cdef Py_ssize_t n
+    cdef const char* p
+    try:
+        p = PyUnicode_AsUTF8AndSize(s, &n)
+    except UnicodeEncodeError:
+        return 1
+    _put_typed_len(b, n, 0xA0, 31, 1, 0xD9, 0xDA, 0xDB)
+    _reserve(b, n)
+    memcpy(b.data + b.size, p, n)
+    b.size += n
+    return 0
+
+
+cdef int _put_int(_Buf* b, object v) except -1:
+    """0 when written; 1 when ``v`` does not fit 64 bits (not plain)."""
+    cdef int overflow = 0
+    cdef long long x = PyLong_AsLongLongAndOverflow(v, &overflow)
+    cdef unsigned long long u
+    _reserve(b, 9)
+    if overflow > 0:
+        try:
+            u = PyLong_AsUnsignedLongLong(v)
+        except OverflowError:
+            return 1
+        _put1(b, 0xCF)
+        _put_be(b, u, 8)
+    elif overflow < 0:
+        return 1
+    elif x >= 0:
+        if x < 0x80:
+            _put1(b, <unsigned char>x)
+        elif x < 0x100:
+            _put1(b, 0xCC)
+            _put1(b, <unsigned char>x)
+        elif x < 0x10000:
+            _put1(b, 0xCD)
+            _put_be(b, <uint64_t>x, 2)
+        elif x <= 0xFFFFFFFF:
+            _put1(b, 0xCE)
+            _put_be(b, <uint64_t>x, 4)
+        else:
+            _put1(b, 0xCF)
+            _put_be(b, <uint64_t>x, 8)
+    elif x >= -32:
+        _put1(b, <unsigned char>(<int8_t>x))
+    elif x >= -128:
+        _put1(b, 0xD0)
+        _put1(b, <unsigned char>(<int8_t>x))
+    elif x >= -32768:
+        _put1(b, 0xD1)
+        _put_be(b, <uint64_t>(<uint16_t>(<int16_t>x)), 2)
+    elif x >= -2147483648:
+        _put1(b, 0xD2)
+        _put_be(b, <uint64_t>(<uint32_t>(<int32_t>x)), 4)
+    else:
+        _put1(b, 0xD3)
+        _put_be(b, <uint64_t>x, 8)
+    return 0
+
+
+cdef int _put_value(_Buf* b, object v) except -1:
+    """0 when written; 1 when ``v`` is not plain."""
+    cdef double d
+    cdef uint64_t bits
+    cdef Py_ssize_t n
+    if v is None:
+        _reserve(b, 1)
+        _put1(b, 0xC0)
+    elif v is True:
+        _reserve(b, 1)
+        _put1(b, 0xC3)
+    elif v is False:
+        _reserve(b, 1)
+        _put1(b, 0xC2)
+    elif PyLong_CheckExact(v):
+        return _put_int(b, v)
+    elif PyUnicode_CheckExact(v):
+        return _put_str(b, v)
+    elif PyFloat_CheckExact(v):
+        d = PyFloat_AS_DOUBLE(v)
+        memcpy(&bits, &d, 8)
+        _reserve(b, 9)
+        _put1(b, 0xCB)
+        _put_be(b, bits, 8)
+    elif PyBytes_CheckExact(v):
+        n = PyBytes_GET_SIZE(v)
+        _put_typed_len(b, n, 0, 0, 1, 0xC4, 0xC5, 0xC6)
+        _reserve(b, n)
+        memcpy(b.data + b.size, PyBytes_AS_STRING(v), n)
+        b.size += n
+    else:
+        return 1
+    return 0
+
+
+cdef inline Py_ssize_t _ext_header_size(Py_ssize_t n) noexcept:
+    if n == 1 or n == 2 or n == 4 or n == 8 or n == 16:
+        return 2
+    if n < 0x100:
+        return 3
+    if n < 0x10000:
+        return 4
+    return 6
+
+
+cdef void _write_ext_header(unsigned char* p, Py_ssize_t n, unsigned char code) noexcept:
+    cdef int i
+    if n == 1 or n == 2 or n == 4 or n == 8 or n == 16:
+        p[0] = 0xD4 if n == 1 else 0xD5 if n == 2 else 0xD6 if n == 4 else 0xD7 if n == 8 else 0xD8
+        p[1] = code
+    elif n < 0x100:
+        p[0] = 0xC7
+        p[1] = <unsigned char>n
+        p[2] = code
+    elif n < 0x10000:
+        p[0] = 0xC8
+        p[1] = <unsigned char>(n >> 8)
+        p[2] = <unsigned char>n
+        p[3] = code
+    else:
+        p[0] = 0xC9
+        for i in range(4):
+            p[1 + i] = <unsigned char>(n >> (8 * (3 - i)))
+        p[5] = code
+
+
+def encode_plain(name, values):
+    """``ext(1, [name, *values])`` as msgpack bytes, or None when a value is not plain."""
+    cdef _Buf b
+    cdef Py_ssize_t i, count, body, head
+    cdef bytes out
+    cdef unsigned char* p
+    if not PyUnicode_CheckExact(name) or not PyTuple_CheckExact(values):
+        return None
+    count = PyTuple_GET_SIZE(values)
+    b.cap = 128
+    b.size = 6  # room for the largest ext header, written last
+    b.data = <unsigned char*>PyMem_Malloc(b.cap)
+    if b.data == NULL:
+        raise MemoryError()
+    try:
+        _put_typed_len(&b, count + 1, 0x90, 15, 0, 0, 0xDC, 0xDD)
+        if _put_str(&b, name):
+            return None
+        for i in range(count):
+            if _put_value(&b, <object>PyTuple_GET_ITEM(values, i)):
+                return None
+        body = b.size - 6
+        if <uint64_t>body > 0xFFFFFFFF:
+            return None  # the generic path reports the size problem
+        head = _ext_header_size(body)
+        p = b.data + 6 - head
+        _write_ext_header(p, body, _EXT_DATACLASS)
+        out = PyBytes_FromStringAndSize(<char*>p, head + body)
+        return out
+    finally:
+        PyMem_Free(b.data)
+
+
+# -- decoding -----------------------------------------------------------------------
+
+cdef struct _Reader:
+    const unsigned char* p
+    const unsigned char* end
+
+
+cdef inline bint _need(_Reader* r, Py_ssize_t n) noexcept:
+    return r.end - r.p >= n
+
+
+cdef inline uint64_t _be(const unsigned char* p, int n) noexcept:
+    cdef uint64_t v = 0
+    cdef int i
+    for i in range(n):
+        v = (v << 8) | p[i]
+    return v
+
+
+cdef int _read_len(_Reader* r, int n, Py_ssize_t* out) noexcept:
+    """Read an n-byte big-endian length; 0 on success, 1 when the input is short."""
+    if not _need(r, n):
+        return 1
+    out[0] = <Py_ssize_t>_be(r.p, n)
+    r.p += n
+    return 0
+
+
+cdef object _DECLINE = object()
+
+
+cdef object _read_value(_Reader* r):
+    """One plain value, or _DECLINE for anything else (or short input)."""
+    cdef unsigned char c
+    cdef Py_ssize_t n = 0
+    cdef uint64_t u
+    cdef double d
+    cdef float f
+    cdef uint32_t u32
+    cdef object s
+    if not _need(r, 1):
+        return _DECLINE
+    c = r.p[0]
+    r.p += 1
+    if c < 0x80:
+        return PyLong_FromLongLong(c)
+    if c >= 0xE0:
+        return PyLong_FromLongLong(<int8_t>c)
+    if 0xA0 <= c <= 0xBF:
+        n = c & 0x1F
+    elif c == 0xC0:
+        return None
+    elif c == 0xC2:
+        return False
+    elif c == 0xC3:
+        return True
+    elif 0xCC <= c <= 0xCF:
+        n = 1 << (c - 0xCC)
+        if not _need(r, n):
+            return _DECLINE
+        u = _be(r.p, <int>n)
+        r.p += n
+        return PyLong_FromUnsignedLongLong(u)
+    elif 0xD0 <= c <= 0xD3:
+        n = 1 << (c - 0xD0)
+        if not _need(r, n):
+            return _DECLINE
+        u = _be(r.p, <int>n)
+        r.p += n
+        if n == 1:
+            return PyLong_FromLongLong(<int8_t>u)
+        if n == 2:
+            return PyLong_FromLongLong(<int16_t>u)
+        if n == 4:
+            return PyLong_FromLongLong(<int32_t>u)
+        return PyLong_FromLongLong(<int64_t>u)
+    elif c == 0xCA:
+        if not _need(r, 4):
+            return _DECLINE
+        u32 = <uint32_t>_be(r.p, 4)
+        memcpy(&f, &u32, 4)
+        r.p += 4
+        return PyFloat_FromDouble(<double>f)
+    elif c == 0xCB:
+        if not _need(r, 8):
+            return _DECLINE
+        u = _be(r.p, 8)
+        memcpy(&d, &u, 8)
+        r.p += 8
+        return PyFloat_FromDouble(d)
+    elif 0xC4 <= c <= 0xC6:
+        if _read_len(r, 1 << (c - 0xC4), &n):
+            return _DECLINE
+        if not _need(r, n):
+            return _DECLINE
+        s = PyBytes_FromStringAndSize(<const char*>r.p, n)
+        r.p += n
+        return s
+    elif 0xD9 <= c <= 0xDB:
+        if _read_len(r, 1 << (c - 0xD9), &n):
+            return _DECLINE
+    else:
+        return _DECLINE  # array, map, ext, or a byte msgpack never writes
+    # a str of n bytes
+    if not _need(r, n):
+        return _DECLINE
+    try:
+        s = PyUnicode_DecodeUTF8(<const char*>r.p, n, NULL)
+    except UnicodeDecodeError:
+        return _DECLINE  # the generic path names the problem
+    r.p += n
+    return s
+
+
+cdef int _ext_body(_Reader* r) noexcept:
+    """Step past the header of exactly one dataclass ext spanning the buffer; 1 if not."""
+    cdef unsigned char c
+    cdef Py_ssize_t size = 0
+    if not _need(r, 2):
+        return 1
+    c = r.p[0]
+    r.p += 1
+    if 0xD4 <= c <= 0xD8:
+        size = 1 << (c - 0xD4)
+    elif 0xC7 <= c <= 0xC9:
+        if _read_len(r, 1 << (c - 0xC7), &size):
+            return 1
+    else:
+        return 1
+    if not _need(r, 1) or r.p[0] != _EXT_DATACLASS:
+        return 1
+    r.p += 1
+    if r.end - r.p != size:
+        return 1
+    return 0
+
+
+def decode_plain(data, plans):
+    """The dataclass a plain message stands for, or None (use the generic path)."""
+    cdef _Reader r
+    cdef unsigned char c
+    cdef Py_ssize_t count = 0, i
+    cdef object name, plan, value, obj, fields
+    cdef list values
+    if not PyBytes_CheckExact(data):
+        return None
+    r.p = <const unsigned char*>PyBytes_AS_STRING(data)
+    r.end = r.p + PyBytes_GET_SIZE(data)
+    if _ext_body(&r) or not _need(&r, 1):
+        return None
+    c = r.p[0]
+    r.p += 1
+    if 0x90 <= c <= 0x9F:
+        count = c & 0x0F
+    elif c == 0xDC or c == 0xDD:
+        if _read_len(&r, 2 if c == 0xDC else 4, &count):
+            return None
+    else:
+        return None
+    if count < 1 or count > r.end - r.p:  # every item takes at least one byte
+        return None
+    name = _read_value(&r)
+    if not PyUnicode_CheckExact(name):
+        return None
+    plan = plans.get(name)
+    if plan is None or plan.is_enum or plan.size != count:
+        return None
+    values = []
+    for i in range(count - 1):
+        value = _read_value(&r)
+        if value is _DECLINE:
+            return None
+        values.append(value)
+    if r.p != r.end:
+        return None
+    if plan.direct:
+        fields = plan.fields
+        obj = _object_new(plan.cls)
+        for i in range(count - 1):
+            PyObject_GenericSetAttr(obj, <object>PyTuple_GET_ITEM(fields, i), values[i])
+        return obj
+    try:
+        return plan.build(*values)
+    except Exception:
+        return None  # the generic path rebuilds it again and reports why it fails

@@ -1,0 +1,234 @@
+"""The plain-message fast path: byte-identical to the generic msgpack path, both twins.
+
+``encode_plain``/``decode_plain`` must either agree exactly with what the generic
+packer/unpacker would do, or decline (None) so the generic path runs; the Cython
+build and the pure twin must give the same answer for every input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from casty.serialization import MsgpackSerializer, TypeRegistry
+
+
+@dataclass(frozen=True)
+class Tick:
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Wide:
+    a: Any
+    b: Any
+    c: Any
+    d: Any
+
+
+@dataclass
+class Plain:
+    x: Any
+
+
+@dataclass(frozen=True)
+class Checked:
+    n: int
+
+    def __post_init__(self) -> None:
+        if self.n < 0:
+            raise ValueError("negative")
+
+
+@dataclass(frozen=True)
+class WithInitFalse:
+    a: int
+    b: int = field(init=False, default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Slotted:
+    a: Any
+    b: Any
+
+
+@dataclass
+class CustomSetattr:
+    a: Any
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, ("seen", value))
+
+
+CLASSES = (Tick, Wide, Plain, Checked, WithInitFalse, Slotted, CustomSetattr)
+
+
+def registry() -> TypeRegistry:
+    reg = TypeRegistry()
+    for cls in CLASSES:
+        reg.register(cls, f"t.{cls.__name__}")
+        reg._plan_for_name(f"t.{cls.__name__}")  # plans are made on first use; the fast path reads them
+    return reg
+
+
+# The impl fixture only names a twin; nothing in it changes between examples.
+FIXTURE_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+REG = registry()
+PLANS = REG._named
+
+plain_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=300),
+    st.binary(max_size=300),
+)
+any_values = st.one_of(
+    plain_values,
+    st.integers(),  # beyond 64 bits: not plain
+    st.lists(st.integers(), max_size=3),
+    st.tuples(st.integers()),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.just(float("nan")),
+)
+
+
+def generic_bytes(name: str, values: tuple[Any, ...]) -> bytes:
+    """What the generic path writes for ``ext(1, [name, *values])``."""
+    return msgpack.packb(
+        msgpack.ExtType(1, msgpack.packb([name, *values], use_bin_type=True, strict_types=True)),
+        use_bin_type=True,
+    )
+
+
+def same(a: Any, b: Any) -> bool:
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        return type(a) is type(b) and all(
+            same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
+        )
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    return type(a) is type(b) and a == b
+
+
+@FIXTURE_OK
+@given(st.tuples(plain_values, plain_values, plain_values, plain_values))
+def test_plain_values_encode_exactly_as_the_generic_path(impl: types.SimpleNamespace, values: Any) -> None:
+    data = impl.encode_plain("t.Wide", values)
+    assert data == generic_bytes("t.Wide", values)
+    assert same(impl.decode_plain(data, PLANS), Wide(*values))
+
+
+@FIXTURE_OK
+@given(st.tuples(any_values, any_values, any_values, any_values))
+def test_twins_agree_on_any_values(impl: types.SimpleNamespace, values: Any) -> None:
+    from casty import plain_codec
+
+    data = impl.encode_plain("t.Wide", values)
+    assert data == plain_codec.encode_plain("t.Wide", values)
+    if data is not None:
+        assert data == generic_bytes("t.Wide", values)
+
+
+@FIXTURE_OK
+@given(st.integers(min_value=0, max_value=70_000))
+def test_every_size_class_of_name_and_body(impl: types.SimpleNamespace, size: int) -> None:
+    values = ("x" * size, b"y" * (size // 3), size, -size)
+    assert impl.encode_plain("t.Wide", values) == generic_bytes("t.Wide", values)
+
+
+def test_lone_surrogate_declines(impl: types.SimpleNamespace) -> None:
+    assert impl.encode_plain("t.Tick", (1, "\ud800")) is None
+
+
+def test_only_exact_tuples_and_str_names(impl: types.SimpleNamespace) -> None:
+    assert impl.encode_plain("t.Tick", [1, "a"]) is None
+    assert impl.encode_plain(b"t.Tick", (1, "a")) is None
+
+
+def test_only_generated_inits_are_bypassed() -> None:
+    direct = {cls.__name__: REG._plan_for_class(cls).direct for cls in CLASSES}  # type: ignore[union-attr]
+    assert direct == {"Tick": True, "Wide": True, "Plain": True, "Checked": False,
+                      "WithInitFalse": False, "Slotted": True, "CustomSetattr": False}
+
+
+@pytest.mark.parametrize(
+    "obj", [Tick(1, "a"), Plain(2), Checked(3), WithInitFalse(4), Slotted(1, 2)], ids=lambda x: type(x).__name__
+)
+def test_decode_rebuilds_every_kind_of_dataclass(impl: types.SimpleNamespace, obj: Any) -> None:
+    plan = REG._plan_for_class(type(obj))
+    assert plan is not None
+    got = impl.decode_plain(generic_bytes(plan.name, plan.get(obj)), PLANS)
+    assert got == obj
+    assert type(got) is type(obj)
+
+
+def test_post_init_still_validates(impl: types.SimpleNamespace) -> None:
+    assert impl.decode_plain(generic_bytes("t.Checked", (-1,)), PLANS) is None
+    with pytest.raises(ValueError, match=r"cannot rebuild 't\.Checked'"):
+        MsgpackSerializer(REG).deserialize(generic_bytes("t.Checked", (-1,)))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xc7",
+        b"\xc7\x05\x01",  # body shorter than its length
+        b"\xd4\x02\x90",  # another ext code
+        generic_bytes("t.Tick", (1, "a")) + b"\x00",  # trailing byte
+        generic_bytes("t.Tick", (1,)),  # wrong field count
+        generic_bytes("t.Unknown", (1, "a")),
+        generic_bytes("t.Tick", (1, [1])),  # not plain
+        msgpack.packb(msgpack.ExtType(1, b"\x92\xa6t.Tick\xc1")),  # never-used byte
+        msgpack.packb(msgpack.ExtType(1, b"\x93\xa6t.Tick\x01\xa2\xff\xfe")),  # bad UTF-8
+        msgpack.packb(msgpack.ExtType(1, b"\x93\xa6t.Tick\x01\xdb\xff\xff\xff\xff")),  # huge str
+        msgpack.packb(msgpack.ExtType(1, b"\xdd\xff\xff\xff\xff\xa6t.Tick")),  # huge array
+        msgpack.packb(msgpack.ExtType(1, b"\x93\xc4\x06t.Tick\x01\xa1a")),  # name as bin
+    ],
+)
+def test_decline_what_is_not_a_plain_message(impl: types.SimpleNamespace, data: bytes) -> None:
+    assert impl.decode_plain(data, PLANS) is None
+
+
+def test_only_exact_bytes_are_read(impl: types.SimpleNamespace) -> None:
+    data = generic_bytes("t.Tick", (1, "a"))
+    assert impl.decode_plain(bytearray(data), PLANS) is None
+    assert impl.decode_plain(memoryview(data), PLANS) is None
+
+
+@FIXTURE_OK
+@given(st.binary(max_size=64), st.integers(min_value=0, max_value=40), st.binary(max_size=4))
+def test_mutated_payloads_twins_agree_with_generic(
+    impl: types.SimpleNamespace, noise: bytes, at: int, insert: bytes
+) -> None:
+    from casty import plain_codec
+
+    base = generic_bytes("t.Wide", (1, "text", b"\x00bin", 2.5))
+    data = base[:at] + insert + noise[: len(insert)] + base[at + len(insert):]
+    for candidate in (data, noise, base[:at]):
+        got = impl.decode_plain(candidate, PLANS)
+        assert same(got, plain_codec.decode_plain(candidate, PLANS))
+        if got is not None:
+            assert same(got, MsgpackSerializer(REG).deserialize(candidate))
+
+
+def test_float32_and_every_int_width_read_like_msgpack(impl: types.SimpleNamespace) -> None:
+    items = [1.5, 0, 127, 128, 255, 256, 65535, 65536, 2**32, 2**64 - 1, -1, -32, -33, -128, -129,
+             -32768, -32769, -(2**31), -(2**31) - 1, -(2**63)]
+    for value in items:
+        data = generic_bytes("t.Plain", (value,))
+        assert same(impl.decode_plain(data, PLANS), Plain(value))
+    f32 = msgpack.packb(msgpack.ExtType(1, b"\x92\xa7t.Plain\xca\x3f\xc0\x00\x00"))
+    assert same(impl.decode_plain(f32, PLANS), Plain(1.5))
