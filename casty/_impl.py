@@ -16,6 +16,7 @@ __all__ = [
     "LocalTransport",
     "MessageEnvelope",
     "decode_plain",
+    "encode_header",
     "encode_plain",
     "extensions_disabled",
 ]
@@ -49,6 +50,7 @@ IMPORT_ERROR: ImportError | None = None
 from casty.plain_codec import decode_plain as _py_decode_plain  # noqa: E402
 from casty.plain_codec import encode_plain as _py_encode_plain  # noqa: E402
 from casty.transport.envelope import MessageEnvelope as _PyMessageEnvelope  # noqa: E402
+from casty.transport.envelope import encode_header as _py_encode_header  # noqa: E402
 from casty.transport.framing import FrameProtocol as _PyFrameProtocol  # noqa: E402
 from casty.transport.local import LocalTransport as _PyLocalTransport  # noqa: E402
 
@@ -56,12 +58,14 @@ MessageEnvelope: type[_PyMessageEnvelope] = _PyMessageEnvelope
 LocalTransport: type[_PyLocalTransport] = _PyLocalTransport
 FrameProtocol: type[_PyFrameProtocol] = _PyFrameProtocol
 decode_plain = _py_decode_plain
+encode_header = _py_encode_header
 encode_plain = _py_encode_plain
 EXTENSIONS_ACTIVE = False
 
 if not NO_EXTENSIONS:
     try:
         from casty._fast.envelope import MessageEnvelope as _CMessageEnvelope
+        from casty._fast.envelope import encode_header as _c_encode_header
         from casty._fast.framing import FrameProtocol as _CFrameProtocol
         from casty._fast.local import LocalTransport as _CLocalTransport
         from casty._fast.plain_codec import decode_plain as _c_decode_plain
@@ -74,5 +78,6 @@ if not NO_EXTENSIONS:
         LocalTransport = _CLocalTransport  # type: ignore[assignment]
         FrameProtocol = _CFrameProtocol  # type: ignore[assignment]
         decode_plain = _c_decode_plain
+        encode_header = _c_encode_header
         encode_plain = _c_encode_plain
         EXTENSIONS_ACTIVE = True

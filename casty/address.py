@@ -10,14 +10,14 @@ __all__ = ["ActorAddress"]
 _SCHEME = "casty://"
 # system: no '/', '@', ':', '[', ']' or whitespace; host: a bracketed IPv6 literal or a
 # name.  ASCII digits only for the port ('\d' takes any Unicode digit), and fullmatch (a
-# '$' accepts a trailing newline).  Patterns stay linear: URIs come from peers.
+# '$' accepts a trailing newline).  Patterns stay linear: URIs come from peers.  They
+# match the part before the path: the first '/' after the scheme starts the path.
 _REMOTE = re.compile(
     r"(?P<system>[^/@\[\]:\s]+)@"
     r"(?:\[(?P<ipv6>[^\[\]/@\s]+)\]|(?P<host>[^:/\[\]@\s]+))"
-    r":(?P<port>[0-9]{1,5})(?P<path>/.*)?",
-    re.S,
+    r":(?P<port>[0-9]{1,5})",
 )
-_LOCAL = re.compile(r"(?P<system>[^/@\[\]:\s]+)(?P<path>/.*)?", re.S)
+_LOCAL = re.compile(r"(?P<system>[^/@\[\]:\s]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,24 +83,52 @@ class ActorAddress:
         if not uri.startswith(_SCHEME):
             raise ValueError(f"not a casty actor URI (expected 'casty://...'): {_show(uri)}")
         rest = uri[len(_SCHEME):]
-        m = _REMOTE.fullmatch(rest)
-        if m is not None:
-            host = m.group("ipv6") or m.group("host")
-            if m.group("ipv6") is not None and ":" not in host:
-                raise ValueError(
-                    f"only an IPv6 address goes in brackets in an actor URI: {_show(uri)}"
-                )
-            port = int(m.group("port"))
-            if port > 65535:
-                raise ValueError(f"port out of range in actor URI: {_show(uri)}")
-            return ActorAddress(m.group("system"), m.group("path") or "/", host, port)
-        m = _LOCAL.fullmatch(rest)
-        if m is None:
-            raise ValueError(f"malformed casty actor URI: {_show(uri)}")
-        return ActorAddress(m.group("system"), m.group("path") or "/")
+        # The first '/' starts the path (no other part may hold one), so the part before
+        # it is parsed once and cached: a node's URIs differ only in their paths.
+        cut = rest.find("/")
+        head, path = (rest, "/") if cut < 0 else (rest[:cut], rest[cut:])
+        parsed = _HEADS.get(head)
+        if parsed is None:
+            parsed = _parse_head(head, uri)
+            if len(head) <= _MAX_HEAD_LENGTH:  # a peer may send long ones: keep memory bounded
+                if len(_HEADS) >= _MAX_HEADS:
+                    _HEADS.clear()
+                _HEADS[head] = parsed
+        # Every part is checked already, so skip __post_init__'s checks (this is per message).
+        address: ActorAddress = _new(ActorAddress)
+        _set(address, "system", parsed[0])
+        _set(address, "path", path)
+        _set(address, "host", parsed[1])
+        _set(address, "port", parsed[2])
+        _set(address, "node_id", None)
+        return address
 
     def __str__(self) -> str:
         return self.to_uri()
+
+
+_new = object.__new__
+_set = object.__setattr__
+_MAX_HEADS = 1024
+_MAX_HEAD_LENGTH = 300
+_HEADS: dict[str, tuple[str, str | None, int | None]] = {}
+
+
+def _parse_head(head: str, uri: str) -> tuple[str, str | None, int | None]:
+    """``(system, host, port)`` from the part of a URI between scheme and path."""
+    m = _REMOTE.fullmatch(head)
+    if m is not None:
+        host = m.group("ipv6") or m.group("host")
+        if m.group("ipv6") is not None and ":" not in host:
+            raise ValueError(f"only an IPv6 address goes in brackets in an actor URI: {_show(uri)}")
+        port = int(m.group("port"))
+        if port > 65535:
+            raise ValueError(f"port out of range in actor URI: {_show(uri)}")
+        return m.group("system"), host, port
+    m = _LOCAL.fullmatch(head)
+    if m is None:
+        raise ValueError(f"malformed casty actor URI: {_show(uri)}")
+    return m.group("system"), None, None
 
 
 def _show(value: object, limit: int = 200) -> str:

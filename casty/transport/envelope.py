@@ -63,14 +63,21 @@ def encode_header(target: str, sender: str, type_hint: str) -> bytes:
     >>> encode_header("t", "s", "h")
     b'\\x00\\x00\\x000{"target": "t", "sender": "s", "type_hint": "h"}'
     """
-    header = json.dumps(
-        {
-            "target": _check_str("target", target),
-            "sender": _check_str("sender", sender),
-            "type_hint": _check_str("type_hint", type_hint),
-        }
-    ).encode("ascii")
+    target = _check_str("target", target)
+    sender = _check_str("sender", sender)
+    type_hint = _check_str("type_hint", type_hint)
+    if _verbatim(target) and _verbatim(sender) and _verbatim(type_hint):
+        # What json.dumps writes for strings it copies as they are, without building a dict.
+        text = f'{{"target": "{target}", "sender": "{sender}", "type_hint": "{type_hint}"}}'
+        header = text.encode("ascii")
+    else:
+        header = json.dumps({"target": target, "sender": sender, "type_hint": type_hint}).encode("ascii")
     return _LENGTH.pack(len(header)) + header
+
+
+def _verbatim(text: str) -> bool:
+    """True when json.dumps writes ``text`` unescaped: printable ASCII without '"' or '\\'."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
 def decode_header_slow(header: bytes | memoryview) -> tuple[str, str, str]:

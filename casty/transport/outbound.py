@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from casty._impl import encode_header
 from casty.serialization import Serializer, type_hint
-from casty.transport.envelope import encode_header
 
 __all__ = ["EnvelopeWriter"]
 
