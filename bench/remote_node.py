@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -117,32 +118,56 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 # -- raw uvloop ceiling --------------------------------------------------------------
 
 class RawSink(asyncio.Protocol):
-    """Counts 100-byte frames; echoes a frame back when asked to (ping-pong)."""
+    """A raw uvloop Protocol taking casty-shaped frames: split each, hand its body on.
 
-    def __init__(self, echo: bool) -> None:
-        self.echo = echo
+    ``mode`` "frames" splits on the length prefixes in Python and passes every body
+    to a callback (the least a frame protocol does); "bytes" only counts bytes, the
+    socket's own ceiling; "echo" sends each 100-byte frame back (ping-pong).
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
         self.received = 0
+        self.frames = 0
         self.buf = b""
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
+    def on_body(self, body: bytes) -> None:
+        self.frames += 1
+
     def data_received(self, data: bytes) -> None:
-        if self.echo:
+        if self.mode == "bytes":
+            self.received += len(data)
+            return
+        if self.mode == "echo":
             self.buf += data
             while len(self.buf) >= 100:
                 self.transport.write(self.buf[:100])
                 self.buf = self.buf[100:]
-        else:
-            self.received += len(data)
+            return
+        buf = self.buf + data if self.buf else data
+        pos, end = 0, len(buf)
+        unpack, on_body = _LENGTH.unpack_from, self.on_body
+        while end - pos >= 4:
+            stop = pos + 4 + unpack(buf, pos)[0]
+            if stop > end:
+                break
+            on_body(buf[pos + 5:stop])
+            pos = stop
+        self.buf = buf[pos:]
 
 
-async def raw_sink(echo: bool) -> None:
+_LENGTH = struct.Struct(">I")
+
+
+async def raw_sink(mode: str) -> None:
     loop = asyncio.get_running_loop()
     protos: list[RawSink] = []
 
     def factory() -> RawSink:
-        p = RawSink(echo)
+        p = RawSink(mode)
         protos.append(p)
         return p
 
@@ -177,7 +202,7 @@ class RawSender(asyncio.Protocol):
 
 
 async def raw_tell(port: int, n: int) -> dict[str, Any]:
-    """Frames/s the sink side can swallow: n 100-byte frames, written in 64 KiB batches."""
+    """Frames/s the sink can take: n pre-built 100-byte frames, written in 64 KiB batches."""
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_connection(RawSender, "127.0.0.1", port)
     batch = FRAME * 655
@@ -219,8 +244,9 @@ def main() -> None:
         "casty-sink": lambda: casty_sink(),
         "casty-tell": lambda: casty_tell(int(args[0]), int(args[1])),
         "casty-ask": lambda: casty_ask(int(args[0]), int(args[1])),
-        "raw-sink": lambda: raw_sink(echo=False),
-        "raw-echo": lambda: raw_sink(echo=True),
+        "raw-sink": lambda: raw_sink("frames"),
+        "raw-bytes": lambda: raw_sink("bytes"),
+        "raw-echo": lambda: raw_sink("echo"),
         "raw-tell": lambda: raw_tell(int(args[0]), int(args[1])),
         "raw-pingpong": lambda: raw_pingpong(int(args[0]), int(args[1])),
     }
