@@ -13,6 +13,7 @@ import os
 __all__ = [
     "EXTENSIONS_ACTIVE",
     "FrameProtocol",
+    "InboundMessageHandler",
     "LocalTransport",
     "MessageEnvelope",
     "decode_plain",
@@ -81,3 +82,13 @@ if not NO_EXTENSIONS:
         encode_header = _c_encode_header
         encode_plain = _c_encode_plain
         EXTENSIONS_ACTIVE = True
+
+# The inbound handler reads through the serializers, which import the codecs chosen
+# above from this module, so it is chosen last.
+from casty.transport.inbound import InboundMessageHandler as _PyInboundMessageHandler  # noqa: E402
+
+InboundMessageHandler: type[_PyInboundMessageHandler] = _PyInboundMessageHandler
+if EXTENSIONS_ACTIVE:
+    from casty._fast.inbound import InboundMessageHandler as _CInboundMessageHandler
+
+    InboundMessageHandler = _CInboundMessageHandler  # type: ignore[assignment]

@@ -34,6 +34,7 @@ TWINS = {
     "FrameProtocol": ("casty.transport.framing", "casty._fast.framing"),
     "encode_plain": ("casty.plain_codec", "casty._fast.plain_codec"),
     "decode_plain": ("casty.plain_codec", "casty._fast.plain_codec"),
+    "InboundMessageHandler": ("casty.transport.inbound", "casty._fast.inbound"),
 }
 
 

@@ -146,10 +146,10 @@ def encode_header(target, sender, type_hint):
     )
 
 
-cdef MessageEnvelope _decode(const unsigned char* p, Py_ssize_t size):
+cdef Py_ssize_t header_end(const unsigned char* p, Py_ssize_t size) except -1:
+    """Where the header ends (= where the payload starts); EnvelopeDecodeError when the
+    length prefix is missing or runs past ``size``."""
     cdef unsigned long long announced
-    cdef Py_ssize_t header_len, end, t0, t1, s0, s1, h0, h1
-    cdef MessageEnvelope env
     if size < 4:
         raise bounds_error(size, None)
     announced = (
@@ -159,33 +159,52 @@ cdef MessageEnvelope _decode(const unsigned char* p, Py_ssize_t size):
     # Unsigned, and compared this way round, so nothing overflows on any platform.
     if announced > <unsigned long long>(size - 4):
         raise bounds_error(size, announced)
-    header_len = <Py_ssize_t>announced
-    end = 4 + header_len
-    env = MessageEnvelope.__new__(MessageEnvelope)
-    # Canonical header: each step checks its bytes lie before ``end``.
+    return 4 + <Py_ssize_t>announced
+
+
+cdef bint canonical_fields(const unsigned char* p, Py_ssize_t end, Py_ssize_t* spans) noexcept:
+    """Find target, sender and type_hint in a canonical header ending at ``end``.
+
+    Fills ``spans`` with (t0, t1, s0, s1, h0, h1) and returns True; False when the
+    header is in any other form.  Every step checks its bytes lie before ``end``.
+    """
+    cdef Py_ssize_t t0, t1, s0, s1, h0, h1
     t0 = 4 + _OPEN_LEN
-    if t0 <= end and memcmp(p + 4, PyBytes_AS_STRING(_OPEN), _OPEN_LEN) == 0:
-        t1 = _scan_plain(p, t0, end)
-        if t1 >= 0 and end - t1 >= _SENDER_LEN and memcmp(
-            p + t1, PyBytes_AS_STRING(_SENDER), _SENDER_LEN
-        ) == 0:
-            s0 = t1 + _SENDER_LEN
-            s1 = _scan_plain(p, s0, end)
-            if s1 >= 0 and end - s1 >= _HINT_LEN and memcmp(
-                p + s1, PyBytes_AS_STRING(_HINT), _HINT_LEN
-            ) == 0:
-                h0 = s1 + _HINT_LEN
-                h1 = _scan_plain(p, h0, end)
-                # The closing quote is at h1, so only the brace remains: it must end the header.
-                if h1 >= 0 and h1 + _CLOSE_LEN == end and p[h1 + 1] == 0x7D:
-                    env.target = PyUnicode_DecodeASCII(<const char*>p + t0, t1 - t0, NULL)
-                    env.sender = PyUnicode_DecodeASCII(<const char*>p + s0, s1 - s0, NULL)
-                    env.type_hint = PyUnicode_DecodeASCII(<const char*>p + h0, h1 - h0, NULL)
-                    env.payload = PyBytes_FromStringAndSize(<const char*>p + end, size - end)
-                    return env
-    env.target, env.sender, env.type_hint = decode_header_slow(
-        PyBytes_FromStringAndSize(<const char*>p + 4, header_len)
-    )
+    if t0 > end or memcmp(p + 4, PyBytes_AS_STRING(_OPEN), _OPEN_LEN) != 0:
+        return False
+    t1 = _scan_plain(p, t0, end)
+    if t1 < 0 or end - t1 < _SENDER_LEN or memcmp(p + t1, PyBytes_AS_STRING(_SENDER), _SENDER_LEN) != 0:
+        return False
+    s0 = t1 + _SENDER_LEN
+    s1 = _scan_plain(p, s0, end)
+    if s1 < 0 or end - s1 < _HINT_LEN or memcmp(p + s1, PyBytes_AS_STRING(_HINT), _HINT_LEN) != 0:
+        return False
+    h0 = s1 + _HINT_LEN
+    h1 = _scan_plain(p, h0, end)
+    # The closing quote is at h1, so only the brace remains: it must end the header.
+    if h1 < 0 or h1 + _CLOSE_LEN != end or p[h1 + 1] != 0x7D:
+        return False
+    spans[0] = t0
+    spans[1] = t1
+    spans[2] = s0
+    spans[3] = s1
+    spans[4] = h0
+    spans[5] = h1
+    return True
+
+
+cdef MessageEnvelope _decode(const unsigned char* p, Py_ssize_t size):
+    cdef Py_ssize_t spans[6]
+    cdef Py_ssize_t end = header_end(p, size)
+    cdef MessageEnvelope env = MessageEnvelope.__new__(MessageEnvelope)
+    if canonical_fields(p, end, spans):
+        env.target = PyUnicode_DecodeASCII(<const char*>p + spans[0], spans[1] - spans[0], NULL)
+        env.sender = PyUnicode_DecodeASCII(<const char*>p + spans[2], spans[3] - spans[2], NULL)
+        env.type_hint = PyUnicode_DecodeASCII(<const char*>p + spans[4], spans[5] - spans[4], NULL)
+    else:
+        env.target, env.sender, env.type_hint = decode_header_slow(
+            PyBytes_FromStringAndSize(<const char*>p + 4, end - 4)
+        )
     env.payload = PyBytes_FromStringAndSize(<const char*>p + end, size - end)
     return env
 
@@ -199,11 +218,6 @@ cdef class MessageEnvelope:
     >>> MessageEnvelope.from_bytes(data).target
     'casty://sys/user/a'
     """
-
-    cdef readonly str target
-    cdef readonly str sender
-    cdef readonly bytes payload
-    cdef readonly str type_hint
 
     def __init__(self, target, sender, payload, type_hint):
         self.target = _check_str("target", target)

@@ -396,15 +396,19 @@ cdef int _ext_body(_Reader* r) noexcept:
 
 def decode_plain(data, plans):
     """The dataclass a plain message stands for, or None (use the generic path)."""
+    if not PyBytes_CheckExact(data):
+        return None
+    return decode_plain_at(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), plans)
+
+
+cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object plans):
     cdef _Reader r
     cdef unsigned char c
     cdef Py_ssize_t count = 0, i
     cdef object name, plan, value, obj, fields
     cdef list values
-    if not PyBytes_CheckExact(data):
-        return None
-    r.p = <const unsigned char*>PyBytes_AS_STRING(data)
-    r.end = r.p + PyBytes_GET_SIZE(data)
+    r.p = data
+    r.end = data + size
     if _ext_body(&r) or not _need(&r, 1):
         return None
     c = r.p[0]

@@ -8,16 +8,15 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from casty._impl import MessageEnvelope
+from casty._impl import InboundMessageHandler
 from casty.address import ActorAddress
 from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
 from casty.serialization import MsgpackSerializer, SerializationError, Serializer
-from casty.transport.envelope import EnvelopeDecodeError
 from casty.transport.messages import ClearNodeBlacklist, SendFailure, SendToNode
 from casty.transport.node import TcpNode
 from casty.transport.outbound import EnvelopeWriter
 
-__all__ = ["InboundMessageHandler", "RemoteTransport"]
+__all__ = ["InboundMessageHandler", "RemoteTransport"]  # the handler lives in casty.transport.inbound
 
 log = logging.getLogger("casty.transport.remote")
 
@@ -169,68 +168,3 @@ class RemoteTransport:
                 runner(result)  # type: ignore[arg-type]
         except Exception:
             log.exception("on_send_failure raised")
-
-
-class InboundMessageHandler:
-    """Deserializes inbound TCP frames and delivers them locally.
-
-    Satisfies InboundHandler structurally; ``on_frame`` is the synchronous form
-    the TCP node calls inline for every message frame (no task per message).
-    A frame that fails to decode is logged, counted in ``dropped`` and dropped;
-    the connection stays up.
-    """
-
-    def __init__(
-        self,
-        *,
-        local: Any,
-        serializer: Serializer,
-        system_name: str,
-        ref_factory: Callable[[ActorAddress], ActorRef[Any]] | None = None,
-    ) -> None:
-        self._local = local
-        self._serializer = serializer
-        self._system_name = system_name
-        self.ref_factory = ref_factory
-        self._paths: dict[str, str | None] = {}
-        self.dropped = 0
-
-    async def on_message(self, data: bytes) -> None:
-        """Decode one message frame body and deliver it."""
-        self.on_frame(data)
-
-    def on_frame(self, data: Any) -> None:
-        """Decode one message frame body (bytes-like) and deliver it, inline."""
-        try:
-            env = MessageEnvelope.from_bytes(data)
-            path = self._paths.get(env.target, "")
-            if path == "":
-                path = self._target_path(env.target)
-            if path is None:
-                self._drop(f"target {env.target!r} is not an actor of system {self._system_name!r}")
-                return
-            msg = self._serializer.deserialize(env.payload, ref_factory=self.ref_factory)
-        except (EnvelopeDecodeError, SerializationError) as exc:
-            self._drop(str(exc))
-            return
-        self._local.deliver_path(path, msg)
-
-    def _target_path(self, target: str) -> str | None:
-        try:
-            address = ActorAddress.from_uri(target)
-        except ValueError:
-            path = None
-        else:
-            path = address.path if address.system == self._system_name else None
-        if len(self._paths) >= _MAX_CACHED_TARGETS:
-            self._paths.clear()
-        self._paths[target] = path
-        return path
-
-    def _drop(self, reason: str) -> None:
-        self.dropped += 1
-        n = self.dropped
-        if n & (n - 1) == 0:
-            log.warning("dropped an inbound message: %s (%d dropped so far)", reason, n)
-        else:
-            log.debug("dropped an inbound message: %s", reason)

@@ -1,0 +1,136 @@
+# cython: language_level=3, auto_pickle=False
+"""InboundMessageHandler in Cython: the twin of ``casty.transport.inbound``.
+
+Same rules, fewer steps per frame: a canonical envelope header is read in place
+(no MessageEnvelope object, and the target's text is only made when it differs
+from the previous frame's), and a plain message (see ``casty.plain_codec``) is
+decoded straight out of the frame, without copying its payload.  Anything else
+takes the pure twin's route: ``MessageEnvelope.from_bytes``, then the
+serializer.  Drops are logged by the pure module's helper, so both say the same.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeASCII
+from libc.string cimport memcmp
+
+from casty._fast.envelope cimport MessageEnvelope, canonical_fields, header_end
+from casty._fast.plain_codec cimport decode_plain_at
+
+from casty.transport.inbound import MAX_CACHED_TARGETS, log_inbound_drop, not_ours, target_path
+
+cdef extern from "Python.h":
+    bint PyBytes_CheckExact(object o)
+
+__all__ = ["InboundMessageHandler"]
+
+
+cdef class InboundMessageHandler:
+    """Deserializes inbound TCP frames and delivers them locally (see the pure twin)."""
+
+    cdef object _local
+    cdef object _deliver_path
+    cdef object _serializer
+    cdef object _deserialize
+    # The registry's plans when the serializer is exactly MsgpackSerializer (whose
+    # deserialize tries decode_plain first anyway); None otherwise.
+    cdef object _plans
+    cdef str _system_name
+    cdef dict _paths
+    cdef bytes _last_target
+    cdef object _last_path
+    cdef public object ref_factory
+    cdef public Py_ssize_t dropped
+
+    def __init__(self, *, local, serializer, system_name, ref_factory=None):
+        from casty.serialization import MsgpackSerializer
+
+        self._local = local
+        self._deliver_path = local.deliver_path
+        self._serializer = serializer
+        self._deserialize = serializer.deserialize
+        self._plans = serializer._plans if type(serializer) is MsgpackSerializer else None
+        self._system_name = system_name
+        self._paths = {}
+        self._last_target = None
+        self._last_path = None
+        self.ref_factory = ref_factory
+        self.dropped = 0
+
+    async def on_message(self, data):
+        """Decode one message frame body and deliver it."""
+        self.on_frame(data)
+
+    def on_frame(self, data):
+        """Decode one message frame body (bytes-like) and deliver it, inline."""
+        cdef Py_ssize_t spans[6]
+        cdef const unsigned char* p
+        cdef Py_ssize_t size, end, tlen
+        cdef bytes last
+        if not PyBytes_CheckExact(data):
+            self._slow(data)
+            return
+        p = <const unsigned char*>PyBytes_AS_STRING(data)
+        size = PyBytes_GET_SIZE(data)
+        try:
+            end = header_end(p, size)
+        except ValueError as exc:
+            self._drop(str(exc))
+            return
+        if not canonical_fields(p, end, spans):
+            self._slow(data)
+            return
+        tlen = spans[1] - spans[0]
+        last = self._last_target
+        if (last is not None and PyBytes_GET_SIZE(last) == tlen
+                and memcmp(PyBytes_AS_STRING(last), p + spans[0], tlen) == 0):
+            path = self._last_path
+        else:
+            target = PyUnicode_DecodeASCII(<const char*>p + spans[0], tlen, NULL)
+            path = self._path_of(target)
+            if path is None:
+                self._drop(not_ours(target, self._system_name))
+                return
+            self._last_target = PyBytes_FromStringAndSize(<const char*>p + spans[0], tlen)
+            self._last_path = path
+        msg = None
+        if self._plans is not None:
+            msg = decode_plain_at(p + end, size - end, self._plans)
+        if msg is None:
+            try:
+                msg = self._deserialize(
+                    PyBytes_FromStringAndSize(<const char*>p + end, size - end),
+                    ref_factory=self.ref_factory,
+                )
+            except ValueError as exc:
+                self._drop(str(exc))
+                return
+        self._deliver_path(path, msg)
+
+    cdef _slow(self, data):
+        """The pure twin's route, for headers in other JSON forms and non-bytes input."""
+        cdef MessageEnvelope env
+        try:
+            env = MessageEnvelope.from_bytes(data)
+            path = self._path_of(env.target)
+            if path is None:
+                self._drop(not_ours(env.target, self._system_name))
+                return
+            msg = self._deserialize(env.payload, ref_factory=self.ref_factory)
+        except ValueError as exc:
+            self._drop(str(exc))
+            return
+        self._deliver_path(path, msg)
+
+    cdef _path_of(self, str target):
+        path = self._paths.get(target, "")
+        if path != "":
+            return path
+        path = target_path(target, self._system_name)
+        if len(self._paths) >= MAX_CACHED_TARGETS:
+            self._paths.clear()
+        self._paths[target] = path
+        return path
+
+    cdef _drop(self, str reason):
+        self.dropped += 1
+        log_inbound_drop(reason, self.dropped)

@@ -1,0 +1,172 @@
+"""InboundMessageHandler twins: the same deliveries, drops and log lines for every frame."""
+
+from __future__ import annotations
+
+import json
+import logging
+import types
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from casty.serialization import JsonSerializer, MsgpackSerializer, TypeRegistry
+from casty.transport.envelope import MessageEnvelope
+
+
+@dataclass(frozen=True)
+class Tick:
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Nested:
+    inner: Tick
+    items: tuple[int, ...]
+
+
+def registry() -> TypeRegistry:
+    reg = TypeRegistry()
+    reg.register(Tick, "t.Tick")
+    reg.register(Nested, "t.Nested")
+    return reg
+
+
+class Local:
+    def __init__(self) -> None:
+        self.got: list[tuple[str, Any]] = []
+
+    def deliver_path(self, path: str, msg: Any) -> None:
+        self.got.append((path, msg))
+
+
+def handler(impl: types.SimpleNamespace, serializer: Any = None) -> tuple[Any, Local]:
+    local = Local()
+    h = impl.InboundMessageHandler(
+        local=local, serializer=serializer or MsgpackSerializer(registry()), system_name="app"
+    )
+    return h, local
+
+
+def frame(target: str, msg: Any, serializer: Any = None, sender: str = "casty://src@h:2/") -> bytes:
+    payload = (serializer or MsgpackSerializer(registry())).serialize(msg)
+    return MessageEnvelope(target, sender, payload, "t.hint").to_bytes()
+
+
+def raw_frame(header: dict[str, Any], payload: bytes) -> bytes:
+    text = json.dumps(header, separators=(",", ":")).encode()
+    return len(text).to_bytes(4, "big") + text + payload
+
+
+T1 = "casty://app@10.0.0.1:25520/user/a"
+T2 = "casty://app@10.0.0.1:25520/user/b"  # same length as T1, one byte apart
+
+
+def test_canonical_frames_reach_their_paths_in_order(impl: types.SimpleNamespace) -> None:
+    h, local = handler(impl)
+    msgs = [Tick(i, "x") for i in range(5)]
+    for i, m in enumerate(msgs):
+        h.on_frame(frame(T1 if i % 2 else T2, m))
+    assert local.got == [("/user/b" if i % 2 == 0 else "/user/a", m) for i, m in enumerate(msgs)]
+    assert h.dropped == 0
+
+
+def test_non_plain_and_nested_messages_use_the_serializer(impl: types.SimpleNamespace) -> None:
+    h, local = handler(impl)
+    msg = Nested(Tick(1, "a"), (1, 2, 3))
+    h.on_frame(frame(T1, msg))
+    h.on_frame(frame(T1, {"k": [1, 2]}))
+    assert local.got == [("/user/a", msg), ("/user/a", {"k": [1, 2]})]
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_bytes_like_frames_and_other_json_forms(impl: types.SimpleNamespace, kind: Any) -> None:
+    h, local = handler(impl)
+    payload = MsgpackSerializer(registry()).serialize(Tick(1, "a"))
+    other_form = raw_frame({"type_hint": "h", "sender": "s", "target": T1}, payload)
+    h.on_frame(kind(frame(T2, Tick(0, "z"))))
+    h.on_frame(other_form)
+    assert local.got == [("/user/b", Tick(0, "z")), ("/user/a", Tick(1, "a"))]
+
+
+def test_other_serializers_and_subclasses_are_honoured(impl: types.SimpleNamespace) -> None:
+    class Counting(MsgpackSerializer):
+        calls = 0
+
+        def deserialize(self, data: Any, *, ref_factory: Any = None) -> Any:
+            Counting.calls += 1
+            return super().deserialize(data, ref_factory=ref_factory)
+
+    h, counted = handler(impl, Counting(registry()))
+    h.on_frame(frame(T1, Tick(1, "a")))
+    h.on_frame(frame(T1, Tick(1, "a")))  # the plan exists now: a fast path must still ask
+    assert Counting.calls == 2 and len(counted.got) == 2
+    js = JsonSerializer(registry())
+    h2, local2 = handler(impl, js)
+    h2.on_frame(frame(T1, Tick(2, "b"), js))
+    assert local2.got == [("/user/a", Tick(2, "b"))]
+
+
+BAD = [
+    b"\x00\x00",  # no room for the header length
+    b"\x00\x00\x00\x09{}",  # header length past the end
+    raw_frame({"target": 1, "sender": "s", "type_hint": "h"}, b"\xc0"),  # not a str
+    frame("casty://other@h:1/user/a", 1),  # another system
+    frame("not a uri", 1),
+    frame(T1, 1)[:-1] + b"\xc1",  # payload byte msgpack never writes
+    MessageEnvelope(T1, "s", b"\xc7\x03\x01\x91\xa1z", "h").to_bytes(),  # unknown type name
+]
+
+
+@pytest.mark.parametrize("data", BAD, ids=range(len(BAD)))
+def test_bad_frames_are_dropped_and_logged_identically(
+    impl: types.SimpleNamespace, data: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="casty.transport.inbound")
+    h, local = handler(impl)
+    h.on_frame(data)
+    h.on_frame(frame(T1, Tick(9, "ok")))  # the next good frame still arrives
+    assert local.got == [("/user/a", Tick(9, "ok"))]
+    assert h.dropped == 1
+    [record] = caplog.records
+    from casty.transport import inbound as pure
+
+    ph, _ = handler(types.SimpleNamespace(InboundMessageHandler=pure.InboundMessageHandler))
+    caplog.clear()
+    ph.on_frame(data)
+    assert [r.getMessage() for r in caplog.records] == [record.getMessage()]
+
+
+def test_drops_log_at_powers_of_two(impl: types.SimpleNamespace, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="casty.transport.inbound")
+    h, _ = handler(impl)
+    for _ in range(9):
+        h.on_frame(BAD[0])
+    assert h.dropped == 9
+    assert [r.getMessage().rsplit("(", 1)[1] for r in caplog.records] == [
+        f"{n} dropped so far)" for n in (1, 2, 4, 8)
+    ]
+
+
+FIXTURE_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=150)
+
+
+@FIXTURE_OK
+@given(st.lists(st.tuples(st.sampled_from([T1, T2, "casty://app/user/c", "casty://x/y"]),
+                          st.integers(0, 3), st.binary(max_size=3), st.integers(0, 60)), max_size=8))
+def test_twins_agree_on_mutated_streams(impl: types.SimpleNamespace, edits: list[Any]) -> None:
+    from casty.transport import inbound as pure
+
+    h, local = handler(impl)
+    ph, plocal = handler(types.SimpleNamespace(InboundMessageHandler=pure.InboundMessageHandler))
+    for target, which, noise, at in edits:
+        msg = [Tick(at, "t"), Nested(Tick(1, "n"), (at,)), at, None][which]
+        data = frame(target, msg)
+        data = data[:at] + noise + data[at + len(noise):]
+        h.on_frame(data)
+        ph.on_frame(data)
+    assert local.got == plocal.got
+    assert h.dropped == ph.dropped
