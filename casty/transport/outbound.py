@@ -24,17 +24,24 @@ class EnvelopeWriter:
     ('casty://s@h:1/user/a', 'builtins.int')
     """
 
-    __slots__ = ("_headers", "_hints", "serializer")
+    __slots__ = ("_headers", "_hints", "_last", "_serialize", "serializer")
 
     def __init__(self, serializer: Serializer) -> None:
         self.serializer = serializer
+        self._serialize = serializer.serialize
         self._headers: dict[tuple[str, str, str], bytes] = {}
         self._hints: dict[type, str] = {}
+        # (target, sender, class, header) of the last message: a stream of one type to
+        # one actor passes the same objects each time, so identity checks find it.
+        self._last: tuple[str, str, type, bytes] = ("", "", type(None), b"")
 
     def encode(self, target: str, sender: str, msg: Any) -> bytes:
         """Envelope bytes carrying ``msg``; SerializationError when it cannot be encoded."""
-        payload = self.serializer.serialize(msg)
+        payload = self._serialize(msg)
         cls = type(msg)
+        last = self._last
+        if last[0] is target and last[1] is sender and last[2] is cls:
+            return last[3] + payload
         hint = self._hints.get(cls)
         if hint is None:
             hint = self._hints[cls] = type_hint(msg)
@@ -44,4 +51,5 @@ class EnvelopeWriter:
             if len(self._headers) >= _MAX_CACHED_HEADERS:
                 self._headers.clear()
             header = self._headers[key] = encode_header(target, sender, hint)
+        self._last = (target, sender, cls, header)
         return header + payload

@@ -77,6 +77,10 @@ class RemoteTransport:
             self._own.add((self.sender_host, self.sender_port))
         self._sender = ActorAddress(system_name, "/", self.sender_host, self.sender_port).to_uri()
         self._targets: dict[ActorAddress, str] = {}
+        # (address, (host, port), target URI) of the last remote send: a ref told many
+        # messages hands over the same address object each time, so an identity check
+        # skips hashing it.
+        self._last: tuple[ActorAddress, tuple[str, int], str] | None = None
         if node is not None:
             node.add_failure_listener(self._report)
 
@@ -93,6 +97,7 @@ class RemoteTransport:
     def update_node_index(self, index: Mapping[str, tuple[str, int]]) -> None:
         """Replace the node index used for node_id resolution (node_id -> (host, port))."""
         self._node_index = dict(index)
+        self._last = None  # routes may have changed
 
     def _route(self, address: ActorAddress) -> tuple[str, int] | None:
         """(host, port) of the node for ``address``, or None when it is local."""
@@ -119,19 +124,25 @@ class RemoteTransport:
 
     def deliver(self, address: ActorAddress, msg: Any) -> None:
         """Deliver ``msg`` to ``address``: locally, or serialized over TCP."""
-        try:
-            hp = self._route(address)
-        except LookupError as exc:
-            self._report(SendFailure("", 0, "unknown_node", 1, str(exc)))
-            return
-        if hp is None:
-            self._local.deliver(address, msg)
-            return
-        target = self._targets.get(address)
-        if target is None:
-            if len(self._targets) >= _MAX_CACHED_TARGETS:
-                self._targets.clear()
-            target = self._targets[address] = address.to_uri()
+        last = self._last
+        if last is not None and last[0] is address:
+            hp, target = last[1], last[2]
+        else:
+            try:
+                route = self._route(address)
+            except LookupError as exc:
+                self._report(SendFailure("", 0, "unknown_node", 1, str(exc)))
+                return
+            if route is None:
+                self._local.deliver(address, msg)
+                return
+            hp = route
+            target = self._targets.get(address)  # type: ignore[assignment]
+            if target is None:
+                if len(self._targets) >= _MAX_CACHED_TARGETS:
+                    self._targets.clear()
+                target = self._targets[address] = address.to_uri()
+            self._last = (address, hp, target)
         try:
             data = self._writer.encode(target, self._sender, msg)
         except SerializationError as exc:

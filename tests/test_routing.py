@@ -1,0 +1,71 @@
+"""RemoteTransport's routing rules (DESIGN.md), including its cached last route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from casty import ActorAddress, RemoteTransport
+from casty.transport.envelope import MessageEnvelope
+from casty.transport.messages import SendFailure, SendToNode
+
+
+class Recorder:
+    """Plays both the LocalTransport and the tcp actor ref."""
+
+    def __init__(self) -> None:
+        self.local: list[tuple[ActorAddress, Any]] = []
+        self.sent: list[tuple[str, int, str]] = []
+
+    def deliver(self, address: ActorAddress, msg: Any) -> None:
+        self.local.append((address, msg))
+
+    def tell(self, msg: SendToNode) -> None:
+        self.sent.append((msg.host, msg.port, MessageEnvelope.from_bytes(msg.data).target))
+
+
+def transport(**kw: Any) -> tuple[RemoteTransport, Recorder, list[SendFailure]]:
+    rec = Recorder()
+    failures: list[SendFailure] = []
+    rt = RemoteTransport(local=rec, tcp=rec, local_host="10.0.0.1", local_port=7000, system_name="app",
+                         on_send_failure=failures.append, **kw)  # type: ignore[arg-type]
+    return rt, rec, failures
+
+
+def test_addresses_without_host_or_with_our_host_port_are_local() -> None:
+    rt, rec, _ = transport(advertised_host="public", advertised_port=80, local_node_id="me")
+    for a in (ActorAddress("app", "/user/a"), ActorAddress("app", "/user/b", "10.0.0.1", 7000),
+              ActorAddress("app", "/user/c", "public", 80), ActorAddress("app", "/user/d", "x", 1, "me")):
+        rt.deliver(a, 1)
+    assert [a.path for a, _ in rec.local] == ["/user/a", "/user/b", "/user/c", "/user/d"]
+    assert rec.sent == []
+
+
+def test_other_nodes_get_envelopes_with_their_uri() -> None:
+    rt, rec, _ = transport()
+    a = ActorAddress("app", "/user/a", "10.0.0.2", 7000)
+    b = ActorAddress("app", "/user/b", "10.0.0.3", 7001)
+    for addr in (a, a, b, a):
+        rt.deliver(addr, 1)
+    assert rec.sent == [("10.0.0.2", 7000, a.to_uri()), ("10.0.0.2", 7000, a.to_uri()),
+                        ("10.0.0.3", 7001, b.to_uri()), ("10.0.0.2", 7000, a.to_uri())]
+
+
+def test_node_ids_resolve_through_the_index_and_follow_its_updates() -> None:
+    rt, rec, failures = transport()
+    a = ActorAddress("app", "/user/a", node_id="n2")  # node id only
+    rt.deliver(a, 1)
+    assert failures and failures[0].reason == "unknown_node" and rec.sent == []
+    rt.update_node_index({"n2": ("10.0.0.2", 7000)})
+    rt.deliver(a, 1)
+    rt.update_node_index({"n2": ("10.0.0.9", 7009)})  # the same address object, a new route
+    rt.deliver(a, 1)
+    rt.update_node_index({"n2": ("10.0.0.1", 7000)})  # now ours
+    rt.deliver(a, 1)
+    assert [(h, p) for h, p, _ in rec.sent] == [("10.0.0.2", 7000), ("10.0.0.9", 7009)]
+    assert [x.path for x, _ in rec.local] == ["/user/a"]
+
+
+def test_unknown_node_id_with_a_host_goes_to_that_host() -> None:
+    rt, rec, failures = transport()
+    rt.deliver(ActorAddress("app", "/user/a", "10.0.0.5", 7005, "n5"), 1)
+    assert [(h, p) for h, p, _ in rec.sent] == [("10.0.0.5", 7005)] and failures == []
