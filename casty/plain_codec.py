@@ -1,8 +1,9 @@
 """The msgpack fast path for the usual message: one dataclass whose fields are plain scalars.
 
 A *plain* message is a registered dataclass sent at top level whose field values are
-all ``None``, ``bool``, ``int`` (64-bit), ``float``, ``str`` or ``bytes`` (exact types,
-no subclasses).  :func:`encode_plain` writes the very bytes :class:`MsgpackSerializer`'s
+all ``None``, ``bool``, ``int`` (64-bit), ``float``, ``str``, ``bytes`` or actor refs
+(exact types, no subclasses): the shape of most messages, asks' ``reply_to`` included.
+:func:`encode_plain` writes the very bytes :class:`MsgpackSerializer`'s
 generic path writes for it; :func:`decode_plain` reads them back.  Both answer ``None``
 for anything else (nested values, other ext types, malformed input), and the caller
 falls back to the generic path, which also owns every error message: the fast path
@@ -31,17 +32,23 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from msgpack import Packer, unpackb  # type: ignore[import-untyped]
+from msgpack import ExtType, Packer, unpackb  # type: ignore[import-untyped]
 
-__all__ = ["PLAIN_TYPES", "decode_plain", "encode_plain"]
+from casty.address import ActorAddress
+from casty.ref import LocalActorRef, RemoteActorRef
 
-#: exact types a plain message's fields may hold
+__all__ = ["PLAIN_TYPES", "REF_TYPES", "decode_plain", "encode_plain"]
+
+#: exact types a plain message's fields may hold, besides the actor refs
 PLAIN_TYPES: Final = frozenset({type(None), bool, int, float, str, bytes})
+#: actor refs travel as ext 6 holding their URI, as the generic path writes them
+REF_TYPES: Final = frozenset({LocalActorRef, RemoteActorRef})
 
 _EXT_DATACLASS: Final = 1
+_EXT_REF: Final = 6
 _INT_MIN: Final = -(2**63)
 _UINT_MAX: Final = 2**64 - 1
 _FIXEXT: Final = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
@@ -74,11 +81,15 @@ def encode_plain(name: str, values: tuple[Any, ...]) -> bytes | None:
     """``ext(1, [name, *values])`` as msgpack bytes, or None when a value is not plain."""
     if type(name) is not str or type(values) is not tuple:
         return None
-    for value in values:
-        if not _is_plain(value):
-            return None
+    items: list[Any] = [name]
     try:
-        body: bytes = _packer.pack([name, *values])
+        for value in values:
+            if type(value) in REF_TYPES:
+                value = ExtType(_EXT_REF, value.address.to_uri().encode())
+            elif not _is_plain(value):
+                return None
+            items.append(value)
+        body: bytes = _packer.pack(items)
     except UnicodeEncodeError:
         return None  # a lone surrogate: the generic path reports it
     return ext_header(_EXT_DATACLASS, len(body)) + body
@@ -106,11 +117,15 @@ def dataclass_ext_body(data: bytes) -> bytes | None:
     return data[start:]
 
 
-def decode_plain(data: bytes, plans: Mapping[str, Any]) -> Any:
+def decode_plain(
+    data: bytes, plans: Mapping[str, Any], ref_factory: Callable[[ActorAddress], Any] | None = None
+) -> Any:
     """The dataclass a plain message stands for, or None (use the generic path).
 
     ``plans`` maps wire names to the registry's plans; only a registered dataclass
     whose field count matches is built, and only when building it cannot fail.
+    Actor refs are rebuilt through ``ref_factory``; without one, the generic path
+    reports the ref it cannot rebuild.
     """
     if type(data) is not bytes:
         return None
@@ -126,8 +141,16 @@ def decode_plain(data: bytes, plans: Mapping[str, Any]) -> Any:
     plan = plans.get(items[0])
     if plan is None or plan.is_enum or len(items) != plan.size:
         return None
-    for value in items[1:]:
-        if not _is_plain(value):
+    for i in range(1, len(items)):
+        value = items[i]
+        if type(value) is ExtType:
+            if value.code != _EXT_REF or ref_factory is None:
+                return None
+            try:
+                items[i] = ref_factory(ActorAddress.from_uri(value.data.decode("utf-8")))
+            except Exception:
+                return None  # the generic path says what is wrong with it
+        elif not _is_plain(value):
             return None
     if plan.direct:
         obj = object.__new__(plan.cls)

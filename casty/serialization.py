@@ -511,7 +511,7 @@ class MsgpackSerializer:
         self._ref_factory = ref_factory
         try:
             if type(data) is bytes:
-                obj = decode_plain(data, self._plans)
+                obj = decode_plain(data, self._plans, ref_factory)
                 if obj is not None:
                     return obj
                 body = dataclass_ext_body(data)

@@ -18,6 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from casty.address import ActorAddress
+from casty.ref import LocalActorRef, RemoteActorRef
 from casty.serialization import MsgpackSerializer, TypeRegistry
 
 
@@ -232,3 +234,52 @@ def test_float32_and_every_int_width_read_like_msgpack(impl: types.SimpleNamespa
         assert same(impl.decode_plain(data, PLANS), Plain(value))
     f32 = msgpack.packb(msgpack.ExtType(1, b"\x92\xa7t.Plain\xca\x3f\xc0\x00\x00"))
     assert same(impl.decode_plain(f32, PLANS), Plain(1.5))
+
+
+# -- actor refs ------------------------------------------------------------------------
+
+
+def _ref(path: str, kind: type = RemoteActorRef) -> Any:
+    return kind(ActorAddress("app", path, "10.0.0.1", 25520), None)
+
+
+def _ref_ext(ref: Any) -> msgpack.ExtType:
+    return msgpack.ExtType(6, ref.address.to_uri().encode())
+
+
+def _factory(address: ActorAddress) -> Any:
+    return RemoteActorRef(address, None)
+
+
+@FIXTURE_OK
+@given(st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40), plain_values)
+def test_refs_travel_as_ext6_uris_like_the_generic_path(impl: types.SimpleNamespace, tail: str, other: Any) -> None:
+    ref = _ref("/temp/ask-" + tail)
+    values = (ref, other, _ref("/user/x", LocalActorRef), None)
+    data = impl.encode_plain("t.Wide", values)
+    assert data == generic_bytes("t.Wide", (_ref_ext(ref), other, _ref_ext(values[2]), None))
+    got = impl.decode_plain(data, PLANS, _factory)
+    assert got == Wide(ref, other, _factory(values[2].address), None)
+    assert type(got.a) is RemoteActorRef
+
+
+def test_refs_need_a_factory_and_a_good_uri(impl: types.SimpleNamespace) -> None:
+    data = impl.encode_plain("t.Tick", (_ref("/user/a"), "x"))
+    assert impl.decode_plain(data, PLANS) is None  # no factory: the generic path reports it
+    for body in (b"not a uri", b"\xff\xfe", b""):
+        bad = generic_bytes("t.Plain", (msgpack.ExtType(6, body),))
+        assert impl.decode_plain(bad, PLANS, _factory) is None
+    other_ext = generic_bytes("t.Plain", (msgpack.ExtType(7, b"\x01"),))
+    assert impl.decode_plain(other_ext, PLANS, _factory) is None
+
+    def failing(address: ActorAddress) -> Any:
+        raise RuntimeError("no")
+
+    assert impl.decode_plain(data, PLANS, failing) is None
+
+
+def test_ref_subclasses_are_not_plain(impl: types.SimpleNamespace) -> None:
+    class MyRef(RemoteActorRef):  # type: ignore[type-arg]
+        pass
+
+    assert impl.encode_plain("t.Plain", (_ref("/user/a", MyRef),)) is None

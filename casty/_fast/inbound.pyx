@@ -94,7 +94,7 @@ cdef class InboundMessageHandler:
             self._last_path = path
         msg = None
         if self._plans is not None:
-            msg = decode_plain_at(p + end, size - end, self._plans)
+            msg = decode_plain_at(p + end, size - end, self._plans, self.ref_factory)
         if msg is None:
             try:
                 msg = self._deserialize(

@@ -17,7 +17,9 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-from casty.plain_codec import PLAIN_TYPES
+from casty.address import ActorAddress
+from casty.plain_codec import PLAIN_TYPES, REF_TYPES
+from casty.ref import LocalActorRef, RemoteActorRef
 
 cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
@@ -31,10 +33,15 @@ cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
     int PyObject_GenericSetAttr(object o, object name, object value) except -1
 
-__all__ = ["PLAIN_TYPES", "decode_plain", "encode_plain"]
+__all__ = ["PLAIN_TYPES", "REF_TYPES", "decode_plain", "encode_plain"]
 
 cdef enum:
     _EXT_DATACLASS = 1
+    _EXT_REF = 6
+
+cdef object _LocalRef = LocalActorRef
+cdef object _RemoteRef = RemoteActorRef
+cdef object _from_uri = ActorAddress.from_uri
 
 cdef object _object_new = object.__new__
 
@@ -188,8 +195,29 @@ cdef int _put_value(_Buf* b, object v) except -1:
         _reserve(b, n)
         memcpy(b.data + b.size, PyBytes_AS_STRING(v), n)
         b.size += n
+    elif type(v) is _RemoteRef or type(v) is _LocalRef:
+        return _put_ref(b, v)
     else:
         return 1
+    return 0
+
+
+cdef int _put_ref(_Buf* b, object ref) except -1:
+    """ext 6 holding the ref's URI in UTF-8; 1 when the URI has no UTF-8 form."""
+    cdef Py_ssize_t n
+    cdef const char* p
+    uri = ref.address.to_uri()
+    try:
+        p = PyUnicode_AsUTF8AndSize(uri, &n)
+    except UnicodeEncodeError:
+        return 1
+    if <uint64_t>n > 0xFFFFFFFF:
+        return 1
+    _reserve(b, 6 + n)
+    _write_ext_header(b.data + b.size, n, _EXT_REF)
+    b.size += _ext_header_size(n)
+    memcpy(b.data + b.size, p, n)
+    b.size += n
     return 0
 
 
@@ -288,7 +316,20 @@ cdef int _read_len(_Reader* r, int n, Py_ssize_t* out) noexcept:
 cdef object _DECLINE = object()
 
 
-cdef object _read_value(_Reader* r):
+cdef object _read_ref(_Reader* r, Py_ssize_t size, object ref_factory):
+    """The ref an ext 6 body of ``size`` bytes names, or _DECLINE."""
+    cdef const unsigned char* start
+    if ref_factory is None or not _need(r, size):
+        return _DECLINE
+    start = r.p
+    r.p += size
+    try:
+        return ref_factory(_from_uri(PyUnicode_DecodeUTF8(<const char*>start, size, NULL)))
+    except Exception:
+        return _DECLINE  # the generic path says what is wrong with it
+
+
+cdef object _read_value(_Reader* r, object ref_factory):
     """One plain value, or _DECLINE for anything else (or short input)."""
     cdef unsigned char c
     cdef Py_ssize_t n = 0
@@ -358,8 +399,17 @@ cdef object _read_value(_Reader* r):
     elif 0xD9 <= c <= 0xDB:
         if _read_len(r, 1 << (c - 0xD9), &n):
             return _DECLINE
+    elif 0xD4 <= c <= 0xD8 or 0xC7 <= c <= 0xC9:
+        if c >= 0xD4:
+            n = 1 << (c - 0xD4)
+        elif _read_len(r, 1 << (c - 0xC7), &n):
+            return _DECLINE
+        if not _need(r, 1) or r.p[0] != _EXT_REF:
+            return _DECLINE
+        r.p += 1
+        return _read_ref(r, n, ref_factory)
     else:
-        return _DECLINE  # array, map, ext, or a byte msgpack never writes
+        return _DECLINE  # array, map, another ext, or a byte msgpack never writes
     # a str of n bytes
     if not _need(r, n):
         return _DECLINE
@@ -394,14 +444,16 @@ cdef int _ext_body(_Reader* r) noexcept:
     return 0
 
 
-def decode_plain(data, plans):
+def decode_plain(data, plans, ref_factory=None):
     """The dataclass a plain message stands for, or None (use the generic path)."""
     if not PyBytes_CheckExact(data):
         return None
-    return decode_plain_at(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), plans)
+    return decode_plain_at(
+        <const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), plans, ref_factory
+    )
 
 
-cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object plans):
+cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object plans, object ref_factory):
     cdef _Reader r
     cdef unsigned char c
     cdef Py_ssize_t count = 0, i
@@ -422,7 +474,7 @@ cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object p
         return None
     if count < 1 or count > r.end - r.p:  # every item takes at least one byte
         return None
-    name = _read_value(&r)
+    name = _read_value(&r, None)
     if not PyUnicode_CheckExact(name):
         return None
     plan = plans.get(name)
@@ -430,7 +482,7 @@ cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object p
         return None
     values = []
     for i in range(count - 1):
-        value = _read_value(&r)
+        value = _read_value(&r, ref_factory)
         if value is _DECLINE:
             return None
         values.append(value)
