@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.casty-deps
 PYTEST_ARGS ?=
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: all build test test-fast test-pure lint bench fuzz soak clean distclean
+.PHONY: all build test test-fast test-pure lint bench bench-plot fuzz soak clean distclean
 
 all: build
 
@@ -39,6 +39,10 @@ lint: $(STAMP)
 
 bench: build
 	$(VPY) -m bench
+
+# Charts of bench/results/scaling.json; needs matplotlib (pip install -e '.[plot]'), else says so.
+bench-plot: $(STAMP)
+	$(VPY) -m bench.plot
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-MODULES = ["envelope", "local", "framing", "serialization", "remote"]
+MODULES = ["envelope", "local", "framing", "serialization", "remote", "scaling"]
 
 
 def main() -> int:

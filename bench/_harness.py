@@ -37,6 +37,21 @@ def fmt_rate(x: float) -> str:
     return f"{x:8.1f} /s"
 
 
+#: row units where a smaller figure is the better one; their ratio is pure / Cython
+LOWER_IS_BETTER = frozenset({"µs", "B"})
+
+
+def fmt_value(x: float, unit: str | None) -> str:
+    """Format a figure in a row's own ``unit`` (None: a rate, as :func:`fmt_rate`)."""
+    if unit == "µs":
+        return f"{x / 1e3:8.2f} ms" if x >= 10_000 else f"{x:8.1f} µs"
+    if unit == "B":
+        return f"{x / 1024:8.1f} KiB" if x >= 10_240 else f"{x:8.0f} B"
+    if unit == "MB/s":
+        return f"{x:8.1f} MB/s"
+    return fmt_rate(x)
+
+
 @dataclass
 class Table:
     """Rows of (case, Cython figure, pure figure); printed with the ratio."""
@@ -47,9 +62,19 @@ class Table:
     notes: list[str] = field(default_factory=list)
     #: labels of the two figure columns (a serializer table compares msgpack with json)
     columns: tuple[str, str] = ("Cython", "pure twin")
+    #: case -> unit, for rows not in the table's rate unit (see :func:`fmt_value`)
+    row_units: dict[str, str] = field(default_factory=dict)
 
-    def add(self, case: str, fast: float, pure: float) -> None:
+    def add(self, case: str, fast: float, pure: float, unit: str | None = None) -> None:
         self.rows.append((case, fast, pure))
+        if unit is not None:
+            self.row_units[case] = unit
+
+    def ratio(self, case: str, fast: float, pure: float) -> float | None:
+        """How many times better the Cython figure is (for rates: Cython / pure)."""
+        if self.row_units.get(case) in LOWER_IS_BETTER:
+            return pure / fast if fast else None
+        return fast / pure if pure else None
 
     def render(self) -> str:
         width = max([len(r[0]) for r in self.rows] + [20])
@@ -58,8 +83,12 @@ class Table:
             f"{'case':<{width}}  {self.columns[0]:>12}  {self.columns[1]:>12}  {'ratio':>7}",
         ]
         for case, fast, pure in self.rows:
-            ratio = fast / pure if pure else float("nan")
-            lines.append(f"{case:<{width}}  {fmt_rate(fast):>12}  {fmt_rate(pure):>12}  {ratio:6.1f}x")
+            ratio = self.ratio(case, fast, pure)
+            unit = self.row_units.get(case)
+            lines.append(
+                f"{case:<{width}}  {fmt_value(fast, unit):>12}  {fmt_value(pure, unit):>12}  "
+                f"{ratio if ratio is not None else float('nan'):6.1f}x"
+            )
         lines.extend(f"  - {note}" for note in self.notes)
         return "\n".join(lines)
 
@@ -67,7 +96,11 @@ class Table:
         return {
             "title": self.title,
             "unit": self.unit,
-            "rows": [{"case": c, "cython": f, "pure": p, "ratio": f / p if p else None} for c, f, p in self.rows],
+            "rows": [
+                {"case": c, "cython": f, "pure": p, "ratio": self.ratio(c, f, p)}
+                | ({"unit": self.row_units[c]} if c in self.row_units else {})
+                for c, f, p in self.rows
+            ],
             "notes": self.notes,
             "columns": {"cython": self.columns[0], "pure": self.columns[1]},
         }
