@@ -744,3 +744,22 @@ async def test_loopback_large_frames_across_many_chunks(impl: types.SimpleNamesp
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("step", [1000, 65_536, 100_003, 2_000_000])
+def test_memory_follows_bytes_received_not_the_length_prefix(impl: types.SimpleNamespace, step: int) -> None:
+    import tracemalloc
+
+    body = bytes(range(256)) * 4096  # 1 MiB
+    data = message(body)
+    proto, owner = receiver(impl.FrameProtocol)
+    tracemalloc.start()
+    try:
+        proto.data_received(data[:4 + 1 + 10])  # the prefix says 1 MiB; 10 bytes came
+        held = tracemalloc.get_traced_memory()[0]
+        for start in range(15, len(data), step):
+            proto.data_received(data[start:start + step])
+    finally:
+        tracemalloc.stop()
+    assert held < 200 * 1024
+    assert owner.events == [("message", body)]

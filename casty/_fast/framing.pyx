@@ -24,6 +24,8 @@ import asyncio
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.stdint cimport uint32_t
 from libc.string cimport memcpy
 
@@ -55,6 +57,7 @@ from casty.transport.framing import (
 
 cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
+    int _PyBytes_Resize(PyObject** data, Py_ssize_t size) except -1
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -85,6 +88,8 @@ cdef enum:
     _HEADER_SIZE = 5
     # A send buffer grown past this is given back after a flush.
     _KEEP_WBUF = 1024 * 1024
+    # A frame body spanning reads starts at most this big and doubles as bytes arrive.
+    _EAGER_BODY = 64 * 1024
 
 cdef unsigned long long _MAX_LENGTH = 0xFFFFFFFF
 
@@ -225,6 +230,11 @@ cdef class FrameProtocolBase:
         return self._frames_ignored
 
     @property
+    def partial_bytes(self):
+        """Bytes received of the incomplete frame in progress (header included); 0 between frames."""
+        return self._hdr_fill + self._body_fill
+
+    @property
     def max_frame_size(self):
         return self._max_frame
 
@@ -300,6 +310,7 @@ cdef class FrameProtocolBase:
             self._begin_body()
         take = min(self._body_len - self._body_fill, n - off)
         if self._body is not None:
+            self._grow_body(self._body_fill + take)
             memcpy(PyBytes_AS_STRING(self._body) + self._body_fill, p + off, take)
         self._body_fill += take
         off += take
@@ -349,6 +360,7 @@ cdef class FrameProtocolBase:
             self._begin_body()
             avail = n - off
             if self._body is not None:
+                self._grow_body(avail)
                 memcpy(PyBytes_AS_STRING(self._body), p + off, avail)
             self._body_fill = avail
         return 0
@@ -359,10 +371,30 @@ cdef class FrameProtocolBase:
         self._body_len = <Py_ssize_t>_be32(self._hdr) - 1
         self._body_fill = 0
         if frame_type == _T_MESSAGE or frame_type == _T_HANDSHAKE:
-            # Filled in place before anyone else can see it.
-            self._body = PyBytes_FromStringAndSize(NULL, self._body_len)
+            # Filled in place before anyone else can see it.  Sized by what has arrived,
+            # not by what the peer announced: a length prefix alone costs us little.
+            self._body = PyBytes_FromStringAndSize(NULL, min(self._body_len, _EAGER_BODY))
         else:
             self._body = None
+        return 0
+
+    cdef int _grow_body(self, Py_ssize_t need) except -1:
+        """Make the partial body hold ``need`` bytes (doubling, up to its full length)."""
+        cdef Py_ssize_t cap = PyBytes_GET_SIZE(self._body)
+        cdef PyObject* raw
+        if need <= cap:
+            return 0
+        cap = min(cap * 2, self._body_len)
+        if cap < need:
+            cap = need
+        # Resizing needs the only reference: take it over from the attribute.
+        raw = <PyObject*>self._body
+        Py_INCREF(<object>raw)
+        self._body = None
+        if _PyBytes_Resize(&raw, cap) < 0:
+            return -1  # raw was released and the error set
+        self._body = <object>raw
+        Py_DECREF(<object>raw)
         return 0
 
     cdef inline void _reset_partial(self) noexcept:
@@ -464,7 +496,9 @@ cdef class FrameProtocolBase:
             return False
         need = self._wused + size
         if need > self._wcap:
-            cap = self._wcap * 2 if self._wcap else 16384
+            # Start small: an idle connection keeps its buffer, and most only ever
+            # hold a handshake or a few small frames per loop iteration.
+            cap = self._wcap * 2 if self._wcap else 512
             while cap < need:
                 cap *= 2
             grown = <unsigned char*>PyMem_Realloc(self._wbuf, cap)

@@ -398,6 +398,11 @@ class FrameProtocol(asyncio.Protocol):
         return self._frames_ignored
 
     @property
+    def partial_bytes(self) -> int:
+        """Bytes received of the incomplete frame in progress (header included); 0 between frames."""
+        return len(self._buf)
+
+    @property
     def max_frame_size(self) -> int:
         return self._max_frame
 
