@@ -79,16 +79,23 @@ async def casty_tell(port: int, n: int) -> dict[str, Any]:
         sink = system.ref(f"casty://sink@127.0.0.1:{port}/user/sink")
         await system.ask(sink, lambda r: Done(r), timeout=30)  # connect before timing
         msg = Tick(1, "hello")
+        window: asyncio.Task[Any] | None = None
         t0 = time.perf_counter()
         for i in range(n):
             sink.tell(msg)
             if i & 511 == 511:
-                # Yield so the queued frames leave in one write while we go on producing;
-                # every 20k an ask caps what is in flight: the receiver sets the pace.
-                if i % 20_480 == 20_479:
-                    await system.ask(sink, lambda r, i=i: Echo(i, r), timeout=120)
+                # Yield so the queued frames leave in one write while we go on producing.
+                # Every 16k an ask marks a window; we wait for the one before it, so at
+                # most two windows are in flight and the receiver sets the pace without
+                # the pipe ever running dry.
+                if i % 16_384 == 16_383:
+                    if window is not None:
+                        await window
+                    window = asyncio.ensure_future(system.ask(sink, lambda r, i=i: Echo(i, r), timeout=120))
                 else:
                     await asyncio.sleep(0)
+        if window is not None:
+            await window
         got = await system.ask(sink, lambda r: Done(r), timeout=120)
         dt = time.perf_counter() - t0
         return {"ext": EXTENSIONS_ACTIVE, "n": n, "received": got, "rate": n / dt,
