@@ -82,6 +82,7 @@ class ActorSystem:
         self._ask_seq = 0
         self._closing = False
         self._shutdown: asyncio.Future[None] | None = None
+        self._asks: set[asyncio.Future[Any]] = set()  # replies still awaited
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, actors={len(self._cells)})"
@@ -199,10 +200,15 @@ class ActorSystem:
 
         The reply ref points at a temporary path ``/temp/ask-<n>`` that is
         unregistered once the reply arrived or the time ran out; raises
-        TimeoutError when no reply came within ``timeout`` seconds.
+        TimeoutError when no reply came within ``timeout`` seconds, and
+        RuntimeError when the system shuts down first (no reply can come then).
         """
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ValueError(f"ask timeout must be a positive number of seconds, got {timeout!r}")
+        if self._shutdown is not None and self._shutdown.done():
+            raise RuntimeError(
+                f"actor system {self.name!r} is shut down; cannot ask {getattr(target, 'id', target)}"
+            )
         loop = asyncio.get_running_loop()
         path = f"/temp/ask-{self._ask_seq}"
         self._ask_seq += 1
@@ -220,10 +226,12 @@ class ActorSystem:
 
         self.local.register(path, on_reply)
         timer = loop.call_later(timeout, on_timeout)
+        self._asks.add(reply)
         try:
             target.tell(make_message(self.make_ref(self.address_of(path))))
             return await reply
         finally:
+            self._asks.discard(reply)
             timer.cancel()
             self.local.unregister(path)
 
@@ -252,6 +260,12 @@ class ActorSystem:
             await self._stop_all(self._user, "/user/")
             await self._stop_all(self._system_actors, "/system/")
         finally:
+            # Nothing can answer them now: their callers should not wait out the timeout.
+            for reply in self._asks:
+                if not reply.done():
+                    reply.set_exception(RuntimeError(
+                        f"actor system {self.name!r} shut down before the ask got a reply"
+                    ))
             self._shutdown.set_result(None)
 
     async def _stop_all(self, roots: dict[str, ActorCell[Any]], prefix: str) -> None:

@@ -25,6 +25,10 @@ class TcpTransportConfig:
     bound host and the real port are.  ``address_map`` rewrites every outbound
     connect target (for port forwarding, containers, tests).
 
+    ``frame_timeout``: a frame whose first bytes arrived must be complete within this
+    many seconds, or its connection is closed (a slow-loris defence; ``math.inf`` turns
+    it off).  A periodic sweep checks it, so a frame may take up to 1.5x as long.
+
     >>> TcpTransportConfig("127.0.0.1", 0).max_frame_size
     16777216
     >>> TcpTransportConfig("127.0.0.1", 70000)
@@ -44,6 +48,7 @@ class TcpTransportConfig:
     address_map: AddressMap = field(default_factory=lambda: _identity_address)
     max_frame_size: int = 16 * MiB
     handshake_timeout: float = 5.0
+    frame_timeout: float = 30.0
     #: bytes queued for one peer while connecting, or while its socket is not draining
     max_queue_bytes: int = 8 * MiB
     write_high_water: int = 256 * 1024
@@ -66,6 +71,9 @@ class TcpTransportConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise bad(name, "a non-negative number of seconds")
+        ft = self.frame_timeout
+        if isinstance(ft, bool) or not isinstance(ft, (int, float)) or not ft > 0:
+            raise bad("frame_timeout", "a positive number of seconds (math.inf: no limit)")
         for name in ("max_frame_size", "max_queue_bytes", "write_high_water"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -14,7 +14,12 @@ Connection rules (DESIGN.md, wire format):
   ``connect_timeout``) for the winner to arrive as an inbound connection;
 * frames for a peer whose connection is being made wait in a bounded queue and are
   flushed in order; a failed connect blacklists the peer for ``blacklist_duration``;
-* connecting happens in its own task per peer, so a slow peer delays no other.
+* connecting happens in its own task per peer, so a slow peer delays no other;
+* a frame must be complete within ``frame_timeout`` of its first bytes (slow-loris
+  defence), checked by a sweep every quarter of it, never per byte;
+* a connection closed for what its peer sent (bad frame, bad handshake, none in
+  time, frame too slow) is logged in one line, saying why; an ordinary disconnect
+  or a reset of an established connection is one info line.
 
 Every frame that is not sent is counted, logged and reported to the failure
 listeners as a :class:`~casty.transport.messages.SendFailure`.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -58,15 +64,22 @@ class InboundHandler(Protocol):
 class _Conn:
     """Per-connection bookkeeping, kept on ``FrameProtocol.context``."""
 
-    __slots__ = ("dial_key", "established", "outbound", "peer_key", "superseded", "timer")
+    __slots__ = (
+        "dial_key", "dial_peer", "established", "logged", "outbound", "partial_mark", "peer_key", "superseded", "timer"
+    )
 
-    def __init__(self, outbound: bool, dial_key: Key | None) -> None:
+    def __init__(self, outbound: bool, dial_key: Key | None, dial_peer: _Peer | None = None) -> None:
         self.outbound = outbound
         self.dial_key = dial_key
+        self.dial_peer = dial_peer  # the peer entry an outbound connection was made for
         self.peer_key: Key | None = None
         self.established = False
         self.superseded = False
         self.timer: asyncio.TimerHandle | None = None
+        #: why the connection is closing has been logged already
+        self.logged = False
+        #: (frames_received, monotonic time) when a sweep first saw the current partial frame
+        self.partial_mark: tuple[int, float] | None = None
 
 
 class _Peer:
@@ -138,6 +151,8 @@ class TcpNode:
         self._protocols: set[Any] = set()
         self._listeners: list[FailureListener] = []
         self._server: asyncio.AbstractServer | None = None
+        self._dials: set[asyncio.Task[None]] = set()  # connect calls in progress
+        self._sweep_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self.started = False
         self.port: int = config.port
@@ -169,6 +184,7 @@ class TcpNode:
         else:  # a self_address port of 0 stands for the port we really got
             self.advertised = (cfg.self_address[0], cfg.self_address[1] or self.port)
         self._handshake_frame = encode_handshake(*self.advertised)
+        self._schedule_sweep()
         self.log.info(
             "casty TCP node %s on %s:%d (advertised %s:%d%s)",
             "client" if cfg.client_only else "listening",
@@ -183,6 +199,9 @@ class TcpNode:
         if self._closed:
             return
         self._closed = True
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
         if self._server is not None:
             self._server.close()
         for peer in {id(p): p for p in self._peers.values()}.values():
@@ -192,9 +211,18 @@ class TcpNode:
                 peer.wait_timer.cancel()
             self._drop_pending(peer, "closed", "node shut down")
         tasks = [p.connect_task for p in self._peers.values() if p.connect_task is not None]
+        for dial in self._dials:  # including those for peers given up on
+            dial.cancel()
+        tasks.extend(self._dials)
         self._peers.clear()
         for proto in list(self._protocols):
-            proto.close()
+            # close() hands a paused connection's queue to its transport, which is aborted
+            # below if the peer does not drain it: those frames would vanish uncounted.
+            # Aborting now counts them as unsent, and they are reported.
+            if proto.paused:
+                proto.abort()
+            else:
+                proto.close()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._async_sink is not None:
@@ -292,24 +320,34 @@ class TcpNode:
     # -- connecting ------------------------------------------------------------
 
     async def _connect(self, peer: _Peer, key: Key) -> None:
-        cfg = self.config
-        host, port = cfg.address_map(*key)
-        loop = asyncio.get_running_loop()
+        host, port = self.config.address_map(*key)
+        # When this task is cancelled (peer_down, a simultaneous connect the peer won) the
+        # connect call itself runs on, shielded: uvloop closes the transport of a
+        # create_connection cancelled around connection_made without ever calling
+        # connection_lost, which would leave a dead connection here.  A connection made
+        # for a peer given up on is closed by frame_connection_made.
+        dial = asyncio.get_running_loop().create_task(self._dial(peer, key, host, port))
+        self._dials.add(dial)
+        dial.add_done_callback(self._dials.discard)
         try:
-            async with asyncio.timeout(cfg.connect_timeout):
-                await loop.create_connection(
-                    lambda: self._new_protocol(outbound=True, dial_key=key),
-                    host,
-                    port,
-                    ssl=cfg.client_ssl,
-                    server_hostname=host if cfg.client_ssl is not None else None,
-                )
+            await asyncio.shield(dial)
         except asyncio.CancelledError:
             raise
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             self._connect_failed(peer, key, f"connect to {host}:{port} failed: {exc!r}")
         finally:
             peer.connect_task = None
+
+    async def _dial(self, peer: _Peer, key: Key, host: str, port: int) -> None:
+        cfg = self.config
+        async with asyncio.timeout(cfg.connect_timeout):
+            await asyncio.get_running_loop().create_connection(
+                lambda: self._new_protocol(outbound=True, dial_key=key, dial_peer=peer),
+                host,
+                port,
+                ssl=cfg.client_ssl,
+                server_hostname=host if cfg.client_ssl is not None else None,
+            )
 
     def _connect_failed(self, peer: _Peer, key: Key, reason: str) -> None:
         if peer.proto is not None:
@@ -319,7 +357,7 @@ class TcpNode:
         self._forget(peer)
         self._drop_pending(peer, "connect_failed", reason)
 
-    def _new_protocol(self, *, outbound: bool, dial_key: Key | None) -> Any:
+    def _new_protocol(self, *, outbound: bool, dial_key: Key | None, dial_peer: _Peer | None = None) -> Any:
         cfg = self.config
         proto = FrameProtocol(
             self,
@@ -328,7 +366,7 @@ class TcpNode:
             write_low_water=cfg.write_low_water,
             max_queue_bytes=cfg.max_queue_bytes,
         )
-        proto.context = _Conn(outbound, dial_key)
+        proto.context = _Conn(outbound, dial_key, dial_peer)
         return proto
 
     # -- FrameProtocol owner callbacks ------------------------------------------
@@ -345,13 +383,14 @@ class TcpNode:
         if conn.outbound:
             assert conn.dial_key is not None
             peer = self._peers.get(conn.dial_key)
-            if peer is None or peer.proto is not None:
-                proto.close()  # forgotten or superseded while connecting
+            if peer is None or peer is not conn.dial_peer or peer.proto is not None:
+                proto.close()  # forgotten, replaced or superseded while connecting
                 return
             peer.outbound = proto
             proto.send_frame(self._handshake_frame)
 
     def _handshake_timed_out(self, proto: Any) -> None:
+        proto.context.logged = True
         self.log.warning(
             "no handshake from %s within %.1fs; closing", proto.peername, self.config.handshake_timeout
         )
@@ -366,6 +405,7 @@ class TcpNode:
             key = decode_handshake(body)
         except HandshakeError as exc:
             self.log.warning("bad handshake from %s: %s; closing", proto.peername, exc)
+            conn.logged = True
             proto.abort()
             return
         if conn.timer is not None:
@@ -448,11 +488,13 @@ class TcpNode:
                 self.report(key, "queue_full", lost, "connection write queue full")
 
     def frame_message(self, proto: Any, body: Any) -> None:
+        proto.context.logged = True
         self.log.warning("message frame before handshake from %s; closing", proto.peername)
         proto.abort()
 
     def frame_error(self, proto: Any, reason: str) -> None:
         # The protocol logs the violation itself (one line per bad connection).
+        proto.context.logged = True
         self.log.debug("connection to %s closed by the framing layer: %s", proto.peername, reason)
 
     def frame_connection_lost(self, proto: Any, exc: BaseException | None, unsent: int) -> None:
@@ -462,6 +504,8 @@ class TcpNode:
             conn.timer.cancel()
             conn.timer = None
         key = conn.peer_key or conn.dial_key
+        if not conn.established:
+            unsent = 0  # only our handshake waits on a connection before then, no message
         if conn.superseded or key is None:
             if unsent:
                 self.report(key or ("?", 0), "connection_lost", unsent, "superseded connection")
@@ -473,7 +517,10 @@ class TcpNode:
             return
         if peer.proto is proto:
             peer.proto = None
-            self.log.info("connection to %s:%d lost%s", *key, f": {exc!r}" if exc else "")
+            # Once: a connection we closed for cause was logged saying why.
+            (self.log.debug if conn.logged else self.log.info)(
+                "connection to %s:%d lost%s", *key, f": {exc!r}" if exc else ""
+            )
             if unsent:
                 self.report(key, "connection_lost", unsent, repr(exc) if exc else "connection closed")
             self._forget(peer)
@@ -489,11 +536,51 @@ class TcpNode:
                     f"{key[0]}:{key[1]} closed the connection during the handshake"
                 )
                 self._connect_failed(peer, key, reason)
+        elif unsent:  # dropped from our table already (peer_down), and a new send came since
+            self.report(key, "connection_lost", unsent, repr(exc) if exc else "connection closed")
 
     def _winner_never_came(self, peer: _Peer, key: Key) -> None:
         peer.wait_timer = None
         if peer.proto is None:
             self._connect_failed(peer, key, f"{key[0]}:{key[1]} refused our connection")
+
+    # -- slow-frame sweep -------------------------------------------------------
+
+    def _schedule_sweep(self) -> None:
+        timeout = self.config.frame_timeout
+        if math.isfinite(timeout) and not self._closed:
+            self._sweep_timer = asyncio.get_running_loop().call_later(max(timeout / 4, 0.01), self._sweep)
+
+    def _sweep(self) -> None:
+        """Close every connection whose partial frame is older than ``frame_timeout``.
+
+        A partial frame is timed from the sweep that first sees it (at most a quarter
+        of the timeout after its first byte): it is never cut before ``frame_timeout``
+        and never lasts past 1.5x.  Its identity is the count of frames received
+        before it, so a steady stream of frames is never mistaken for one slow frame.
+        """
+        try:
+            now = time.monotonic()
+            limit = self.config.frame_timeout
+            for proto in list(self._protocols):
+                conn: _Conn = proto.context
+                partial = proto.partial_bytes
+                if not partial:
+                    conn.partial_mark = None
+                    continue
+                mark = conn.partial_mark
+                received = proto.frames_received
+                if mark is None or mark[0] != received:
+                    conn.partial_mark = (received, now)
+                elif now - mark[1] >= limit and not proto.closed:
+                    conn.logged = True
+                    self.log.warning(
+                        "frame from %s not complete within %.1fs (%d bytes in); closing",
+                        proto.peername, limit, partial,
+                    )
+                    proto.abort()
+        finally:
+            self._schedule_sweep()
 
     # -- bookkeeping -------------------------------------------------------------
 
