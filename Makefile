@@ -40,6 +40,24 @@ lint: $(STAMP)
 bench: build
 	$(VPY) -m bench
 
+# Every decoder of peer bytes, 10000 examples per fuzzer (tests/test_fuzz.py), both twins, against
+# a copy in build/fuzz built with bounds checking on: the in-place build is left as it is.
+fuzz: $(STAMP)
+	rm -rf build/fuzz/casty build/fuzz/tests
+	mkdir -p build/fuzz
+	cp -R casty tests setup.py pyproject.toml README.md build/fuzz/
+	find build/fuzz/casty build/fuzz/tests \( -name '*.so' -o -name '*.c' -o -name '*.html' -o -name __pycache__ \) \
+		-prune -exec rm -rf {} +
+	cd build/fuzz && CASTY_CYTHON_CHECKS=1 CASTY_REQUIRE_EXTENSIONS=1 $(abspath $(VPY)) setup.py -q build_ext --inplace -j 2
+	cd build/fuzz && PYTHONPATH=$(CURDIR)/build/fuzz CASTY_FUZZ=1 CASTY_REQUIRE_EXTENSIONS=1 CASTY_NO_EXTENSIONS=0 \
+		$(abspath $(VPY)) -m pytest tests/test_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
+
+# Node processes with all-to-all tells and asks while connections are killed at random:
+# every tell not reported dropped must arrive once, in order (tests/soak/soak.py). Cython, then pure twins.
+soak: build
+	CASTY_REQUIRE_EXTENSIONS=1 CASTY_NO_EXTENSIONS=0 $(VPY) -m tests.soak.soak $(SOAK_ARGS)
+	CASTY_NO_EXTENSIONS=1 $(VPY) -m tests.soak.soak $(SOAK_ARGS)
+
 # Charts of bench/results/scaling.json; needs matplotlib (pip install -e '.[plot]'), else says so.
 bench-plot: $(STAMP)
 	$(VPY) -m bench.plot

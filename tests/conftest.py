@@ -9,12 +9,32 @@ import types
 
 import pytest
 import uvloop
+from hypothesis import HealthCheck, settings
 
 import casty._impl as impl_mod
 
 
 def _truthy(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes"}
+
+
+# Hypothesis profiles.  The fuzzers in test_fuzz.py take their example count from the active
+# profile: "default" (the suite: 100 each, Hypothesis' own default, so other tests see no
+# change) or "fuzz" (`make fuzz`: 10000 each, no deadline), picked by CASTY_FUZZ=1 or by
+# HYPOTHESIS_PROFILE=<name>.  With neither set, Hypothesis keeps its choice ("ci" on CI).
+settings.register_profile("default", settings.get_profile("default"), max_examples=100)
+settings.register_profile(
+    "fuzz",
+    max_examples=10_000,
+    deadline=None,
+    derandomize=False,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+if _truthy("CASTY_FUZZ"):
+    settings.load_profile("fuzz")
+elif os.environ.get("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 
 def pytest_report_header(config: pytest.Config) -> str:
