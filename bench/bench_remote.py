@@ -15,12 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Child:
-    """A ``bench.remote_node`` process; a sink prints its port first."""
+    """A benchmark child process (``python -m MODULE ROLE ...``); a server prints its port first."""
 
-    def __init__(self, role: str, *args: object, pure: bool) -> None:
+    def __init__(self, role: str, *args: object, pure: bool, module: str = "bench.remote_node") -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT), CASTY_NO_EXTENSIONS="1" if pure else "0")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.remote_node", role, *map(str, args)],
+            [sys.executable, "-m", module, role, *map(str, args)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
         )
 
@@ -31,8 +31,12 @@ class Child:
             raise RuntimeError(f"benchmark child {self.proc.args} printed nothing")
         return out
 
-    def result(self) -> dict[str, Any]:
+    def json(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.line())
+        return data
+
+    def result(self) -> dict[str, Any]:
+        data = self.json()
         self.proc.wait(60)
         return data
 

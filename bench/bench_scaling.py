@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import random
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -30,6 +28,7 @@ from types import ModuleType
 from typing import Any
 
 from bench._harness import Table, rate
+from bench.bench_remote import Child as _Child
 from casty._fast import local as fast
 from casty.address import ActorAddress
 from casty.transport import local as pure
@@ -40,39 +39,9 @@ TWINS = (False, True)  # pure?
 MSG = ("ping", 1)
 
 
-class Child:
+def Child(role: str, *args: object, pure: bool) -> _Child:
     """A ``bench.scaling_node`` process; servers print their port first."""
-
-    def __init__(self, role: str, *args: object, pure: bool) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), CASTY_NO_EXTENSIONS="1" if pure else "0")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.scaling_node", role, *map(str, args)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-        )
-
-    def line(self) -> str:
-        assert self.proc.stdout is not None
-        out = self.proc.stdout.readline()
-        if not out:
-            raise RuntimeError(f"benchmark child {self.proc.args} printed nothing")
-        return out
-
-    def json(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.line())
-        return data
-
-    def result(self) -> dict[str, Any]:
-        data = self.json()
-        self.proc.wait(60)
-        return data
-
-    def stop(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+    return _Child(role, *args, pure=pure, module="bench.scaling_node")
 
 
 class Points:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from casty import ActorRef, Behavior, Behaviors, TypeRegistry
+from casty import ActorRef, Behavior, Behaviors, RemoteActorSystem, SendFailure, TypeRegistry
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,34 @@ def echo_behavior() -> Behavior[Any]:
         return Behaviors.same()
 
     return Behaviors.receive(receive)
+
+
+def node(name: str, **kw: Any) -> RemoteActorSystem:
+    """A RemoteActorSystem on 127.0.0.1, a free port, the test registry, a 2 s connect timeout."""
+    kw.setdefault("registry", registry())
+    kw.setdefault("connect_timeout", 2.0)
+    return RemoteActorSystem(name, "127.0.0.1", 0, **kw)
+
+
+class Failures(list[SendFailure]):
+    """An on_send_failure callback that can be awaited until enough reports came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = asyncio.Event()
+
+    def __call__(self, failure: SendFailure) -> None:
+        self.append(failure)
+        self._changed.set()
+
+    async def wait_for(self, predicate: Callable[[list[SendFailure]], bool], timeout: float = 10.0) -> None:
+        """Return once ``predicate(reports)`` holds; TimeoutError after ``timeout`` s."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def wait(self, n: int, timeout: float = 10.0) -> list[SendFailure]:
+        """The reports, once there are at least ``n``."""
+        await self.wait_for(lambda reports: len(reports) >= n, timeout)
+        return self

@@ -13,7 +13,6 @@ import socket
 import struct
 import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,37 +26,12 @@ from casty import (
     MessageEnvelope,
     MsgpackSerializer,
     RemoteActorSystem,
-    SendFailure,
 )
-from tests.remote_helpers import Collector, Count, Echo, Ping, registry
+from tests.remote_helpers import Collector, Count, Echo, Failures, Ping, node, registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
-
-
-def node(name: str, **kw: Any) -> RemoteActorSystem:
-    kw.setdefault("registry", registry())
-    kw.setdefault("connect_timeout", 2.0)
-    return RemoteActorSystem(name, "127.0.0.1", 0, **kw)
-
-
-class Failures(list[SendFailure]):
-    """An on_send_failure callback that can be awaited until a condition holds."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._changed = asyncio.Event()
-
-    def __call__(self, failure: SendFailure) -> None:
-        self.append(failure)
-        self._changed.set()
-
-    async def wait_for(self, predicate: Callable[[list[SendFailure]], bool], timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate(self):
-                self._changed.clear()
-                await self._changed.wait()
 
 
 def frame(kind: int, body: bytes) -> bytes:

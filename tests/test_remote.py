@@ -18,34 +18,8 @@ from casty import (
     MessageEnvelope,
     MsgpackSerializer,
     RemoteActorSystem,
-    SendFailure,
 )
-from tests.remote_helpers import Collector, Count, Echo, Ping, echo_behavior, registry
-
-
-def node(name: str, **kw: Any) -> RemoteActorSystem:
-    kw.setdefault("registry", registry())
-    kw.setdefault("connect_timeout", 2.0)
-    return RemoteActorSystem(name, "127.0.0.1", 0, **kw)
-
-
-class Failures(list[SendFailure]):
-    """An on_send_failure callback that can be awaited for the n-th report."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._changed = asyncio.Event()
-
-    def __call__(self, failure: SendFailure) -> None:
-        self.append(failure)
-        self._changed.set()
-
-    async def wait(self, n: int, timeout: float = 10.0) -> list[SendFailure]:
-        async with asyncio.timeout(timeout):
-            while len(self) < n:
-                self._changed.clear()
-                await self._changed.wait()
-        return self
+from tests.remote_helpers import Collector, Count, Echo, Failures, Ping, echo_behavior, node, registry
 
 
 async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
