@@ -19,12 +19,13 @@ import asyncio
 import gc
 import json
 import os
-import statistics
 import sys
 import time
 import tracemalloc
 from dataclasses import dataclass
 from typing import Any
+
+from bench.remote_node import percentiles, wait_stdin
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -81,14 +82,11 @@ def clamp(x: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, x))
 
 
-async def wait_stdin() -> None:
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-
-
 def latency(samples: list[float]) -> dict[str, float]:
     """p50/p99 in µs and the sample count, under keys that do not clash with a tell's."""
-    q = statistics.quantiles(samples, n=100)
-    return {"p50_us": q[49] * 1e6, "p99_us": q[98] * 1e6, "ask_n": len(samples)}
+    out = percentiles(samples)
+    out["ask_n"] = out.pop("n")
+    return out
 
 
 def rss_bytes() -> int:
