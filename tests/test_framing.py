@@ -543,6 +543,53 @@ async def test_one_frame_over_the_bound_fits_an_empty_queue(impl: types.SimpleNa
     assert transport.writes == [message(b"y" * 50)]
 
 
+async def test_large_frames_get_writes_of_their_own_in_order(impl: types.SimpleNamespace, mod: Any) -> None:
+    # A frame or envelope of OWN_WRITE_SIZE or more is handed over as it is (no copy):
+    # the smaller frames around it are joined into writes before and after it.
+    proto, _, transport = await connected(impl.FrameProtocol, write_high_water=16 << 20)
+    big = b"B" * mod.OWN_WRITE_SIZE
+    big_frame = frame(UNKNOWN, b"F" * mod.OWN_WRITE_SIZE)
+    under = b"u" * (mod.OWN_WRITE_SIZE - 1)
+    proto.send_message(b"a")
+    proto.send_message(big)
+    proto.send_message(b"b")
+    proto.send_message(under)
+    proto.send_frame(big_frame)
+    proto.send_message(bytearray(big))  # a mutable buffer is snapshotted, then sent alone
+    assert proto.queued_frames == 6
+    assert proto.queued_bytes == 5 * 5 + 2 + 2 * len(big) + len(under) + len(big_frame)
+    await one_loop_turn()
+    assert transport.writes == [
+        message(b"a") + message(big)[:5],
+        big,
+        message(b"b") + message(under),
+        big_frame,
+        message(big)[:5],
+        big,
+    ]
+    assert transport.writes[1] is big and transport.writes[3] is big_frame
+    assert proto.queued_bytes == proto.queued_frames == 0
+
+
+async def test_large_frames_queue_while_paused(impl: types.SimpleNamespace, mod: Any) -> None:
+    size = mod.OWN_WRITE_SIZE
+    proto, owner, transport = await connected(impl.FrameProtocol, max_queue_bytes=2 * size + 20)
+    proto.pause_writing()
+    assert proto.send_message(b"s" * size) is True
+    assert proto.send_message(b"t" * size) is True
+    assert proto.send_message(b"x" * 20) is False  # over the bound, counting the large ones
+    assert proto.send_message(b"y" * 5) is True
+    assert proto.queued_bytes == 2 * (size + 5) + 10 and proto.dropped == 1
+    proto.resume_writing()
+    assert b"".join(transport.writes) == message(b"s" * size) + message(b"t" * size) + message(b"y" * 5)
+    proto.pause_writing()
+    proto.send_message(b"s" * size)
+    proto.send_message(b"z")
+    proto.connection_lost(None)
+    assert owner.events[-1] == ("lost", None, 2)
+    assert proto.queued_bytes == 0
+
+
 async def test_connection_lost_reports_unsent(impl: types.SimpleNamespace) -> None:
     proto, owner, _ = await connected(impl.FrameProtocol)
     proto.pause_writing()

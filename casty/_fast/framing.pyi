@@ -14,6 +14,7 @@ from casty.transport.framing import FRAME_MESSAGE as FRAME_MESSAGE
 from casty.transport.framing import MAX_FRAME_LENGTH as MAX_FRAME_LENGTH
 from casty.transport.framing import MAX_HANDSHAKE_SIZE as MAX_HANDSHAKE_SIZE
 from casty.transport.framing import MAX_HOST_LENGTH as MAX_HOST_LENGTH
+from casty.transport.framing import OWN_WRITE_SIZE as OWN_WRITE_SIZE
 from casty.transport.framing import FrameError as FrameError
 from casty.transport.framing import HandshakeError as HandshakeError
 from casty.transport.framing import check_protocol_limits as check_protocol_limits
@@ -34,6 +35,7 @@ __all__ = [
     "MAX_FRAME_LENGTH",
     "MAX_HANDSHAKE_SIZE",
     "MAX_HOST_LENGTH",
+    "OWN_WRITE_SIZE",
     "FrameError",
     "FrameProtocol",
     "FrameProtocolBase",

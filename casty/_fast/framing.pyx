@@ -11,7 +11,10 @@ module and are the same here.  What differs is how the bytes are handled:
   in, so it too is copied once; a frame of unknown type is skipped without
   being stored;
 * outbound, queued frames are copied into one growing C buffer, and a flush
-  turns that buffer into a single ``bytes`` for one ``transport.write``.
+  turns that buffer into a single ``bytes`` for one ``transport.write``.  A
+  ``bytes`` frame or envelope of ``OWN_WRITE_SIZE`` or more is not copied: the
+  buffer so far is sealed into a ``bytes`` piece, and the large object is
+  queued after it as a piece of its own.
 
 Compiled with bounds checking off: every read of peer bytes is checked by hand
 against the chunk size or the frame length.  Error texts, limit checks,
@@ -40,6 +43,7 @@ from casty.transport.framing import (
     MAX_FRAME_LENGTH,
     MAX_HANDSHAKE_SIZE,
     MAX_HOST_LENGTH,
+    OWN_WRITE_SIZE,
     FrameError,
     HandshakeError,
     call_owner,
@@ -70,6 +74,7 @@ __all__ = [
     "MAX_FRAME_LENGTH",
     "MAX_HANDSHAKE_SIZE",
     "MAX_HOST_LENGTH",
+    "OWN_WRITE_SIZE",
     "FrameError",
     "FrameProtocol",
     "FrameProtocolBase",
@@ -132,11 +137,15 @@ cdef class FrameProtocolBase:
         Py_ssize_t _body_fill
         unsigned long long _frames_received
         unsigned long long _frames_ignored
-        # Outbound: queued frames, back to back.
+        # Outbound: sealed pieces (None when there are none), then the frames in _wbuf,
+        # back to back; _qbytes counts both.
+        list _pieces
         unsigned char* _wbuf
         Py_ssize_t _wused
         Py_ssize_t _wcap
+        Py_ssize_t _qbytes
         Py_ssize_t _wframes
+        Py_ssize_t _own_write
         unsigned long long _dropped
         bint _paused
         bint _closed
@@ -171,8 +180,11 @@ cdef class FrameProtocolBase:
         self._body_fill = 0
         self._frames_received = 0
         self._frames_ignored = 0
+        self._pieces = None
         self._wused = 0
+        self._qbytes = 0
         self._wframes = 0
+        self._own_write = OWN_WRITE_SIZE
         self._dropped = 0
         self._paused = False
         self._closed = False
@@ -197,7 +209,7 @@ cdef class FrameProtocolBase:
     @property
     def queued_bytes(self):
         """Bytes accepted by ``send_*`` and not yet handed to the transport."""
-        return self._wused
+        return self._qbytes
 
     @property
     def queued_frames(self):
@@ -259,7 +271,9 @@ cdef class FrameProtocolBase:
     def connection_lost(self, exc):
         self._closed = True
         unsent = self._wframes
+        self._pieces = None
         self._wused = 0
+        self._qbytes = 0
         self._wframes = 0
         self._release_wbuf()
         self._reset_partial()
@@ -440,60 +454,89 @@ cdef class FrameProtocolBase:
     cpdef bint send_frame(self, object frame) except -1:
         """Queue a whole encoded frame; False (and counted in ``dropped``) when refused."""
         cdef Py_buffer view
-        cdef bint ok
         if PyBytes_CheckExact(frame):
             return self._enqueue_frame(
                 <const unsigned char*>PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), frame
             )
         PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
         try:
-            ok = self._enqueue_frame(<const unsigned char*>view.buf, view.len, frame)
+            if view.len < self._own_write:
+                return self._enqueue_frame(<const unsigned char*>view.buf, view.len, frame)
+            # A snapshot, queued as its own piece: the caller may reuse its buffer.
+            frame = PyBytes_FromStringAndSize(<const char*>view.buf, view.len)
         finally:
             PyBuffer_Release(&view)
-        return ok
+        return self._enqueue_frame(
+            <const unsigned char*>PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), frame
+        )
 
     cdef bint _enqueue_frame(self, const unsigned char* p, Py_ssize_t size, object frame) except -1:
         if size < _HEADER_SIZE or _be32(p) != <unsigned long long>(size - 4):
             raise FrameError(send_frame_problem(frame))
         if not self._accept(size):
             return False
-        memcpy(self._wbuf + self._wused, p, size)
+        if size >= self._own_write:
+            self._seal()
+            self._pieces.append(frame)
+        else:
+            self._reserve(size)
+            memcpy(self._wbuf + self._wused, p, size)
+            self._wused += size
         self._queued(size)
         return True
 
     cpdef bint send_message(self, object envelope) except -1:
         """Queue a message frame carrying ``envelope``; False (and counted) when refused."""
         cdef Py_buffer view
-        cdef bint ok
         if PyBytes_CheckExact(envelope):
             return self._enqueue_message(
-                <const unsigned char*>PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope)
+                <const unsigned char*>PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), envelope
             )
         PyObject_GetBuffer(envelope, &view, PyBUF_SIMPLE)
         try:
-            ok = self._enqueue_message(<const unsigned char*>view.buf, view.len)
+            if view.len < self._own_write:
+                return self._enqueue_message(<const unsigned char*>view.buf, view.len, None)
+            # A snapshot, queued as its own piece: the caller may reuse its buffer.
+            envelope = PyBytes_FromStringAndSize(<const char*>view.buf, view.len)
         finally:
             PyBuffer_Release(&view)
-        return ok
+        return self._enqueue_message(
+            <const unsigned char*>PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), envelope
+        )
 
-    cdef bint _enqueue_message(self, const unsigned char* p, Py_ssize_t n) except -1:
+    cdef bint _enqueue_message(self, const unsigned char* p, Py_ssize_t n, object envelope) except -1:
+        """Queue a message frame of p[0:n]; ``envelope`` is the bytes object holding it
+        (None for other buffers, which are always copied)."""
         cdef Py_ssize_t size = n + _HEADER_SIZE
         if <unsigned long long>n + 1 > _MAX_LENGTH:
             raise FrameError(f"frame body of {n} bytes is too long for a 4-byte length")
         if not self._accept(size):
             return False
-        _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, _T_MESSAGE)
-        memcpy(self._wbuf + self._wused + _HEADER_SIZE, p, n)
+        if envelope is not None and n >= self._own_write:
+            self._reserve(_HEADER_SIZE)
+            _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, _T_MESSAGE)
+            self._wused += _HEADER_SIZE
+            self._seal()
+            self._pieces.append(envelope)
+        else:
+            self._reserve(size)
+            _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, _T_MESSAGE)
+            memcpy(self._wbuf + self._wused + _HEADER_SIZE, p, n)
+            self._wused += size
         self._queued(size)
         return True
 
     cdef bint _accept(self, Py_ssize_t size) except -1:
-        """Whether a frame of ``size`` bytes may be queued; if so, room is made for it."""
-        cdef Py_ssize_t need, cap
-        cdef unsigned char* grown
-        if self._closed or (self._wused and self._wused + size > self._max_queue):
+        """Whether a frame of ``size`` bytes may be queued (if not, it is counted as dropped)."""
+        if self._closed or (self._qbytes and self._qbytes + size > self._max_queue):
             self._dropped += 1
             return False
+        return True
+
+    cdef int _reserve(self, Py_ssize_t size) except -1:
+        """Make room for ``size`` more bytes in the send buffer."""
+        cdef Py_ssize_t need, cap
+        cdef unsigned char* grown
         need = self._wused + size
         if need > self._wcap:
             # Start small: an idle connection keeps its buffer, and most only ever
@@ -506,14 +549,25 @@ cdef class FrameProtocolBase:
                 raise MemoryError()
             self._wbuf = grown
             self._wcap = cap
-        return True
+        return 0
+
+    cdef int _seal(self) except -1:
+        """Move what the send buffer holds into a piece of its own (the pieces list exists after)."""
+        if self._pieces is None:
+            self._pieces = []
+        if self._wused:
+            self._pieces.append(PyBytes_FromStringAndSize(<const char*>self._wbuf, self._wused))
+            self._wused = 0
+            if self._wcap > _KEEP_WBUF:
+                self._release_wbuf()
+        return 0
 
     cdef int _queued(self, Py_ssize_t size) except -1:
-        self._wused += size
+        self._qbytes += size
         self._wframes += 1
         if self._paused or self._transport is None:
             return 0
-        if self._wused >= self._high:
+        if self._qbytes >= self._high:
             self._flush_now()
         else:
             self._schedule_flush()
@@ -531,16 +585,26 @@ cdef class FrameProtocolBase:
             self._flush_now()
 
     cdef int _flush_now(self) except -1:
+        cdef list pieces = self._pieces
         transport = self._transport
         if transport is None or transport.is_closing():
             return 0  # what stays queued is counted by connection_lost
-        data = PyBytes_FromStringAndSize(<const char*>self._wbuf, self._wused)
-        self._wused = 0
+        if pieces is None:
+            data = PyBytes_FromStringAndSize(<const char*>self._wbuf, self._wused)
+            self._wused = 0
+            if self._wcap > _KEEP_WBUF:
+                self._release_wbuf()
+        else:
+            self._seal()
+            self._pieces = None
+        self._qbytes = 0
         self._wframes = 0
-        if self._wcap > _KEEP_WBUF:
-            self._release_wbuf()
         try:
-            transport.write(data)  # may call pause_writing() before it returns
+            if pieces is None:
+                transport.write(data)  # may call pause_writing() before it returns
+            else:
+                for data in pieces:
+                    transport.write(data)
         except Exception:
             log_write_error(self._peername)
             self.abort()

@@ -32,7 +32,9 @@ rest of the chunk being split.
 Outbound rules: ``send_frame``/``send_message`` queue a frame and return True
 ("accepted", not "delivered").  The first frame queued in a loop iteration
 schedules one flush with ``loop.call_soon``; the flush hands everything queued
-to the transport in one ``write``.  When the queue reaches ``write_high_water``
+to the transport in one ``write``, except that a ``bytes`` frame or envelope of
+:data:`OWN_WRITE_SIZE` bytes or more is not copied: it gets a ``write`` of its
+own, in order between the joined runs of smaller frames.  When the queue reaches ``write_high_water``
 it is flushed at once instead of waiting for the loop.  While the transport has
 paused writing, nothing is written and frames queue up to ``max_queue_bytes``
 (a frame is always accepted into an empty queue, so any frame can be sent);
@@ -60,6 +62,7 @@ __all__ = [
     "MAX_FRAME_LENGTH",
     "MAX_HANDSHAKE_SIZE",
     "MAX_HOST_LENGTH",
+    "OWN_WRITE_SIZE",
     "FrameError",
     "FrameProtocol",
     "HandshakeError",
@@ -85,6 +88,8 @@ MAX_FRAME_LENGTH = 0xFFFFFFFF
 #: a handshake body longer than this is refused before it is parsed
 MAX_HANDSHAKE_SIZE = 64 * 1024
 MAX_HOST_LENGTH = 255
+#: a queued frame or envelope this large is written as it is, not copied into a joined write
+OWN_WRITE_SIZE = 64 * 1024
 
 _HEADER = struct.Struct(">IB")
 _LENGTH = struct.Struct(">I")
@@ -275,6 +280,32 @@ def log_ignored_frame(peername: Any, frame_type: int, body_len: int) -> None:
 
 def log_protocol_error(peername: Any, reason: str) -> None:
     log.warning("frame protocol error on connection %s: %s; aborting it", peername, reason)
+
+
+def write_runs(queue: list[bytes]) -> list[bytes]:
+    """What one flush hands to ``transport.write``, in order: each run of small pieces
+    joined into one ``bytes``, and each piece of :data:`OWN_WRITE_SIZE` or more alone.
+
+    One joined ``bytes`` beats ``writelines()`` (a writev of many small pieces) on
+    uvloop by 1.3x at 64 frames per flush and 1.7x at 256; a large piece is not worth
+    a copy, whose fresh pages cost more than the syscall it saves.
+
+    >>> [len(w) for w in write_runs([b"a" * 5, b"b" * OWN_WRITE_SIZE, b"c", b"d"])]
+    [5, 65536, 2]
+    """
+    out: list[bytes] = []
+    run: list[bytes] = []
+    for piece in queue:
+        if len(piece) < OWN_WRITE_SIZE:
+            run.append(piece)
+            continue
+        if run:
+            out.append(b"".join(run))
+            run = []
+        out.append(piece)
+    if run:
+        out.append(b"".join(run))
+    return out
 
 
 def log_write_error(peername: Any) -> None:
@@ -579,13 +610,12 @@ class FrameProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return  # what stays queued is counted by connection_lost
-        # One joined bytes: on uvloop it beats writelines() (a writev of many small pieces)
-        # by 1.3x at 64 frames per flush and 1.7x at 256.
-        data = b"".join(self._queue)
-        self._queue.clear()
+        queue = self._queue
+        self._queue = []
         self._queued_bytes = self._queued_frames = 0
         try:
-            transport.write(data)  # may call pause_writing() before it returns
+            for piece in write_runs(queue):
+                transport.write(piece)  # may call pause_writing() before it returns
         except Exception:
             log_write_error(self._peername)
             self.abort()
