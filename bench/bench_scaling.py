@@ -29,6 +29,7 @@ from typing import Any
 
 from bench._harness import Table, rate
 from bench.bench_remote import Child as _Child
+from bench.scaling_node import TUNED
 from casty._fast import local as fast
 from casty.address import ActorAddress
 from casty.transport import local as pure
@@ -75,18 +76,21 @@ def count_label(n: int) -> str:
 def remote_runs(quick: bool) -> dict[str, dict[bool, dict[str, Any]]]:
     """Run the sizes, senders and hol clients against a sink of the same twin."""
     q = int(quick)
-    sinks = {p: Child("sink", pure=p) for p in TWINS}
-    out: dict[str, dict[bool, dict[str, Any]]] = {"sizes": {}, "senders": {}, "hol": {}}
-    try:
-        ports = {p: int(s.line()) for p, s in sinks.items()}
-        for role in out:
-            for p in TWINS:  # alternate the twins so both see the same machine load
-                t0 = time.perf_counter()
-                out[role][p] = Child(role, ports[p], q, pure=p).result()
-                out[role][p]["took"] = time.perf_counter() - t0
-    finally:
-        for s in sinks.values():
-            s.stop()
+    out: dict[str, dict[bool, dict[str, Any]]] = {}
+    # The last run repeats hol with both ends' malloc tuned (casty.tune_malloc).
+    for roles, suffix in ((("sizes", "senders", "hol"), ""), (("hol",), TUNED)):
+        sinks = {p: Child("sink" + suffix, pure=p) for p in TWINS}
+        try:
+            ports = {p: int(s.line()) for p, s in sinks.items()}
+            for role in roles:
+                for p in TWINS:  # alternate the twins so both see the same machine load
+                    t0 = time.perf_counter()
+                    run = out.setdefault(role + suffix, {})
+                    run[p] = Child(role + suffix, ports[p], q, pure=p).result()
+                    run[p]["took"] = time.perf_counter() - t0
+        finally:
+            for s in sinks.values():
+                s.stop()
     return out
 
 
@@ -140,7 +144,7 @@ def senders_table(runs: dict[bool, dict[str, Any]], points: Points) -> Table:
     return t
 
 
-def hol_table(runs: dict[bool, dict[str, Any]], points: Points) -> Table:
+def hol_table(runs: dict[bool, dict[str, Any]], tuned: dict[bool, dict[str, Any]], points: Points) -> Table:
     f, u = runs[False], runs[True]
     t = Table("scaling: small asks behind a 1 MiB message stream to the same peer")
     for phase, name, x in (("alone", "no stream", 0), ("behind", "1 MiB stream", 1 << 20)):
@@ -150,7 +154,16 @@ def hol_table(runs: dict[bool, dict[str, Any]], points: Points) -> Table:
             points.add("hol", x, f"small ask {q}", "µs", f[phase][key], u[phase][key])
     t.add("stream while asking (MB/s)", f["stream_mb_s"], u["stream_mb_s"], "MB/s")
     points.add("hol", 1 << 20, "stream MB/s", "MB/s", f["stream_mb_s"], u["stream_mb_s"])
+    tf, tu = tuned[False], tuned[True]
+    for q in ("p50", "p99"):
+        key = f"{q}_us"
+        t.add(f"64 B ask {q}, 1 MiB stream, tune_malloc", tf["behind"][key], tu["behind"][key], "µs")
+        points.add("hol", 1 << 20, f"small ask {q}, tune_malloc", "µs", tf["behind"][key], tu["behind"][key])
+    t.add("stream while asking, tune_malloc (MB/s)", tf["stream_mb_s"], tu["stream_mb_s"], "MB/s")
+    points.add("hol", 1 << 20, "stream MB/s, tune_malloc", "MB/s", tf["stream_mb_s"], tu["stream_mb_s"])
     t.notes = [
+        "tune_malloc rows: both processes call casty.tune_malloc() first (glibc keeps freed memory, "
+        "so each 1 MiB buffer is not faulted in afresh)",
         f"the stream keeps up to two {label(f['window_bytes'])} windows of 1 MiB tells in flight "
         "from the asking node (barrier asks pace it)",
         f"samples alone/behind: Cython {f['alone']['ask_n']}/{f['behind']['ask_n']}, "
@@ -309,9 +322,9 @@ def collect(quick: bool) -> list[Table]:
         senders_table(runs["senders"], points),
         timed(deliver_runs, quick, points),
         timed(memory_table, quick, points),
-        hol_table(runs["hol"], points),
+        hol_table(runs["hol"], runs["hol" + TUNED], points),
     ]
-    for table, role in ((tables[0], "sizes"), (tables[1], "senders"), (tables[4], "hol")):
+    for table, role in ((tables[0], "sizes"), (tables[1], "senders"), (tables[4], "hol"), (tables[4], "hol" + TUNED)):
         table.notes.append(took(runs[role]))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(points.items, indent=1))

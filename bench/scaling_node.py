@@ -9,6 +9,8 @@ Roles (each prints one line of JSON at the end; a server prints its port first):
 - ``hol PORT QUICK``: small asks alone, then while 1 MiB Blobs stream to the same sink;
 - ``mem-server N`` / ``mem-client PORT N``: memory of N idle connections, each side.
 
+A role ending in ``+malloc`` runs after :func:`casty.tune_malloc` (for the sink and hol).
+
 The implementation (Cython or pure twin) is chosen by the CASTY_NO_EXTENSIONS the
 parent sets; both ends of a pair run the same one.
 """
@@ -40,6 +42,8 @@ WINDOW_BYTES = 2 * MiB
 WINDOW_MSGS = 16_384
 #: tells per round from all sender actors together; a barrier ask closes each round
 SENDER_ROUND = 8_192
+#: role suffix: run it with glibc malloc tuned to keep freed memory
+TUNED = "+malloc"
 
 
 @dataclass(frozen=True)
@@ -404,6 +408,10 @@ def main() -> None:
     import casty
 
     role, *args = sys.argv[1:]
+    if role.endswith(TUNED):  # e.g. "hol+malloc": the same role after casty.tune_malloc()
+        role = role.removesuffix(TUNED)
+        if not casty.tune_malloc():
+            raise SystemExit("tune_malloc() did not apply on this C library")
     coros = {
         "sink": lambda: sink(),
         "sizes": lambda: sizes(int(args[0]), args[1] == "1"),

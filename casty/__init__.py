@@ -22,6 +22,7 @@ from casty.actor import ActorCell
 from casty.address import ActorAddress
 from casty.behavior import Behavior, Behaviors
 from casty.context import ActorContext
+from casty.malloc_tuning import tune_malloc
 from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
 from casty.remote_system import RemoteActorSystem
 from casty.runner import run
@@ -95,4 +96,5 @@ __all__ = [
     "TypeRegistry",
     "run",
     "tcp_transport",
+    "tune_malloc",
 ]
