@@ -74,6 +74,21 @@ def test_canonical_frames_reach_their_paths_in_order(impl: types.SimpleNamespace
     assert h.dropped == 0
 
 
+def test_a_repeated_header_and_each_change_of_it_are_routed_right(impl: types.SimpleNamespace) -> None:
+    # The handler remembers the last header and the last target; any byte of either
+    # that differs must route afresh, and a changed sender keeps the same target.
+    h, local = handler(impl)
+    other_sender = "casty://src@h:3/"  # same length as the default sender
+    plan = [(T1, None), (T1, None), (T2, None), (T2, other_sender), (T1, other_sender), (T1, None),
+            ("casty://app@10.0.0.1:25520/user/aa", None), ("casty://zzz@10.0.0.1:25520/user/a", None), (T1, None)]
+    for i, (target, sender) in enumerate(plan):
+        h.on_frame(frame(target, Tick(i, "x"), sender=sender or "casty://src@h:2/"))
+    paths = [p for p, _ in local.got]
+    assert paths == ["/user/a", "/user/a", "/user/b", "/user/b", "/user/a", "/user/a", "/user/aa", "/user/a"]
+    assert [m.seq for _, m in local.got] == [0, 1, 2, 3, 4, 5, 6, 8]
+    assert h.dropped == 1  # the frame for another system
+
+
 def test_non_plain_and_nested_messages_use_the_serializer(impl: types.SimpleNamespace) -> None:
     h, local = handler(impl)
     msg = Nested(Tick(1, "a"), (1, 2, 3))

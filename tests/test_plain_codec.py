@@ -176,6 +176,31 @@ def test_decode_rebuilds_every_kind_of_dataclass(impl: types.SimpleNamespace, ob
     assert type(got) is type(obj)
 
 
+def test_each_registry_maps_the_same_name_to_its_own_class(impl: types.SimpleNamespace) -> None:
+    # The decoder remembers the last name it read; the class must still come from the
+    # plans it is given, and a name re-registered later must be seen.
+    data = generic_bytes("t.Tick", (1, "a"))
+    other = TypeRegistry()
+    other.register(Slotted, "t.Tick")  # two fields too, under the same name
+    other._plan_for_name("t.Tick")
+    for _ in range(2):
+        assert type(impl.decode_plain(data, PLANS)) is Tick
+        assert type(impl.decode_plain(data, other._named)) is Slotted
+    mutable = dict(PLANS)
+    assert type(impl.decode_plain(data, mutable)) is Tick
+    mutable["t.Tick"] = other._named["t.Tick"]
+    assert type(impl.decode_plain(data, mutable)) is Slotted
+    del mutable["t.Tick"]
+    assert impl.decode_plain(data, mutable) is None
+
+
+def test_a_value_that_declines_midway_builds_nothing(impl: types.SimpleNamespace) -> None:
+    # Direct classes are filled field by field as they are read; a later value that is
+    # not plain must still make the whole message decline.
+    assert impl.decode_plain(generic_bytes("t.Wide", (1, 2, 3, [4])), PLANS) is None
+    assert impl.decode_plain(generic_bytes("t.Wide", (1, 2, 3, 4)), PLANS) == Wide(1, 2, 3, 4)
+
+
 def test_post_init_still_validates(impl: types.SimpleNamespace) -> None:
     assert impl.decode_plain(generic_bytes("t.Checked", (-1,)), PLANS) is None
     with pytest.raises(ValueError, match=r"cannot rebuild 't\.Checked'"):

@@ -36,6 +36,11 @@ cdef class InboundMessageHandler:
     cdef object _plans
     cdef str _system_name
     cdef dict _paths
+    # The previous frame's whole header (length prefix included) and its target's bytes:
+    # a stream from one node to one actor repeats the same header, so a memcmp finds
+    # the path without scanning the JSON; another sender to the same actor still
+    # matches on the target.
+    cdef bytes _last_header
     cdef bytes _last_target
     cdef object _last_path
     cdef public object ref_factory
@@ -51,6 +56,7 @@ cdef class InboundMessageHandler:
         self._plans = serializer._plans if type(serializer) is MsgpackSerializer else None
         self._system_name = system_name
         self._paths = {}
+        self._last_header = None
         self._last_target = None
         self._last_path = None
         self.ref_factory = ref_factory
@@ -76,22 +82,28 @@ cdef class InboundMessageHandler:
         except ValueError as exc:
             self._drop(str(exc))
             return
-        if not canonical_fields(p, end, spans):
-            self._slow(data)
-            return
-        tlen = spans[1] - spans[0]
-        last = self._last_target
-        if (last is not None and PyBytes_GET_SIZE(last) == tlen
-                and memcmp(PyBytes_AS_STRING(last), p + spans[0], tlen) == 0):
+        last = self._last_header
+        if (last is not None and PyBytes_GET_SIZE(last) == end
+                and memcmp(PyBytes_AS_STRING(last), p, end) == 0):
             path = self._last_path
         else:
-            target = PyUnicode_DecodeASCII(<const char*>p + spans[0], tlen, NULL)
-            path = self._path_of(target)
-            if path is None:
-                self._drop(not_ours(target, self._system_name))
+            if not canonical_fields(p, end, spans):
+                self._slow(data)
                 return
-            self._last_target = PyBytes_FromStringAndSize(<const char*>p + spans[0], tlen)
-            self._last_path = path
+            tlen = spans[1] - spans[0]
+            last = self._last_target
+            if (last is not None and PyBytes_GET_SIZE(last) == tlen
+                    and memcmp(PyBytes_AS_STRING(last), p + spans[0], tlen) == 0):
+                path = self._last_path
+            else:
+                target = PyUnicode_DecodeASCII(<const char*>p + spans[0], tlen, NULL)
+                path = self._path_of(target)
+                if path is None:
+                    self._drop(not_ours(target, self._system_name))
+                    return
+                self._last_target = PyBytes_FromStringAndSize(<const char*>p + spans[0], tlen)
+                self._last_path = path
+            self._last_header = PyBytes_FromStringAndSize(<const char*>p, end)
         msg = None
         if self._plans is not None:
             msg = decode_plain_at(p + end, size - end, self._plans, self.ref_factory)

@@ -15,7 +15,7 @@ from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 from casty.address import ActorAddress
 from casty.plain_codec import PLAIN_TYPES, REF_TYPES
@@ -453,11 +453,49 @@ def decode_plain(data, plans, ref_factory=None):
     )
 
 
+# The last message type decoded.  A stream mostly carries one type, so its name's bytes
+# are compared instead of decoding and hashing a new str per message (the lookup in
+# ``plans`` still happens each time, so a changed registry is seen), and its plan's
+# attributes are read once.  Plans do not change after they are made.
+cdef bytes _last_name_bytes = b""
+cdef object _last_name = None
+cdef object _last_plan = None
+cdef object _last_cls = None
+cdef tuple _last_fields = ()
+cdef bint _last_direct = False
+cdef bint _last_enum = False
+cdef Py_ssize_t _last_size = 0
+
+
+cdef int _read_str_span(_Reader* r, const unsigned char** start, Py_ssize_t* n) noexcept:
+    """Step past a str item, giving its UTF-8 bytes; 1 if the next item is not a whole str."""
+    cdef unsigned char c
+    if not _need(r, 1):
+        return 1
+    c = r.p[0]
+    r.p += 1
+    if 0xA0 <= c <= 0xBF:
+        n[0] = c & 0x1F
+    elif 0xD9 <= c <= 0xDB:
+        if _read_len(r, 1 << (c - 0xD9), n):
+            return 1
+    else:
+        return 1
+    if not _need(r, n[0]):
+        return 1
+    start[0] = r.p
+    r.p += n[0]
+    return 0
+
+
 cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object plans, object ref_factory):
+    global _last_name_bytes, _last_name, _last_plan, _last_cls, _last_fields, _last_direct
+    global _last_enum, _last_size
     cdef _Reader r
     cdef unsigned char c
-    cdef Py_ssize_t count = 0, i
-    cdef object name, plan, value, obj, fields
+    cdef Py_ssize_t count = 0, i, n = 0
+    cdef const unsigned char* start = NULL
+    cdef object name, plan, value, obj
     cdef list values
     r.p = data
     r.end = data + size
@@ -474,12 +512,41 @@ cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object p
         return None
     if count < 1 or count > r.end - r.p:  # every item takes at least one byte
         return None
-    name = _read_value(&r, None)
-    if not PyUnicode_CheckExact(name):
+    if _read_str_span(&r, &start, &n):
         return None
+    if n == PyBytes_GET_SIZE(_last_name_bytes) and memcmp(PyBytes_AS_STRING(_last_name_bytes), start, n) == 0:
+        name = _last_name
+    else:
+        try:
+            name = PyUnicode_DecodeUTF8(<const char*>start, n, NULL)
+        except UnicodeDecodeError:
+            return None  # the generic path names the problem
+        _last_name_bytes = PyBytes_FromStringAndSize(<const char*>start, n)
+        _last_name = name
     plan = plans.get(name)
-    if plan is None or plan.is_enum or plan.size != count:
+    if plan is None:
         return None
+    if plan is not _last_plan:
+        _last_cls = plan.cls
+        _last_fields = plan.fields
+        _last_direct = plan.direct
+        _last_enum = plan.is_enum
+        _last_size = plan.size
+        _last_plan = plan
+    if _last_enum or _last_size != count:
+        return None
+    if _last_direct:
+        # Fields are set as they are read; a value that declines drops the half-built
+        # object, which nothing else has seen (its class's __init__ only stores fields).
+        fields = _last_fields
+        obj = _object_new(_last_cls)
+        for i in range(count - 1):
+            value = _read_value(&r, ref_factory)
+            if value is _DECLINE:
+                return None
+            PyObject_GenericSetAttr(obj, <object>PyTuple_GET_ITEM(fields, i), value)
+        return obj if r.p == r.end else None
+    build = plan.build
     values = []
     for i in range(count - 1):
         value = _read_value(&r, ref_factory)
@@ -488,13 +555,7 @@ cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object p
         values.append(value)
     if r.p != r.end:
         return None
-    if plan.direct:
-        fields = plan.fields
-        obj = _object_new(plan.cls)
-        for i in range(count - 1):
-            PyObject_GenericSetAttr(obj, <object>PyTuple_GET_ITEM(fields, i), values[i])
-        return obj
     try:
-        return plan.build(*values)
+        return build(*values)
     except Exception:
         return None  # the generic path rebuilds it again and reports why it fails
