@@ -12,6 +12,7 @@ import os
 
 __all__ = [
     "EXTENSIONS_ACTIVE",
+    "EnvelopeWriter",
     "FrameProtocol",
     "InboundMessageHandler",
     "LocalTransport",
@@ -83,12 +84,16 @@ if not NO_EXTENSIONS:
         encode_plain = _c_encode_plain
         EXTENSIONS_ACTIVE = True
 
-# The inbound handler reads through the serializers, which import the codecs chosen
-# above from this module, so it is chosen last.
+# The inbound handler and the envelope writer go through the serializers, which import
+# the codecs chosen above from this module, so they are chosen last.
 from casty.transport.inbound import InboundMessageHandler as _PyInboundMessageHandler  # noqa: E402
+from casty.transport.outbound import EnvelopeWriter as _PyEnvelopeWriter  # noqa: E402
 
 InboundMessageHandler: type[_PyInboundMessageHandler] = _PyInboundMessageHandler
+EnvelopeWriter: type[_PyEnvelopeWriter] = _PyEnvelopeWriter
 if EXTENSIONS_ACTIVE:
     from casty._fast.inbound import InboundMessageHandler as _CInboundMessageHandler
+    from casty._fast.outbound import EnvelopeWriter as _CEnvelopeWriter
 
     InboundMessageHandler = _CInboundMessageHandler  # type: ignore[assignment]
+    EnvelopeWriter = _CEnvelopeWriter  # type: ignore[assignment]

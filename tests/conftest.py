@@ -55,6 +55,7 @@ TWINS = {
     "encode_plain": ("casty.plain_codec", "casty._fast.plain_codec"),
     "decode_plain": ("casty.plain_codec", "casty._fast.plain_codec"),
     "InboundMessageHandler": ("casty.transport.inbound", "casty._fast.inbound"),
+    "EnvelopeWriter": ("casty.transport.outbound", "casty._fast.outbound"),
 }
 
 

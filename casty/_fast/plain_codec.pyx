@@ -254,10 +254,17 @@ cdef void _write_ext_header(unsigned char* p, Py_ssize_t n, unsigned char code) 
 
 def encode_plain(name, values):
     """``ext(1, [name, *values])`` as msgpack bytes, or None when a value is not plain."""
+    return encode_plain_after(b"", name, values)
+
+
+cdef object encode_plain_after(bytes prefix, object name, object values):
+    """``prefix`` followed by ``encode_plain(name, values)`` in one bytes (one allocation
+    of the result), or None when a value is not plain."""
     cdef _Buf b
-    cdef Py_ssize_t i, count, body, head
+    cdef Py_ssize_t i, count, body, head, plen
     cdef bytes out
     cdef unsigned char* p
+    cdef char* w
     if not PyUnicode_CheckExact(name) or not PyTuple_CheckExact(values):
         return None
     count = PyTuple_GET_SIZE(values)
@@ -279,7 +286,11 @@ def encode_plain(name, values):
         head = _ext_header_size(body)
         p = b.data + 6 - head
         _write_ext_header(p, body, _EXT_DATACLASS)
-        out = PyBytes_FromStringAndSize(<char*>p, head + body)
+        plen = PyBytes_GET_SIZE(prefix)
+        out = PyBytes_FromStringAndSize(NULL, plen + head + body)
+        w = PyBytes_AS_STRING(out)
+        memcpy(w, PyBytes_AS_STRING(prefix), plen)
+        memcpy(w + plen, p, head + body)
         return out
     finally:
         PyMem_Free(b.data)

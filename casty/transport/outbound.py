@@ -42,6 +42,14 @@ class EnvelopeWriter:
         last = self._last
         if last[0] is target and last[1] is sender and last[2] is cls:
             return last[3] + payload
+        header = self.header_for(target, sender, msg)
+        self._last = (target, sender, cls, header)
+        return header + payload
+
+    def header_for(self, target: str, sender: str, msg: Any) -> bytes:
+        """The envelope header (length prefix included) for ``msg``, from the cache when it
+        is there; the Cython twin calls this on its own cache misses."""
+        cls = type(msg)
         hint = self._hints.get(cls)
         if hint is None:
             hint = self._hints[cls] = type_hint(msg)
@@ -51,5 +59,4 @@ class EnvelopeWriter:
             if len(self._headers) >= _MAX_CACHED_HEADERS:
                 self._headers.clear()
             header = self._headers[key] = encode_header(target, sender, hint)
-        self._last = (target, sender, cls, header)
-        return header + payload
+        return header

@@ -8,13 +8,12 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from casty._impl import InboundMessageHandler
+from casty._impl import EnvelopeWriter, InboundMessageHandler
 from casty.address import ActorAddress
 from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
 from casty.serialization import MsgpackSerializer, SerializationError, Serializer
 from casty.transport.messages import ClearNodeBlacklist, SendFailure, SendToNode
 from casty.transport.node import TcpNode
-from casty.transport.outbound import EnvelopeWriter
 
 __all__ = ["InboundMessageHandler", "RemoteTransport"]  # the handler lives in casty.transport.inbound
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from casty._impl import EnvelopeWriter
 from casty.behavior import Behavior, Behaviors
 from casty.serialization import MsgpackSerializer, SerializationError, Serializer
 from casty.transport.config import TcpTransportConfig
@@ -26,7 +27,6 @@ from casty.transport.messages import (
     TcpTransportMsg,
 )
 from casty.transport.node import InboundHandler, TcpNode
-from casty.transport.outbound import EnvelopeWriter
 
 __all__ = ["tcp_transport"]
 
