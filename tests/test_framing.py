@@ -659,16 +659,17 @@ async def test_send_frame_needs_a_whole_frame(impl: types.SimpleNamespace) -> No
 
 
 async def test_write_failure_aborts(
-    impl: types.SimpleNamespace, caplog: pytest.LogCaptureFixture
+    impl: types.SimpleNamespace, mod: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     proto, owner, transport = await connected(impl.FrameProtocol)
     transport.fail_writes = True
     proto.send_message(b"x")
+    proto.send_message(b"y" * mod.OWN_WRITE_SIZE)  # a write of its own: it fails too
     await one_loop_turn()
     assert transport.aborted and proto.closed
     assert "transport.write failed" in caplog.text
     proto.connection_lost(None)
-    assert owner.events[-1] == ("lost", None, 0)
+    assert owner.events[-1] == ("lost", None, 2)  # what the failed write held is not sent
 
 
 async def test_nothing_written_to_a_closing_transport(impl: types.SimpleNamespace) -> None:

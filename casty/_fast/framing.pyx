@@ -145,6 +145,8 @@ cdef class FrameProtocolBase:
         Py_ssize_t _wcap
         Py_ssize_t _qbytes
         Py_ssize_t _wframes
+        # Frames taken out of the queue by a write that raised: lost, so reported as unsent.
+        Py_ssize_t _failed_frames
         Py_ssize_t _own_write
         unsigned long long _dropped
         bint _paused
@@ -184,6 +186,7 @@ cdef class FrameProtocolBase:
         self._wused = 0
         self._qbytes = 0
         self._wframes = 0
+        self._failed_frames = 0
         self._own_write = OWN_WRITE_SIZE
         self._dropped = 0
         self._paused = False
@@ -270,7 +273,8 @@ cdef class FrameProtocolBase:
 
     def connection_lost(self, exc):
         self._closed = True
-        unsent = self._wframes
+        unsent = self._wframes + self._failed_frames
+        self._failed_frames = 0
         self._pieces = None
         self._wused = 0
         self._qbytes = 0
@@ -586,6 +590,7 @@ cdef class FrameProtocolBase:
 
     cdef int _flush_now(self) except -1:
         cdef list pieces = self._pieces
+        cdef Py_ssize_t frames = self._wframes
         transport = self._transport
         if transport is None or transport.is_closing():
             return 0  # what stays queued is counted by connection_lost
@@ -606,6 +611,8 @@ cdef class FrameProtocolBase:
                 for data in pieces:
                     transport.write(data)
         except Exception:
+            # Which of them the transport kept is unknown: count them all as unsent.
+            self._failed_frames += frames
             log_write_error(self._peername)
             self.abort()
         return 0

@@ -13,7 +13,7 @@ object with these methods, called synchronously on the event loop::
     owner.frame_handshake(proto, body)          # body: bytes
     owner.frame_message(proto, body)            # a message frame while no sink is set
     owner.frame_error(proto, reason)            # then the protocol logs and aborts
-    owner.frame_connection_lost(proto, exc, unsent_frames)
+    owner.frame_connection_lost(proto, exc, unsent_frames)   # queued, or in a write that raised
 
 Message frames go to the sink given to :meth:`FrameProtocol.set_message_sink`,
 inline and in order.  Bodies handed to the sink and the owner are always
@@ -326,6 +326,7 @@ class FrameProtocol(asyncio.Protocol):
         "_buf",
         "_closed",
         "_dropped",
+        "_failed_frames",
         "_flush_scheduled",
         "_frames_ignored",
         "_frames_received",
@@ -374,6 +375,8 @@ class FrameProtocol(asyncio.Protocol):
         self._queue: list[bytes] = []
         self._queued_bytes = 0
         self._queued_frames = 0
+        # Frames taken out of the queue by a write that raised: lost, so reported as unsent.
+        self._failed_frames = 0
         self._flush_scheduled = False
         self._paused = False
         self._closed = False
@@ -457,7 +460,8 @@ class FrameProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        unsent = self._queued_frames
+        unsent = self._queued_frames + self._failed_frames
+        self._failed_frames = 0
         self._queue.clear()
         self._queued_bytes = self._queued_frames = 0
         self._buf.clear()
@@ -611,12 +615,15 @@ class FrameProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return  # what stays queued is counted by connection_lost
         queue = self._queue
+        frames = self._queued_frames
         self._queue = []
         self._queued_bytes = self._queued_frames = 0
         try:
             for piece in write_runs(queue):
                 transport.write(piece)  # may call pause_writing() before it returns
         except Exception:
+            # Which of them the transport kept is unknown: count them all as unsent.
+            self._failed_frames += frames
             log_write_error(self._peername)
             self.abort()
 
