@@ -89,6 +89,46 @@ def test_a_repeated_header_and_each_change_of_it_are_routed_right(impl: types.Si
     assert h.dropped == 1  # the frame for another system
 
 
+class _Owner:
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: None
+
+
+class RaisingLocal(Local):
+    def deliver_path(self, path: str, msg: Any) -> None:
+        if getattr(msg, "seq", None) == 3:
+            raise RuntimeError("actor gone mad")
+        super().deliver_path(path, msg)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
+def test_frames_split_by_a_protocol_reach_the_handler(
+    impl: types.SimpleNamespace, chunk: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The Cython protocol hands a Cython handler whole frames at C level and frames that
+    # span chunks as bytes; either way the handler must see the same stream.
+    from casty.transport.framing import FRAME_MESSAGE, encode_frame
+
+    local = RaisingLocal()
+    h = impl.InboundMessageHandler(local=local, serializer=MsgpackSerializer(registry()), system_name="app")
+    proto = impl.FrameProtocol(_Owner())
+    proto.set_message_sink(h.on_frame)
+    bodies = [frame(T1 if i % 3 else T2, Tick(i, "x" * i)) for i in range(8)]
+    bodies.insert(2, b"\x00\x00")  # too short for a header: dropped
+    bodies.insert(5, frame("casty://other@h:1/user/a", Tick(99, "z")))  # not ours: dropped
+    other_form = {"type_hint": "t", "sender": "s", "target": T1}  # JSON the slow route reads
+    bodies.append(raw_frame(other_form, MsgpackSerializer(registry()).serialize(Tick(8, "y"))))
+    stream = b"".join(encode_frame(FRAME_MESSAGE, b) for b in bodies)
+    for i in range(0, len(stream), chunk):
+        proto.data_received(stream[i : i + chunk])
+    assert [(p, m.seq) for p, m in local.got] == [
+        ("/user/a" if i % 3 else "/user/b", i) for i in range(8) if i != 3
+    ] + [("/user/a", 8)]
+    assert h.dropped == 2 and proto.frames_received == len(bodies)
+    raised = [r for r in caplog.records if r.getMessage().startswith("message sink raised")]
+    assert len(raised) == 1 and "actor gone mad" in caplog.text
+
+
 def test_non_plain_and_nested_messages_use_the_serializer(impl: types.SimpleNamespace) -> None:
     h, local = handler(impl)
     msg = Nested(Tick(1, "a"), (1, 2, 3))

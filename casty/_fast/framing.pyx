@@ -113,12 +113,27 @@ cdef inline void _put_header(unsigned char* p, unsigned long long length,
     p[4] = frame_type
 
 
+cdef class FrameSink:
+    """A message sink the protocol can call at C level.
+
+    A subclass's ``on_frame_at(p, size, data)`` must do what its ``on_frame(body)``
+    does for the body at p[0:size]; ``data`` is a ``bytes`` holding exactly that
+    body, or None (the subclass makes one if it needs it, and keeps no pointer).
+    When a FrameSink's bound ``on_frame`` is given to ``set_message_sink``, message
+    frames that arrive whole in a chunk go to ``on_frame_at`` instead.
+    """
+
+    cdef int on_frame_at(self, const unsigned char* p, Py_ssize_t size, object data) except -1:
+        raise NotImplementedError("FrameSink subclasses implement on_frame_at")
+
+
 cdef class FrameProtocolBase:
     """State and hot paths of :class:`FrameProtocol` (which adds ``asyncio.Protocol``)."""
 
     cdef:
         object _owner
         object _sink
+        FrameSink _fast_sink  # the FrameSink whose on_frame is the sink, else None
         object _transport
         object _loop
         object _peername
@@ -170,6 +185,7 @@ cdef class FrameProtocolBase:
         self._low = write_low_water
         self._max_queue = max_queue_bytes
         self._sink = None
+        self._fast_sink = None
         self._transport = None
         self._loop = None
         self._peername = None
@@ -255,6 +271,11 @@ cdef class FrameProtocolBase:
 
     def set_message_sink(self, sink):
         """Send every later message frame's body to ``sink`` (None: back to the owner)."""
+        owner = getattr(sink, "__self__", None)
+        if isinstance(owner, FrameSink) and sink == owner.on_frame:
+            self._fast_sink = <FrameSink>owner
+        else:
+            self._fast_sink = None
         self._sink = sink
 
     # -- asyncio.Protocol --------------------------------------------------------------
@@ -359,7 +380,14 @@ cdef class FrameProtocolBase:
                 break
             blen = <Py_ssize_t>length - 1
             frame_type = p[off + 4]
-            if frame_type == _T_MESSAGE or frame_type == _T_HANDSHAKE:
+            if frame_type == _T_MESSAGE and self._fast_sink is not None:
+                # What _dispatch does for a message, minus the body's bytes object.
+                self._frames_received += 1
+                try:
+                    self._fast_sink.on_frame_at(p + off + _HEADER_SIZE, blen, None)
+                except Exception:
+                    log_sink_error(self._peername)
+            elif frame_type == _T_MESSAGE or frame_type == _T_HANDSHAKE:
                 body = PyBytes_FromStringAndSize(<const char*>p + off + _HEADER_SIZE, blen)
                 self._dispatch(frame_type, body, 0)
             else:

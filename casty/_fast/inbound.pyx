@@ -14,6 +14,7 @@ from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.string cimport memcmp
 
 from casty._fast.envelope cimport MessageEnvelope, canonical_fields, header_end
+from casty._fast.framing cimport FrameSink
 from casty._fast.plain_codec cimport decode_plain_at
 
 from casty.transport.inbound import MAX_CACHED_TARGETS, log_inbound_drop, not_ours, target_path
@@ -24,27 +25,8 @@ cdef extern from "Python.h":
 __all__ = ["InboundMessageHandler"]
 
 
-cdef class InboundMessageHandler:
+cdef class InboundMessageHandler(FrameSink):
     """Deserializes inbound TCP frames and delivers them locally (see the pure twin)."""
-
-    cdef object _local
-    cdef object _deliver_path
-    cdef object _serializer
-    cdef object _deserialize
-    # The registry's plans when the serializer is exactly MsgpackSerializer (whose
-    # deserialize tries decode_plain first anyway); None otherwise.
-    cdef object _plans
-    cdef str _system_name
-    cdef dict _paths
-    # The previous frame's whole header (length prefix included) and its target's bytes:
-    # a stream from one node to one actor repeats the same header, so a memcmp finds
-    # the path without scanning the JSON; another sender to the same actor still
-    # matches on the target.
-    cdef bytes _last_header
-    cdef bytes _last_target
-    cdef object _last_path
-    cdef public object ref_factory
-    cdef public Py_ssize_t dropped
 
     def __init__(self, *, local, serializer, system_name, ref_factory=None):
         from casty.serialization import MsgpackSerializer
@@ -68,28 +50,30 @@ cdef class InboundMessageHandler:
 
     def on_frame(self, data):
         """Decode one message frame body (bytes-like) and deliver it, inline."""
-        cdef Py_ssize_t spans[6]
-        cdef const unsigned char* p
-        cdef Py_ssize_t size, end, tlen
-        cdef bytes last
         if not PyBytes_CheckExact(data):
             self._slow(data)
             return
-        p = <const unsigned char*>PyBytes_AS_STRING(data)
-        size = PyBytes_GET_SIZE(data)
+        self.on_frame_at(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), data)
+
+    cdef int on_frame_at(self, const unsigned char* p, Py_ssize_t size, object data) except -1:
+        """``on_frame`` for the body at p[0:size]; ``data`` is the bytes holding exactly it,
+        or None (it is then made only if the slow route needs it)."""
+        cdef Py_ssize_t spans[6]
+        cdef Py_ssize_t end, tlen
+        cdef bytes last
         try:
             end = header_end(p, size)
         except ValueError as exc:
             self._drop(str(exc))
-            return
+            return 0
         last = self._last_header
         if (last is not None and PyBytes_GET_SIZE(last) == end
                 and memcmp(PyBytes_AS_STRING(last), p, end) == 0):
             path = self._last_path
         else:
             if not canonical_fields(p, end, spans):
-                self._slow(data)
-                return
+                self._slow(data if data is not None else PyBytes_FromStringAndSize(<const char*>p, size))
+                return 0
             tlen = spans[1] - spans[0]
             last = self._last_target
             if (last is not None and PyBytes_GET_SIZE(last) == tlen
@@ -100,7 +84,7 @@ cdef class InboundMessageHandler:
                 path = self._path_of(target)
                 if path is None:
                     self._drop(not_ours(target, self._system_name))
-                    return
+                    return 0
                 self._last_target = PyBytes_FromStringAndSize(<const char*>p + spans[0], tlen)
                 self._last_path = path
             self._last_header = PyBytes_FromStringAndSize(<const char*>p, end)
@@ -115,8 +99,9 @@ cdef class InboundMessageHandler:
                 )
             except ValueError as exc:
                 self._drop(str(exc))
-                return
+                return 0
         self._deliver_path(path, msg)
+        return 0
 
     cdef _slow(self, data):
         """The pure twin's route, for headers in other JSON forms and non-bytes input."""

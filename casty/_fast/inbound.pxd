@@ -1,0 +1,30 @@
+# The inbound handler at C level: the framing protocol hands it message frames straight
+# out of a received chunk, with no bytes object per frame.
+
+from casty._fast.framing cimport FrameSink
+
+
+cdef class InboundMessageHandler(FrameSink):
+    cdef object _local
+    cdef object _deliver_path
+    cdef object _serializer
+    cdef object _deserialize
+    # The registry's plans when the serializer is exactly MsgpackSerializer (whose
+    # deserialize tries decode_plain first anyway); None otherwise.
+    cdef object _plans
+    cdef str _system_name
+    cdef dict _paths
+    # The previous frame's whole header (length prefix included) and its target's bytes:
+    # a stream from one node to one actor repeats the same header, so a memcmp finds
+    # the path without scanning the JSON; another sender to the same actor still
+    # matches on the target.
+    cdef bytes _last_header
+    cdef bytes _last_target
+    cdef object _last_path
+    cdef public object ref_factory
+    cdef public Py_ssize_t dropped
+
+    cdef int on_frame_at(self, const unsigned char* p, Py_ssize_t size, object data) except -1
+    cdef _slow(self, data)
+    cdef _path_of(self, str target)
+    cdef _drop(self, str reason)
