@@ -201,6 +201,37 @@ def test_a_value_that_declines_midway_builds_nothing(impl: types.SimpleNamespace
     assert impl.decode_plain(generic_bytes("t.Wide", (1, 2, 3, 4)), PLANS) == Wide(1, 2, 3, 4)
 
 
+@dataclass(frozen=True)
+class CountsNew:
+    x: int
+    made = 0
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> CountsNew:
+        cls.made += 1
+        return super().__new__(cls)
+
+
+def test_classes_with_their_own_new_rebuild_alike(impl: types.SimpleNamespace) -> None:
+    # The Cython twin makes instances of classes whose __new__ is object's without a
+    # Python-level call; a class with its own __new__ must still come out as the pure twin makes it.
+    reg = TypeRegistry()
+    reg.register(CountsNew, "t.CountsNew")
+    reg.register(Tick, "t.Tick")
+    plans = {name: reg._plan_for_name(name) for name in ("t.CountsNew", "t.Tick")}
+    from casty.plain_codec import decode_plain as pure_decode
+
+    def news_in(decode: Any) -> tuple[Any, int]:
+        before = CountsNew.made
+        obj = decode(generic_bytes("t.CountsNew", (5,)), plans)
+        return obj, CountsNew.made - before
+
+    got, made = news_in(impl.decode_plain)
+    assert got == CountsNew(5) and type(got) is CountsNew
+    assert made == news_in(pure_decode)[1]
+    tick = impl.decode_plain(generic_bytes("t.Tick", (1, "a")), plans)
+    assert tick == Tick(1, "a") and type(tick) is Tick and tick.__dict__ == {"seq": 1, "text": "a"}
+
+
 def test_post_init_still_validates(impl: types.SimpleNamespace) -> None:
     assert impl.decode_plain(generic_bytes("t.Checked", (-1,)), PLANS) is None
     with pytest.raises(ValueError, match=r"cannot rebuild 't\.Checked'"):

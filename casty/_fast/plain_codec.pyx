@@ -45,6 +45,18 @@ cdef object _from_uri = ActorAddress.from_uri
 
 cdef object _object_new = object.__new__
 
+cdef extern from *:
+    """
+    /* object.__new__(cls) without the Python-level call: for classes whose __new__ is
+       object's own (checked by the caller), this is what that call ends up doing. */
+    static PyObject* casty_object_new(PyObject* cls) {
+        static PyObject* no_args = NULL;
+        if (no_args == NULL && (no_args = PyTuple_New(0)) == NULL) return NULL;
+        return PyBaseObject_Type.tp_new((PyTypeObject*)cls, no_args, NULL);
+    }
+    """
+    object casty_object_new(object cls)
+
 
 # -- encoding -----------------------------------------------------------------------
 
@@ -474,6 +486,7 @@ cdef object _last_plan = None
 cdef object _last_cls = None
 cdef tuple _last_fields = ()
 cdef bint _last_direct = False
+cdef bint _last_object_new = False  # the class's __new__ is object.__new__
 cdef bint _last_enum = False
 cdef Py_ssize_t _last_size = 0
 
@@ -501,7 +514,7 @@ cdef int _read_str_span(_Reader* r, const unsigned char** start, Py_ssize_t* n) 
 
 cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object plans, object ref_factory):
     global _last_name_bytes, _last_name, _last_plan, _last_cls, _last_fields, _last_direct
-    global _last_enum, _last_size
+    global _last_enum, _last_size, _last_object_new
     cdef _Reader r
     cdef unsigned char c
     cdef Py_ssize_t count = 0, i, n = 0
@@ -543,6 +556,7 @@ cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object p
         _last_direct = plan.direct
         _last_enum = plan.is_enum
         _last_size = plan.size
+        _last_object_new = getattr(_last_cls, "__new__", None) is _object_new
         _last_plan = plan
     if _last_enum or _last_size != count:
         return None
@@ -550,7 +564,7 @@ cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object p
         # Fields are set as they are read; a value that declines drops the half-built
         # object, which nothing else has seen (its class's __init__ only stores fields).
         fields = _last_fields
-        obj = _object_new(_last_cls)
+        obj = casty_object_new(_last_cls) if _last_object_new else _object_new(_last_cls)
         for i in range(count - 1):
             value = _read_value(&r, ref_factory)
             if value is _DECLINE:
