@@ -15,14 +15,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Child:
-    """A benchmark child process (``python -m MODULE ROLE ...``); a server prints its port first."""
+    """A benchmark child process (``python -m MODULE ROLE ...``); a server prints its port first.
 
-    def __init__(self, role: str, *args: object, pure: bool, module: str = "bench.remote_node") -> None:
+    ``cpu``: pin the child to that core (before it starts any thread, so all of its threads are).
+    """
+
+    def __init__(
+        self, role: str, *args: object, pure: bool, module: str = "bench.remote_node", cpu: int | None = None
+    ) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT), CASTY_NO_EXTENSIONS="1" if pure else "0")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, role, *map(str, args)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
         )
+        if cpu is not None:
+            os.sched_setaffinity(self.proc.pid, {cpu})
 
     def line(self) -> str:
         assert self.proc.stdout is not None
@@ -49,11 +56,28 @@ class Child:
             self.proc.kill()
 
 
-def pair(sink_role: str, client_role: str, n: int, *, pure: bool) -> dict[str, Any]:
-    sink = Child(sink_role, pure=pure)
+#: the busy_poll window of the "busy_poll" rows, in seconds
+BUSY_POLL = 200e-6
+
+
+def spin_cores() -> tuple[int | None, int | None]:
+    """Two distinct cores for two spinning processes, or (None, None) when there are not two.
+
+    Two processes that both spin must not share a core: each would keep the other
+    off it for up to a whole window, and the round trip would measure the scheduler.
+    """
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return (cores[0], cores[1]) if len(cores) >= 2 else (None, None)
+
+
+def pair(sink_role: str, client_role: str, n: int, *, pure: bool, busy_poll: float = 0.0) -> dict[str, Any]:
+    """Run a sink and a client; with ``busy_poll`` > 0 both spin that long after each send, each on its own core."""
+    extra = (busy_poll,) if busy_poll else ()
+    sink_cpu, client_cpu = spin_cores() if busy_poll else (None, None)
+    sink = Child(sink_role, *extra, pure=pure, cpu=sink_cpu)
     try:
         port = int(sink.line())
-        return Child(client_role, port, n, pure=pure).result()
+        return Child(client_role, port, n, *extra, pure=pure, cpu=client_cpu).result()
     finally:
         sink.stop()
 
@@ -66,8 +90,10 @@ def collect(quick: bool) -> list[Table]:
     raw = pair("raw-sink", "raw-tell", n_raw // 4, pure=False)["rate"]
     raw_bytes = pair("raw-bytes", "raw-tell", n_raw, pure=False)["rate"]
     raw_rtt = pair("raw-echo", "raw-pingpong", n_ask, pure=False)
+    raw_spin = pair("raw-echo", "raw-pingpong", n_ask, pure=False, busy_poll=BUSY_POLL)
     tell = {p: pair("casty-sink", "casty-tell", n_tell, pure=p) for p in (False, True)}
     ask = {p: pair("casty-sink", "casty-ask", n_ask, pure=p) for p in (False, True)}
+    busy = {p: pair("casty-sink", "casty-ask", n_ask, pure=p, busy_poll=BUSY_POLL) for p in (False, True)}
     for p, r in tell.items():
         if r["received"] != r["n"]:
             raise RuntimeError(f"tell benchmark lost messages ({'pure' if p else 'Cython'}): {r}")
@@ -76,6 +102,9 @@ def collect(quick: bool) -> list[Table]:
     t.add("tell Tick(int, str), msgpack", tell[False]["rate"], tell[True]["rate"])
     t.add("ask round trip p50", ask[False]["p50_us"], ask[True]["p50_us"], unit="µs")
     t.add("ask round trip p99", ask[False]["p99_us"], ask[True]["p99_us"], unit="µs")
+    bp = f"busy_poll={BUSY_POLL * 1e6:.0f} µs"
+    t.add(f"ask round trip p50, {bp}", busy[False]["p50_us"], busy[True]["p50_us"], unit="µs")
+    t.add(f"ask round trip p99, {bp}", busy[False]["p99_us"], busy[True]["p99_us"], unit="µs")
     t.notes = [
         f"raw uvloop ceiling: pre-built 100-byte frames, each split and handed on by a Python "
         f"Protocol: {raw / 1e6:.2f} M frames/s (the socket alone, bytes moved / 100: "
@@ -87,5 +116,14 @@ def collect(quick: bool) -> list[Table]:
         f"ask p50/p99: Cython {ask[False]['p50_us']:.0f}/{ask[False]['p99_us']:.0f} µs, "
         f"pure {ask[True]['p50_us']:.0f}/{ask[True]['p99_us']:.0f} µs; "
         f"Cython p50 = {ask[False]['p50_us'] / raw_rtt['p50_us']:.1f}x raw ping-pong",
+        f"raw uvloop ping-pong, both ends spinning {BUSY_POLL * 1e6:.0f} µs after each write (casty's "
+        f"BusyPoller): p50 {raw_spin['p50_us']:.0f} µs, p99 {raw_spin['p99_us']:.0f} µs",
+        f"ask with {bp} on both nodes: p50 Cython {busy[False]['p50_us']:.0f} µs = "
+        f"{busy[False]['p50_us'] / raw_spin['p50_us']:.1f}x spinning raw ping-pong, "
+        f"pure {busy[True]['p50_us']:.0f} µs = {busy[True]['p50_us'] / raw_spin['p50_us']:.1f}x "
+        f"(Cython p50 without busy_poll / with: {ask[False]['p50_us'] / busy[False]['p50_us']:.1f}x)",
+        "busy_poll rows and the spinning ping-pong pin the two processes to different cores "
+        f"({'done' if spin_cores()[0] is not None else 'not possible here'}); the other rows are not "
+        "pinned. The price: a core held busy on each node while asks flow",
     ]
     return [t]

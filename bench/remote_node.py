@@ -2,6 +2,9 @@
 
 Roles print one line of JSON (a sink prints its port first).  The implementation
 (Cython or pure twin) is chosen by the CASTY_NO_EXTENSIONS the parent sets.
+``casty-sink``/``casty-ask`` take an optional busy_poll window in seconds (default 0,
+off); ``raw-echo``/``raw-pingpong`` take one too and then poke a BusyPoller on every
+write, the same spin casty uses, so the two compare like for like.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ async def wait_stdin() -> None:
 
 # -- casty -------------------------------------------------------------------------
 
-async def casty_sink() -> None:
+async def casty_sink(busy_poll: float = 0.0) -> None:
     from casty import Behaviors, RemoteActorSystem
 
     count = 0
@@ -66,7 +69,7 @@ async def casty_sink() -> None:
             msg.reply_to.tell(msg.seq)
         return Behaviors.same()
 
-    async with RemoteActorSystem("sink", "127.0.0.1", 0, registry=registry()) as system:
+    async with RemoteActorSystem("sink", "127.0.0.1", 0, registry=registry(), busy_poll=busy_poll) as system:
         system.spawn(Behaviors.receive(receive), "sink")
         print(system.address.port, flush=True)
         await wait_stdin()
@@ -102,10 +105,10 @@ async def casty_tell(port: int, n: int) -> dict[str, Any]:
                 "dropped": sum(system.node.drops.values())}
 
 
-async def casty_ask(port: int, n: int) -> dict[str, Any]:
+async def casty_ask(port: int, n: int, busy_poll: float = 0.0) -> dict[str, Any]:
     from casty import EXTENSIONS_ACTIVE, RemoteActorSystem
 
-    async with RemoteActorSystem("src", "127.0.0.1", 0, registry=registry()) as system:
+    async with RemoteActorSystem("src", "127.0.0.1", 0, registry=registry(), busy_poll=busy_poll) as system:
         sink = system.ref(f"casty://sink@127.0.0.1:{port}/user/sink")
         for i in range(200):  # warm up: connection, caches
             await system.ask(sink, lambda r, i=i: Echo(i, r), timeout=30)
@@ -114,7 +117,8 @@ async def casty_ask(port: int, n: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             await system.ask(sink, lambda r, i=i: Echo(i, r), timeout=30)
             samples.append(time.perf_counter() - t0)
-        return {"ext": EXTENSIONS_ACTIVE, **percentiles(samples)}
+        poller = system.node.busy_poller
+        return {"ext": EXTENSIONS_ACTIVE, **percentiles(samples), "spins": poller.spins if poller else 0}
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -132,8 +136,9 @@ class RawSink(asyncio.Protocol):
     socket's own ceiling; "echo" sends each 100-byte frame back (ping-pong).
     """
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, poller: Any = None) -> None:
         self.mode = mode
+        self.poller = poller
         self.received = 0
         self.frames = 0
         self.buf = b""
@@ -153,6 +158,8 @@ class RawSink(asyncio.Protocol):
             while len(self.buf) >= 100:
                 self.transport.write(self.buf[:100])
                 self.buf = self.buf[100:]
+                if self.poller is not None:
+                    self.poller.poke()
             return
         buf = self.buf + data if self.buf else data
         pos, end = 0, len(buf)
@@ -169,18 +176,28 @@ class RawSink(asyncio.Protocol):
 _LENGTH = struct.Struct(">I")
 
 
-async def raw_sink(mode: str) -> None:
+def busy_poller(window: float) -> Any:
+    """A casty BusyPoller on the running loop, or None for a window of 0."""
+    from casty.transport.busy_poll import BusyPoller
+
+    return BusyPoller(asyncio.get_running_loop(), window) if window > 0 else None
+
+
+async def raw_sink(mode: str, busy_poll: float = 0.0) -> None:
     loop = asyncio.get_running_loop()
     protos: list[RawSink] = []
+    poller = busy_poller(busy_poll)
 
     def factory() -> RawSink:
-        p = RawSink(mode)
+        p = RawSink(mode, poller)
         protos.append(p)
         return p
 
     server = await loop.create_server(factory, "127.0.0.1", 0)
     print(server.sockets[0].getsockname()[1], flush=True)
     await wait_stdin()
+    if poller is not None:
+        poller.close()
     server.close()
 
 
@@ -228,18 +245,23 @@ async def raw_tell(port: int, n: int) -> dict[str, Any]:
     return {"rate": sent / dt}
 
 
-async def raw_pingpong(port: int, n: int) -> dict[str, Any]:
+async def raw_pingpong(port: int, n: int, busy_poll: float = 0.0) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_connection(RawSender, "127.0.0.1", port)
+    poller = busy_poller(busy_poll)
     samples = []
     for i in range(n + 200):
         proto.waiter = loop.create_future()
         t0 = time.perf_counter()
         proto.transport.write(FRAME)
+        if poller is not None:
+            poller.poke()
         await proto.waiter
         if i >= 200:
             samples.append(time.perf_counter() - t0)
     proto.transport.close()
+    if poller is not None:
+        poller.close()
     return percentiles(samples)
 
 
@@ -247,15 +269,19 @@ def main() -> None:
     import casty
 
     role, *args = sys.argv[1:]
+
+    def busy(i: int) -> float:  # the optional busy_poll window, argument i
+        return float(args[i]) if len(args) > i else 0.0
+
     coros = {
-        "casty-sink": lambda: casty_sink(),
+        "casty-sink": lambda: casty_sink(busy(0)),
         "casty-tell": lambda: casty_tell(int(args[0]), int(args[1])),
-        "casty-ask": lambda: casty_ask(int(args[0]), int(args[1])),
+        "casty-ask": lambda: casty_ask(int(args[0]), int(args[1]), busy(2)),
         "raw-sink": lambda: raw_sink("frames"),
         "raw-bytes": lambda: raw_sink("bytes"),
-        "raw-echo": lambda: raw_sink("echo"),
+        "raw-echo": lambda: raw_sink("echo", busy(0)),
         "raw-tell": lambda: raw_tell(int(args[0]), int(args[1])),
-        "raw-pingpong": lambda: raw_pingpong(int(args[0]), int(args[1])),
+        "raw-pingpong": lambda: raw_pingpong(int(args[0]), int(args[1]), busy(2)),
     }
     result = casty.run(coros[role]())
     if result is not None:

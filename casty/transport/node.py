@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from casty._impl import FrameProtocol
+from casty.transport.busy_poll import BusyPoller
 from casty.transport.config import TcpTransportConfig
 from casty.transport.framing import (
     FRAME_MESSAGE,
@@ -153,6 +154,8 @@ class TcpNode:
         self._server: asyncio.AbstractServer | None = None
         self._dials: set[asyncio.Task[None]] = set()  # connect calls in progress
         self._sweep_timer: asyncio.TimerHandle | None = None
+        # Poked on every send when config.busy_poll > 0; None (one attribute check per send) when off.
+        self._poller: BusyPoller | None = None
         self._closed = False
         self.started = False
         self.port: int = config.port
@@ -185,6 +188,11 @@ class TcpNode:
             self.advertised = (cfg.self_address[0], cfg.self_address[1] or self.port)
         self._handshake_frame = encode_handshake(*self.advertised)
         self._schedule_sweep()
+        if cfg.busy_poll > 0 and not self._closed:
+            # Poking on send is enough for request/response: the requester spins after its
+            # request, the responder after its reply, so a steady run of asks never sleeps
+            # in epoll_wait on either side.
+            self._poller = BusyPoller(asyncio.get_running_loop(), cfg.busy_poll)
         self.log.info(
             "casty TCP node %s on %s:%d (advertised %s:%d%s)",
             "client" if cfg.client_only else "listening",
@@ -199,6 +207,8 @@ class TcpNode:
         if self._closed:
             return
         self._closed = True
+        if self._poller is not None:
+            self._poller.close()
         if self._sweep_timer is not None:
             self._sweep_timer.cancel()
             self._sweep_timer = None
@@ -242,6 +252,8 @@ class TcpNode:
 
     def send_message(self, host: str, port: int, envelope: bytes) -> bool:
         """Send an encoded envelope to host:port; False when it was dropped (and reported)."""
+        if self._poller is not None:
+            self._poller.poke()
         peer = self._peers.get((host, port))
         if peer is not None and peer.proto is not None:  # the hot path: no frame copy here
             return peer.proto.send_message(envelope) or self._write_queue_full((host, port))
@@ -249,6 +261,8 @@ class TcpNode:
 
     def send_frame(self, host: str, port: int, frame_type: int, body: bytes) -> bool:
         """Send a frame of any type to host:port; False when it was dropped (and reported)."""
+        if self._poller is not None:
+            self._poller.poke()
         return self._send((host, port), encode_frame(frame_type, body))
 
     def _send(self, key: Key, frame: bytes) -> bool:
@@ -311,6 +325,11 @@ class TcpNode:
         """Make ``connection`` (a FrameProtocol whose handshake is done) the one to host:port."""
         peer = self._peers.get((host, port)) or _Peer((host, port))
         self._establish(peer, connection, (host, port))
+
+    @property
+    def busy_poller(self) -> BusyPoller | None:
+        """The poller kept busy by sends (``config.busy_poll`` > 0, after start), else None."""
+        return self._poller
 
     @property
     def connected_peers(self) -> list[Key]:
