@@ -1086,6 +1086,13 @@ class _Local:
         self.delivered.append((path, _canon(msg)))
 
 
+class _NullOwner:
+    """A FrameProtocol owner that ignores every callback."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args: None
+
+
 @st.composite
 def _inbound_cases(draw: st.DrawFn) -> tuple[bool, bool, list[tuple[bytes, int]]]:
     json_payloads = draw(st.integers(0, 3)) == 0
@@ -1110,6 +1117,16 @@ def test_inbound_handler(case: tuple[bool, bool, list[tuple[bytes, int]]]) -> No
             for data, form in frames:
                 handler.on_frame(_as_chunk(form, data))
         results[kind] = (local.delivered, handler.dropped)
+        # The same bodies framed and received by that twin's protocol in one chunk: the
+        # Cython protocol hands whole frames to the Cython handler at C level.
+        local = _Local()
+        handler = mod.InboundMessageHandler(local=local, serializer=serializer, system_name=_SYSTEM,
+                                            ref_factory=_ref_factory if with_factory else None)
+        proto = FRAMING[kind].FrameProtocol(_NullOwner())
+        proto.set_message_sink(handler.on_frame)
+        with _no_imports_or_traps():
+            proto.data_received(b"".join(pure_framing.encode_frame(FRAME_MESSAGE, data) for data, _ in frames))
+        results[kind + " framed"] = (local.delivered, handler.dropped)
     first = results["pure"]
     event(f"inbound: {len(first[0])} delivered, {first[1]} dropped")
     assert all(r == first for r in results.values()), results
