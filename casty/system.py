@@ -80,6 +80,7 @@ class ActorSystem:
         self._user: dict[str, ActorCell[Any]] = {}
         self._system_actors: dict[str, ActorCell[Any]] = {}
         self._ask_seq = 0
+        self._ask_loop: asyncio.AbstractEventLoop | None = None  # the loop asks last ran on
         self._closing = False
         self._shutdown: asyncio.Future[None] | None = None
         self._asks: set[asyncio.Future[Any]] = set()  # replies still awaited
@@ -209,7 +210,10 @@ class ActorSystem:
             raise RuntimeError(
                 f"actor system {self.name!r} is shut down; cannot ask {getattr(target, 'id', target)}"
             )
-        loop = asyncio.get_running_loop()
+        loop = self._ask_loop
+        if loop is None or not loop.is_running():
+            # asyncio.get_running_loop() costs a getpid() syscall on 3.11, a few % of an ask.
+            loop = self._ask_loop = asyncio.get_running_loop()
         path = f"/temp/ask-{self._ask_seq}"
         self._ask_seq += 1
         reply: asyncio.Future[R] = loop.create_future()
