@@ -15,18 +15,7 @@ from casty.address import ActorAddress
 from casty.ref import LocalActorRef
 from casty.serialization import JsonSerializer, MsgpackSerializer, SerializationError, TypeRegistry, type_hint
 from casty.transport.envelope import MessageEnvelope
-
-
-@dataclass(frozen=True)
-class Tick:
-    seq: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Nested:
-    inner: Tick
-    items: tuple[int, ...]
+from tests.test_inbound import Nested, Tick  # the same messages the inbound tests read
 
 
 @dataclass(frozen=True)
