@@ -5,9 +5,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["ActorAddress"]
+__all__ = ["TEMP_PREFIX", "ActorAddress", "is_temp_uri"]
 
 _SCHEME = "casty://"
+#: paths of the one-off actors that receive ask replies (``/temp/ask-<n>``); caches keyed
+#: by path or URI leave them out, since each is used once
+TEMP_PREFIX = "/temp/"
+
+
+def is_temp_uri(uri: str) -> bool:
+    """True when ``uri``'s path is under :data:`TEMP_PREFIX` (the first ``/`` after the
+    scheme starts the path: no other part of a URI holds one).
+
+    >>> is_temp_uri("casty://app@h:1/temp/ask-7"), is_temp_uri("casty://app@h:1/user/temp/x")
+    (True, False)
+    """
+    return uri.startswith(TEMP_PREFIX, uri.find("/", len(_SCHEME)))
 # system: no '/', '@', ':', '[', ']' or whitespace; host: a bracketed IPv6 literal or a
 # name.  ASCII digits only for the port ('\d' takes any Unicode digit), and fullmatch (a
 # '$' accepts a trailing newline).  Patterns stay linear: URIs come from peers.  They

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from casty._impl import LocalTransport
 from casty.actor import ActorCell, validate_name
-from casty.address import ActorAddress
+from casty.address import TEMP_PREFIX, ActorAddress
 from casty.behavior import SAME, UNHANDLED, Behavior
 from casty.ref import ActorRef, LocalActorRef
 
@@ -214,7 +214,7 @@ class ActorSystem:
         if loop is None or not loop.is_running():
             # asyncio.get_running_loop() costs a getpid() syscall on 3.11, a few % of an ask.
             loop = self._ask_loop = asyncio.get_running_loop()
-        path = f"/temp/ask-{self._ask_seq}"
+        path = f"{TEMP_PREFIX}ask-{self._ask_seq}"
         self._ask_seq += 1
         reply: asyncio.Future[R] = loop.create_future()
 

@@ -129,6 +129,18 @@ def test_frames_split_by_a_protocol_reach_the_handler(
     assert len(raised) == 1 and "actor gone mad" in caplog.text
 
 
+def test_ask_reply_paths_are_delivered_but_not_cached(impl: types.SimpleNamespace) -> None:
+    # Each ask replies to its own /temp/ask-<n> path, used once: remembering those would
+    # only fill the cache and push out the lasting targets.
+    h, local = handler(impl)
+    h.on_frame(frame(T1, Tick(0, "x")))
+    for i in range(1, 11):
+        h.on_frame(frame(f"casty://app@10.0.0.1:25520/temp/ask-{i}", Tick(i, "x")))
+    h.on_frame(frame(T1, Tick(11, "x")))
+    assert [p for p, _ in local.got] == ["/user/a"] + [f"/temp/ask-{i}" for i in range(1, 11)] + ["/user/a"]
+    assert h.cached_targets == 1
+
+
 def test_non_plain_and_nested_messages_use_the_serializer(impl: types.SimpleNamespace) -> None:
     h, local = handler(impl)
     msg = Nested(Tick(1, "a"), (1, 2, 3))

@@ -46,7 +46,8 @@ class SubSerializer(MsgpackSerializer):
         return b"\xc0" if obj == Tick(0, "sub") else super().serialize(obj)
 
 
-TARGETS = ["casty://app@10.0.0.1:25520/user/a", "casty://app@10.0.0.1:25520/user/b", "casty://app@h:1/user/é"]
+TARGETS = ["casty://app@10.0.0.1:25520/user/a", "casty://app@10.0.0.1:25520/user/b", "casty://app@h:1/user/é",
+           "casty://app@h:1/temp/ask-3"]
 SENDERS = ["casty://src@h:2/", "casty://src@h:3/"]
 REF = LocalActorRef(ActorAddress("app", "/user/r", "h", 1), None)  # type: ignore[arg-type]
 MESSAGES: list[Any] = [
@@ -110,3 +111,13 @@ def test_any_sequence_of_sends_matches(impl: types.SimpleNamespace, sends: list[
         # Equal but distinct strings, as routes built elsewhere would be.
         target, sender = target[:1] + target[1:], sender[:1] + sender[1:]
         assert writer.encode(target, sender, msg) == expected(serializer, target, sender, msg)
+
+
+def test_headers_for_ask_reply_paths_are_not_cached(impl: types.SimpleNamespace) -> None:
+    serializer = MsgpackSerializer(registry())
+    writer = impl.EnvelopeWriter(serializer)
+    writer.encode(TARGETS[0], SENDERS[0], 1)
+    for i in range(20):
+        target = f"casty://app@h:1/temp/ask-{i}"
+        assert writer.encode(target, SENDERS[0], i) == expected(serializer, target, SENDERS[0], i)
+    assert writer.cached_headers == 1

@@ -58,6 +58,20 @@ def _registered(system: RemoteActorSystem) -> list[str]:
     return [p for p in ("/temp/ask-0", "/temp/ask-1", "/temp/ask-2") if system.local.is_registered(p)]
 
 
+async def test_many_asks_leave_no_trace_in_the_route_caches() -> None:
+    # Every ask replies to a fresh /temp/ask-<n> path; none of them may stay cached on
+    # either node (an ask-heavy node would otherwise hold up to tens of thousands).
+    async with node("a") as a, node("b") as b:
+        b.spawn(echo_behavior(), "echo")
+        echo = a.ref(b.address.with_path("/user/echo"))
+        for i in range(30):
+            assert await a.ask(echo, lambda r, i=i: Echo(f"hi {i}", r), timeout=5) == f"hi {i}"
+        assert a._inbound.cached_targets == 0  # the replies' targets
+        assert b._inbound.cached_targets == 1  # /user/echo
+        assert b.remote._writer.cached_headers == 0  # headers of the replies
+        assert not any(addr.path.startswith("/temp/") for addr in b.remote._targets)
+
+
 async def test_ask_across_nodes_times_out_and_cleans_up() -> None:
     async with node("a") as a, node("b") as b:
         got = Collector()

@@ -17,6 +17,7 @@ from casty._fast.envelope cimport MessageEnvelope, canonical_fields, header_end
 from casty._fast.framing cimport FrameSink
 from casty._fast.plain_codec cimport decode_plain_at
 
+from casty.address import TEMP_PREFIX
 from casty.transport.inbound import MAX_CACHED_TARGETS, log_inbound_drop, not_ours, target_path
 
 cdef extern from "Python.h":
@@ -43,6 +44,11 @@ cdef class InboundMessageHandler(FrameSink):
         self._last_path = None
         self.ref_factory = ref_factory
         self.dropped = 0
+
+    @property
+    def cached_targets(self):
+        """Targets whose path is remembered (ask reply paths never are)."""
+        return len(self._paths)
 
     async def on_message(self, data):
         """Decode one message frame body and deliver it."""
@@ -123,6 +129,8 @@ cdef class InboundMessageHandler(FrameSink):
         if path != "":
             return path
         path = target_path(target, self._system_name)
+        if path is not None and path.startswith(TEMP_PREFIX):
+            return path  # an ask's reply path is used once: caching it only crowds out the rest
         if len(self._paths) >= MAX_CACHED_TARGETS:
             self._paths.clear()
         self._paths[target] = path

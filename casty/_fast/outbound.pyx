@@ -31,6 +31,7 @@ cdef class EnvelopeWriter:
     cdef readonly object serializer
     cdef object _serialize
     cdef object _header_for
+    cdef object _headers_writer
     # The serializer and its class -> spec table when it is exactly MsgpackSerializer.
     cdef object _msgpack
     cdef dict _specs
@@ -44,7 +45,8 @@ cdef class EnvelopeWriter:
 
         self.serializer = serializer
         self._serialize = serializer.serialize
-        self._header_for = _PyEnvelopeWriter(serializer).header_for
+        self._headers_writer = _PyEnvelopeWriter(serializer)
+        self._header_for = self._headers_writer.header_for
         if type(serializer) is MsgpackSerializer:
             self._msgpack = serializer
             self._specs = serializer._specs
@@ -53,6 +55,11 @@ cdef class EnvelopeWriter:
             self._specs = None
         self._last_target = self._last_sender = self._last_cls = None
         self._last_header = None
+
+    @property
+    def cached_headers(self):
+        """Headers remembered (those for ask reply paths never are)."""
+        return self._headers_writer.cached_headers
 
     def encode(self, target, sender, msg):
         """Envelope bytes carrying ``msg``; SerializationError when it cannot be encoded."""

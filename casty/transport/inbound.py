@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from casty.address import ActorAddress
+from casty.address import TEMP_PREFIX, ActorAddress
 from casty.ref import ActorRef
 from casty.transport.envelope import MessageEnvelope
 
@@ -97,8 +97,15 @@ class InboundMessageHandler:
             return
         self._local.deliver_path(path, msg)
 
+    @property
+    def cached_targets(self) -> int:
+        """Targets whose path is remembered (ask reply paths never are)."""
+        return len(self._paths)
+
     def _path_of(self, target: str) -> str | None:
         path = target_path(target, self._system_name)
+        if path is not None and path.startswith(TEMP_PREFIX):
+            return path  # an ask's reply path is used once: caching it only crowds out the rest
         if len(self._paths) >= MAX_CACHED_TARGETS:
             self._paths.clear()
         self._paths[target] = path

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from casty._impl import encode_header
+from casty.address import is_temp_uri
 from casty.serialization import Serializer, type_hint
 
 __all__ = ["EnvelopeWriter"]
@@ -46,6 +47,11 @@ class EnvelopeWriter:
         self._last = (target, sender, cls, header)
         return header + payload
 
+    @property
+    def cached_headers(self) -> int:
+        """Headers remembered (those for ask reply paths never are)."""
+        return len(self._headers)
+
     def header_for(self, target: str, sender: str, msg: Any) -> bytes:
         """The envelope header (length prefix included) for ``msg``, from the cache when it
         is there; the Cython twin calls this on its own cache misses."""
@@ -53,6 +59,8 @@ class EnvelopeWriter:
         hint = self._hints.get(cls)
         if hint is None:
             hint = self._hints[cls] = type_hint(msg)
+        if is_temp_uri(target):
+            return encode_header(target, sender, hint)  # an ask's reply path is used once
         key = (target, sender, hint)
         header = self._headers.get(key)
         if header is None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from casty._impl import EnvelopeWriter, InboundMessageHandler
-from casty.address import ActorAddress
+from casty.address import TEMP_PREFIX, ActorAddress
 from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
 from casty.serialization import MsgpackSerializer, SerializationError, Serializer
 from casty.transport.messages import ClearNodeBlacklist, SendFailure, SendToNode
@@ -138,9 +138,11 @@ class RemoteTransport:
             hp = route
             target = self._targets.get(address)  # type: ignore[assignment]
             if target is None:
-                if len(self._targets) >= _MAX_CACHED_TARGETS:
-                    self._targets.clear()
-                target = self._targets[address] = address.to_uri()
+                target = address.to_uri()
+                if not address.path.startswith(TEMP_PREFIX):  # ask reply paths are used once
+                    if len(self._targets) >= _MAX_CACHED_TARGETS:
+                        self._targets.clear()
+                    self._targets[address] = target
             self._last = (address, hp, target)
         try:
             data = self._writer.encode(target, self._sender, msg)
