@@ -119,12 +119,15 @@ cdef class FrameSink:
     A subclass's ``on_frame_at(p, size, data)`` must do what its ``on_frame(body)``
     does for the body at p[0:size]; ``data`` is a ``bytes`` holding exactly that
     body, or None (the subclass makes one if it needs it, and keeps no pointer).
+    Without an override, the body goes to ``on_frame`` as ``bytes``.
     When a FrameSink's bound ``on_frame`` is given to ``set_message_sink``, message
     frames that arrive whole in a chunk go to ``on_frame_at`` instead.
     """
 
     cdef int on_frame_at(self, const unsigned char* p, Py_ssize_t size, object data) except -1:
-        raise NotImplementedError("FrameSink subclasses implement on_frame_at")
+        # The plain route, for a subclass that only has on_frame: the body as bytes.
+        self.on_frame(data if data is not None else PyBytes_FromStringAndSize(<const char*>p, size))
+        return 0
 
 
 cdef class FrameProtocolBase:
@@ -272,7 +275,7 @@ cdef class FrameProtocolBase:
     def set_message_sink(self, sink):
         """Send every later message frame's body to ``sink`` (None: back to the owner)."""
         owner = getattr(sink, "__self__", None)
-        if isinstance(owner, FrameSink) and sink == owner.on_frame:
+        if isinstance(owner, FrameSink) and sink == getattr(owner, "on_frame", None):
             self._fast_sink = <FrameSink>owner
         else:
             self._fast_sink = None
