@@ -97,6 +97,8 @@ cdef enum:
     _EAGER_BODY = 64 * 1024
 
 cdef unsigned long long _MAX_LENGTH = 0xFFFFFFFF
+# OWN_WRITE_SIZE as a C value, for the per-frame comparisons.
+cdef Py_ssize_t _OWN_WRITE = OWN_WRITE_SIZE
 
 
 cdef inline unsigned long long _be32(const unsigned char* p) noexcept nogil:
@@ -165,7 +167,6 @@ cdef class FrameProtocolBase:
         Py_ssize_t _wframes
         # Frames taken out of the queue by a write that raised: lost, so reported as unsent.
         Py_ssize_t _failed_frames
-        Py_ssize_t _own_write
         unsigned long long _dropped
         bint _paused
         bint _closed
@@ -206,7 +207,6 @@ cdef class FrameProtocolBase:
         self._qbytes = 0
         self._wframes = 0
         self._failed_frames = 0
-        self._own_write = OWN_WRITE_SIZE
         self._dropped = 0
         self._paused = False
         self._closed = False
@@ -495,7 +495,7 @@ cdef class FrameProtocolBase:
             )
         PyObject_GetBuffer(frame, &view, PyBUF_SIMPLE)
         try:
-            if view.len < self._own_write:
+            if view.len < _OWN_WRITE:
                 return self._enqueue_frame(<const unsigned char*>view.buf, view.len, frame)
             # A snapshot, queued as its own piece: the caller may reuse its buffer.
             frame = PyBytes_FromStringAndSize(<const char*>view.buf, view.len)
@@ -510,7 +510,7 @@ cdef class FrameProtocolBase:
             raise FrameError(send_frame_problem(frame))
         if not self._accept(size):
             return False
-        if size >= self._own_write:
+        if size >= _OWN_WRITE:
             self._seal()
             self._pieces.append(frame)
         else:
@@ -529,7 +529,7 @@ cdef class FrameProtocolBase:
             )
         PyObject_GetBuffer(envelope, &view, PyBUF_SIMPLE)
         try:
-            if view.len < self._own_write:
+            if view.len < _OWN_WRITE:
                 return self._enqueue_message(<const unsigned char*>view.buf, view.len, None)
             # A snapshot, queued as its own piece: the caller may reuse its buffer.
             envelope = PyBytes_FromStringAndSize(<const char*>view.buf, view.len)
@@ -547,7 +547,7 @@ cdef class FrameProtocolBase:
             raise FrameError(f"frame body of {n} bytes is too long for a 4-byte length")
         if not self._accept(size):
             return False
-        if envelope is not None and n >= self._own_write:
+        if envelope is not None and n >= _OWN_WRITE:
             self._reserve(_HEADER_SIZE)
             _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, _T_MESSAGE)
             self._wused += _HEADER_SIZE

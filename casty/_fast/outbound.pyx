@@ -30,8 +30,7 @@ cdef class EnvelopeWriter:
 
     cdef readonly object serializer
     cdef object _serialize
-    cdef object _header_for
-    cdef object _headers_writer
+    cdef object _headers_writer  # a pure twin: serves header cache misses
     # The serializer and its class -> spec table when it is exactly MsgpackSerializer.
     cdef object _msgpack
     cdef dict _specs
@@ -46,7 +45,6 @@ cdef class EnvelopeWriter:
         self.serializer = serializer
         self._serialize = serializer.serialize
         self._headers_writer = _PyEnvelopeWriter(serializer)
-        self._header_for = self._headers_writer.header_for
         if type(serializer) is MsgpackSerializer:
             self._msgpack = serializer
             self._specs = serializer._specs
@@ -68,7 +66,7 @@ cdef class EnvelopeWriter:
         if target is self._last_target and sender is self._last_sender and cls is self._last_cls:
             header = self._last_header
         else:
-            header = self._header_for(target, sender, msg)
+            header = self._headers_writer.header_for(target, sender, msg)
             self._last_target = target
             self._last_sender = sender
             self._last_cls = cls
