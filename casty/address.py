@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["TEMP_PREFIX", "ActorAddress", "is_temp_uri"]
+__all__ = ["TEMP_PREFIX", "ActorAddress", "is_temp_uri", "split_uri"]
 
 _SCHEME = "casty://"
 #: paths of the one-off actors that receive ask replies (``/temp/ask-<n>``); caches keyed
@@ -86,45 +86,71 @@ class ActorAddress:
 
     def with_path(self, path: str) -> ActorAddress:
         """The address of another actor on the same node."""
-        return ActorAddress(self.system, path, self.host, self.port, self.node_id)
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(f"actor path must start with '/', got {_show(path)}")
+        return _trusted(self.system, path, self.host, self.port, self.node_id)
 
     @staticmethod
     def from_uri(uri: str) -> ActorAddress:
         """Parse a ``casty://`` URI; raise ValueError naming the URI when it is malformed."""
-        if not isinstance(uri, str):
-            raise ValueError(f"actor URI must be a str, got {type(uri).__name__}: {_show(uri)}")
-        if not uri.startswith(_SCHEME):
-            raise ValueError(f"not a casty actor URI (expected 'casty://...'): {_show(uri)}")
-        rest = uri[len(_SCHEME):]
-        # The first '/' starts the path (no other part may hold one), so the part before
-        # it is parsed once and cached: a node's URIs differ only in their paths.
-        cut = rest.find("/")
-        head, path = (rest, "/") if cut < 0 else (rest[:cut], rest[cut:])
-        parsed = _HEADS.get(head)
-        if parsed is None:
-            parsed = _parse_head(head, uri)
-            if len(head) <= _MAX_HEAD_LENGTH:  # a peer may send long ones: keep memory bounded
-                if len(_HEADS) >= _MAX_HEADS:
-                    _HEADS.clear()
-                _HEADS[head] = parsed
-        # Every part is checked already, so skip __post_init__'s checks (this is per message).
-        address: ActorAddress = _new(ActorAddress)
-        _set(address, "system", parsed[0])
-        _set(address, "path", path)
-        _set(address, "host", parsed[1])
-        _set(address, "port", parsed[2])
-        _set(address, "node_id", None)
-        return address
+        system, host, port, path = split_uri(uri)
+        return _trusted(system, path, host, port, None)
 
     def __str__(self) -> str:
         return self.to_uri()
 
 
-_new = object.__new__
-_set = object.__setattr__
 _MAX_HEADS = 1024
 _MAX_HEAD_LENGTH = 300
 _HEADS: dict[str, tuple[str, str | None, int | None]] = {}
+
+
+def split_uri(uri: str) -> tuple[str, str | None, int | None, str]:
+    """``(system, host, port, path)`` of a ``casty://`` URI; ValueError naming it when malformed.
+
+    What :meth:`ActorAddress.from_uri` reads, without building the address.
+
+    >>> split_uri("casty://app@[::1]:7/user/a"), split_uri("casty://app")
+    (('app', '::1', 7, '/user/a'), ('app', None, None, '/'))
+    """
+    if not isinstance(uri, str):
+        raise ValueError(f"actor URI must be a str, got {type(uri).__name__}: {_show(uri)}")
+    if not uri.startswith(_SCHEME):
+        raise ValueError(f"not a casty actor URI (expected 'casty://...'): {_show(uri)}")
+    # The first '/' after the scheme starts the path (no other part may hold one), so
+    # the part before it is parsed once and cached: a node's URIs differ only in paths.
+    cut = uri.find("/", _SCHEME_LENGTH)
+    head, path = (uri[_SCHEME_LENGTH:], "/") if cut < 0 else (uri[_SCHEME_LENGTH:cut], uri[cut:])
+    parsed = _HEADS.get(head)
+    if parsed is None:
+        parsed = _parse_head(head, uri)
+        if len(head) <= _MAX_HEAD_LENGTH:  # a peer may send long ones: keep memory bounded
+            if len(_HEADS) >= _MAX_HEADS:
+                _HEADS.clear()
+            _HEADS[head] = parsed
+    return parsed[0], parsed[1], parsed[2], path
+
+
+_SCHEME_LENGTH = len(_SCHEME)
+_new = object.__new__
+# The fields' slot setters: they skip the frozen __setattr__ and the name lookup.
+_SET_SYSTEM, _SET_PATH, _SET_HOST, _SET_PORT, _SET_NODE_ID = (
+    ActorAddress.__dict__[name].__set__ for name in ("system", "path", "host", "port", "node_id")
+)
+
+
+def _trusted(
+    system: str, path: str, host: str | None, port: int | None, node_id: str | None
+) -> ActorAddress:
+    """An ActorAddress from parts already known valid, without __post_init__'s checks
+    (addresses are made per message and per ask)."""
+    address: ActorAddress = _new(ActorAddress)
+    _SET_SYSTEM(address, system)
+    _SET_PATH(address, path)
+    _SET_HOST(address, host)
+    _SET_PORT(address, port)
+    _SET_NODE_ID(address, node_id)
+    return address
 
 
 def _parse_head(head: str, uri: str) -> tuple[str, str | None, int | None]:

@@ -80,6 +80,8 @@ class RemoteActorSystem(ActorSystem):
         self.node = TcpNode(self.config, self._inbound, logger=logging.getLogger("casty.transport.tcp"))
         self._remote: RemoteTransport | None = None
         self._tcp: ActorRef[Any] | None = None
+        # (node.advertised, the root address there): address_of runs per spawn and per ask
+        self._advertised_root: tuple[object, ActorAddress] | None = None
 
     async def start(self) -> RemoteActorSystem:
         """Listen, spawn the TCP transport actor and wire remote routing (idempotent)."""
@@ -124,8 +126,12 @@ class RemoteActorSystem(ActorSystem):
         return ActorAddress(self.name, "/", host, port, self.node_id)
 
     def address_of(self, path: str) -> ActorAddress:
-        host, port = self.node.advertised
-        return ActorAddress(self.name, path, host, port)
+        advertised = self.node.advertised
+        root = self._advertised_root
+        if root is None or root[0] is not advertised:
+            host, port = advertised
+            root = self._advertised_root = (advertised, ActorAddress(self.name, "/", host, port))
+        return root[1].with_path(path)
 
     def make_ref(self, address: ActorAddress) -> ActorRef[Any]:
         if self._remote is None:

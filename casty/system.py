@@ -72,6 +72,7 @@ class ActorSystem:
                 f"stop_timeout must be a positive number of seconds, got {stop_timeout!r}"
             )
         self.name = name
+        self._root = ActorAddress(name, "/")
         self.local: LocalTransportType = (
             local_transport if local_transport is not None else LocalTransport()
         )
@@ -98,7 +99,7 @@ class ActorSystem:
 
     def address_of(self, path: str) -> ActorAddress:
         """The address other code should use for the actor at ``path``."""
-        return ActorAddress(system=self.name, path=path)
+        return self._root.with_path(path)
 
     def make_ref(self, address: ActorAddress) -> ActorRef[Any]:
         """A reference to ``address``; every ref the system hands out is built here."""

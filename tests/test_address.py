@@ -164,3 +164,32 @@ def test_long_heads_from_peers_are_parsed_but_not_cached() -> None:
     with pytest.raises(ValueError, match="malformed"):
         ActorAddress.from_uri("casty://s@h:1:2/a")
     assert address_mod._HEADS == {}
+
+
+@settings(max_examples=200)
+@given(system=_name, path=_path, host=st.none() | _host, port=st.integers(0, 65535))
+def test_split_uri_gives_the_parts_from_uri_builds(system: str, path: str, host: str | None, port: int) -> None:
+    from casty.address import split_uri
+
+    uri = ActorAddress(system, path, host, None if host is None else port).to_uri()
+    address = ActorAddress.from_uri(uri)
+    assert split_uri(uri) == (address.system, address.host, address.port, address.path)
+
+
+@pytest.mark.parametrize("uri", ["casty://", "http://s/a", "casty://s@h/a", "casty://s@h:99999/a"])
+def test_split_uri_raises_as_from_uri_does(uri: str) -> None:
+    from casty.address import split_uri
+
+    with pytest.raises(ValueError) as split_error:
+        split_uri(uri)
+    with pytest.raises(ValueError) as parse_error:
+        ActorAddress.from_uri(uri)
+    assert str(split_error.value) == str(parse_error.value)
+
+
+def test_with_path_checks_the_path_and_keeps_the_node() -> None:
+    base = ActorAddress("s", "/", "h", 1, "node-a")
+    assert base.with_path("/user/x") == ActorAddress("s", "/user/x", "h", 1, "node-a")
+    for bad in ("user/x", "", None, b"/x"):
+        with pytest.raises(ValueError, match="actor path must start with '/'"):
+            base.with_path(bad)  # type: ignore[arg-type]

@@ -431,3 +431,13 @@ async def test_a_silent_peer_does_not_delay_sends_to_another() -> None:
         await silent.wait_closed()
     # shutting down reports what never left for the silent peer
     assert [(f.reason, f.count) for f in failures] == [("closed", 20)]
+
+
+async def test_address_of_names_the_port_the_node_listens_on() -> None:
+    async with node("a") as a:
+        port = a.address.port
+        assert port != 0
+        assert a.address_of("/user/x") == ActorAddress("a", "/user/x", "127.0.0.1", port)
+        assert a.address_of("/user/y").port == port  # the cached root address
+        with pytest.raises(ValueError, match="actor path must start with '/'"):
+            a.address_of("user/x")

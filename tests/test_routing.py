@@ -69,3 +69,30 @@ def test_unknown_node_id_with_a_host_goes_to_that_host() -> None:
     rt, rec, failures = transport()
     rt.deliver(ActorAddress("app", "/user/a", "10.0.0.5", 7005, "n5"), 1)
     assert [(h, p) for h, p, _ in rec.sent] == [("10.0.0.5", 7005)] and failures == []
+
+
+def test_make_ref_follows_the_routing_rules() -> None:
+    from casty.ref import LocalActorRef, RemoteActorRef
+
+    rt, _, _ = transport(advertised_host="public", advertised_port=80, local_node_id="me")
+    rt.update_node_index({"n2": ("10.0.0.2", 7000), "n3": ("public", 80)})
+    local = [ActorAddress("app", "/user/a"), ActorAddress("app", "/b", "10.0.0.1", 7000),
+             ActorAddress("app", "/c", "public", 80), ActorAddress("app", "/d", "x", 1, "me"),
+             ActorAddress("app", "/e", node_id="n3")]
+    remote = [ActorAddress("app", "/f", "10.0.0.1", 7001), ActorAddress("app", "/g", "public", 81),
+              ActorAddress("app", "/h", "10.0.0.1", 7000, "n2"), ActorAddress("app", "/i", node_id="n9")]
+    assert [type(rt.make_ref(a)) for a in local] == [LocalActorRef] * len(local)
+    assert [type(rt.make_ref(a)) for a in remote] == [RemoteActorRef] * len(remote)
+    assert all(rt.make_ref(a).address is a for a in local + remote)
+
+
+def test_ask_reply_addresses_do_not_displace_the_cached_route() -> None:
+    rt, rec, _ = transport()
+    a = ActorAddress("app", "/user/a", "10.0.0.2", 7000)
+    rt.deliver(a, 1)
+    for i in range(3):
+        rt.deliver(ActorAddress("app", f"/temp/ask-{i}", "10.0.0.3", 7001), i)
+    rt.deliver(a, 2)
+    assert rt._last is not None and rt._last[0] is a
+    assert rec.sent[1:4] == [("10.0.0.3", 7001, f"casty://app@10.0.0.3:7001/temp/ask-{i}") for i in range(3)]
+    assert rt._targets == {a: a.to_uri()}

@@ -15,9 +15,9 @@ from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
-from casty.address import ActorAddress
+from casty.address import _HEADS, ActorAddress
 from casty.plain_codec import PLAIN_TYPES, REF_TYPES
 from casty.ref import LocalActorRef, RemoteActorRef
 
@@ -42,6 +42,9 @@ cdef enum:
 cdef object _LocalRef = LocalActorRef
 cdef object _RemoteRef = RemoteActorRef
 cdef object _from_uri = ActorAddress.from_uri
+cdef object _ActorAddress = ActorAddress
+# from_uri's cache of parsed URI heads (the part before the path): only ever cleared.
+cdef dict _heads = _HEADS
 
 cdef object _object_new = object.__new__
 
@@ -347,9 +350,33 @@ cdef object _read_ref(_Reader* r, Py_ssize_t size, object ref_factory):
     start = r.p
     r.p += size
     try:
-        return ref_factory(_from_uri(PyUnicode_DecodeUTF8(<const char*>start, size, NULL)))
+        return ref_factory(_address_at(start, size))
     except Exception:
         return _DECLINE  # the generic path says what is wrong with it
+
+
+cdef object _address_at(const unsigned char* p, Py_ssize_t size):
+    """``ActorAddress.from_uri`` of the UTF-8 URI at p[0:size]. When from_uri has seen the
+    URI's head (its node) before, the address is built here at C level: no checks are
+    skipped, since the head was checked when it was cached and the path is everything
+    from the first '/' on (a byte that is never part of a longer UTF-8 character)."""
+    cdef const unsigned char* slash
+    cdef tuple parsed
+    if size > 8 and memcmp(p, b"casty://", 8) == 0:
+        slash = <const unsigned char*>memchr(p + 8, 47, size - 8)  # '/'
+        if slash is not NULL:
+            found = _heads.get(PyUnicode_DecodeUTF8(<const char*>p + 8, slash - p - 8, NULL))
+            if found is not None:
+                parsed = <tuple>found
+                path = PyUnicode_DecodeUTF8(<const char*>slash, p + size - slash, NULL)
+                address = casty_object_new(_ActorAddress)
+                PyObject_GenericSetAttr(address, "system", parsed[0])
+                PyObject_GenericSetAttr(address, "path", path)
+                PyObject_GenericSetAttr(address, "host", parsed[1])
+                PyObject_GenericSetAttr(address, "port", parsed[2])
+                PyObject_GenericSetAttr(address, "node_id", None)
+                return address
+    return _from_uri(PyUnicode_DecodeUTF8(<const char*>p, size, NULL))
 
 
 cdef object _read_value(_Reader* r, object ref_factory):

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from casty.address import TEMP_PREFIX, ActorAddress
+from casty.address import TEMP_PREFIX, ActorAddress, split_uri
 from casty.ref import ActorRef
 from casty.transport.envelope import MessageEnvelope
 
@@ -35,10 +35,10 @@ def target_path(target: str, system_name: str) -> str | None:
     ('/user/a', None)
     """
     try:
-        address = ActorAddress.from_uri(target)
+        system, _, _, path = split_uri(target)
     except ValueError:
         return None
-    return address.path if address.system == system_name else None
+    return path if system == system_name else None
 
 
 def not_ours(target: str, system_name: str) -> str:

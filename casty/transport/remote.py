@@ -136,14 +136,16 @@ class RemoteTransport:
                 self._local.deliver(address, msg)
                 return
             hp = route
-            target = self._targets.get(address)  # type: ignore[assignment]
-            if target is None:
+            if address.path.startswith(TEMP_PREFIX):
+                # An ask's reply path is used once: caching it would only evict the rest.
                 target = address.to_uri()
-                if not address.path.startswith(TEMP_PREFIX):  # ask reply paths are used once
+            else:
+                target = self._targets.get(address)  # type: ignore[assignment]
+                if target is None:
                     if len(self._targets) >= _MAX_CACHED_TARGETS:
                         self._targets.clear()
-                    self._targets[address] = target
-            self._last = (address, hp, target)
+                    target = self._targets[address] = address.to_uri()
+                self._last = (address, hp, target)
         try:
             data = self._writer.encode(target, self._sender, msg)
         except SerializationError as exc:
@@ -158,9 +160,14 @@ class RemoteTransport:
 
     def make_ref(self, address: ActorAddress) -> ActorRef[Any]:
         """An ActorRef for ``address``: local refs skip the remote routing."""
-        if self.is_local(address):
-            return LocalActorRef(address, self._local)
-        return RemoteActorRef(address, self)
+        host = address.host
+        if host is not None and address.node_id is None:
+            # What is_local works out for the usual address (every ref decoded off the
+            # wire), inline: this runs per ref per message.
+            local = (host, address.port) in self._own
+        else:
+            local = self.is_local(address)
+        return LocalActorRef(address, self._local) if local else RemoteActorRef(address, self)
 
     def clear_blacklist(self, host: str, port: int) -> None:
         """Clear the TCP circuit breaker for a specific endpoint."""
