@@ -120,18 +120,20 @@ def dataclass_ext_body(data: bytes) -> bytes | None:
 def decode_plain(
     data: bytes, plans: Mapping[str, Any], ref_factory: Callable[[ActorAddress], Any] | None = None
 ) -> Any:
-    """The dataclass a plain message stands for, or None (use the generic path).
+    """The message a plain payload stands for, or None (use the generic path).
 
     ``plans`` maps wire names to the registry's plans; only a registered dataclass
-    whose field count matches is built, and only when building it cannot fail.
-    Actor refs are rebuilt through ``ref_factory``; without one, the generic path
-    reports the ref it cannot rebuild.
+    whose field count matches is built, and only when building it cannot fail.  A
+    plain field value sent by itself (a scalar or an actor ref, as ask replies often
+    are) is plain too, except None, which would read as "declined".  Actor refs are
+    rebuilt through ``ref_factory``; without one, the generic path reports the ref it
+    cannot rebuild.
     """
     if type(data) is not bytes:
         return None
     body = dataclass_ext_body(data)
     if body is None:
-        return None
+        return _decode_plain_value(data, ref_factory)
     try:
         items = unpackb(body, raw=False)
     except Exception:
@@ -142,16 +144,10 @@ def decode_plain(
     if plan is None or plan.is_enum or len(items) != plan.size:
         return None
     for i in range(1, len(items)):
-        value = items[i]
-        if type(value) is ExtType:
-            if value.code != _EXT_REF or ref_factory is None:
-                return None
-            try:
-                items[i] = ref_factory(ActorAddress.from_uri(value.data.decode("utf-8")))
-            except Exception:
-                return None  # the generic path says what is wrong with it
-        elif not _is_plain(value):
+        value = _plain_value(items[i], ref_factory)
+        if value is _DECLINE:
             return None
+        items[i] = value
     if plan.direct:
         obj = object.__new__(plan.cls)
         for field_name, value in zip(plan.fields, items[1:], strict=True):
@@ -161,3 +157,32 @@ def decode_plain(
         return plan.build(*items[1:])
     except Exception:
         return None  # the generic path rebuilds it again and reports why it fails
+
+
+_DECLINE: Final = object()
+# First bytes of msgpack arrays and maps: never a plain value, so not worth unpacking.
+_CONTAINERS: Final = frozenset(range(0x80, 0xA0)) | {0xDC, 0xDD, 0xDE, 0xDF}
+
+
+def _plain_value(value: Any, ref_factory: Callable[[ActorAddress], Any] | None) -> Any:
+    """``value`` as unpacked, with an actor ref rebuilt; _DECLINE when it is not plain."""
+    if type(value) is ExtType:
+        if value.code != _EXT_REF or ref_factory is None:
+            return _DECLINE
+        try:
+            return ref_factory(ActorAddress.from_uri(value.data.decode("utf-8")))
+        except Exception:
+            return _DECLINE  # the generic path says what is wrong with it
+    return value if _is_plain(value) else _DECLINE
+
+
+def _decode_plain_value(data: bytes, ref_factory: Callable[[ActorAddress], Any] | None) -> Any:
+    """A plain value sent by itself, or None."""
+    if not data or data[0] in _CONTAINERS:
+        return None
+    try:
+        value = unpackb(data, raw=False)
+    except Exception:
+        return None
+    value = _plain_value(value, ref_factory)
+    return None if value is _DECLINE else value

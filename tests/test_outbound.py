@@ -121,3 +121,22 @@ def test_headers_for_ask_reply_paths_are_not_cached(impl: types.SimpleNamespace)
         target = f"casty://app@h:1/temp/ask-{i}"
         assert writer.encode(target, SENDERS[0], i) == expected(serializer, target, SENDERS[0], i)
     assert writer.cached_headers == 1
+
+
+@FIXTURE_OK
+@given(st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=80),
+    st.binary(max_size=80), st.just(REF), st.just("\udc80"),
+))
+def test_a_value_sent_by_itself_encodes_as_the_serializer(impl: types.SimpleNamespace, value: Any) -> None:
+    # Scalars and refs are packed at C level after the header; ints beyond 64 bits and
+    # lone surrogates are not plain and go through the serializer (or its error).
+    serializer = MsgpackSerializer(registry())
+    writer = impl.EnvelopeWriter(serializer)
+    try:
+        want = expected(serializer, TARGETS[3], SENDERS[0], value)
+    except SerializationError:
+        with pytest.raises(SerializationError):
+            writer.encode(TARGETS[3], SENDERS[0], value)
+        return
+    assert writer.encode(TARGETS[3], SENDERS[0], value) == want

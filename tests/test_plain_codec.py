@@ -339,3 +339,38 @@ def test_ref_subclasses_are_not_plain(impl: types.SimpleNamespace) -> None:
         pass
 
     assert impl.encode_plain("t.Plain", (_ref("/user/a", MyRef),)) is None
+
+
+# -- a plain value sent by itself ---------------------------------------------------------
+
+
+@FIXTURE_OK
+@given(plain_values)
+def test_a_plain_value_by_itself_reads_as_the_generic_path_does(impl: types.SimpleNamespace, value: Any) -> None:
+    data = msgpack.packb(value, use_bin_type=True)
+    got = impl.decode_plain(data, PLANS)
+    if value is None:
+        assert got is None  # None means "declined": the generic path decodes it
+    else:
+        assert same(got, value)
+        assert same(got, MsgpackSerializer(REG).deserialize(data))
+
+
+def test_a_ref_by_itself_is_plain_with_a_factory(impl: types.SimpleNamespace) -> None:
+    ref = _ref("/temp/ask-9")
+    data = MsgpackSerializer(REG).serialize(ref)
+    assert impl.decode_plain(data, PLANS, _factory) == ref
+    assert impl.decode_plain(data, PLANS) is None  # no factory: the generic path reports it
+
+
+@pytest.mark.parametrize(
+    "value", [[1], {"a": 1}, [], {}, 2**70, msgpack.ExtType(7, b"x"), msgpack.Timestamp(1)], ids=repr
+)
+def test_other_values_by_themselves_decline(impl: types.SimpleNamespace, value: Any) -> None:
+    data = msgpack.packb(value, use_bin_type=True, default=lambda v: msgpack.ExtType(2, b"big"))
+    assert impl.decode_plain(data, PLANS) is None
+
+
+def test_a_value_with_bytes_after_it_declines(impl: types.SimpleNamespace) -> None:
+    assert impl.decode_plain(b"\x01\x02", PLANS) is None
+    assert impl.decode_plain(msgpack.packb("text") + b"\xc0", PLANS) is None

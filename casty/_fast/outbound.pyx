@@ -3,13 +3,14 @@
 
 Same bytes, fewer steps per message: the last (target, sender, class) is matched by
 identity at C level, and when the serializer is exactly ``MsgpackSerializer`` a
-plain message (see ``casty.plain_codec``) is packed straight after the cached
-header into the one ``bytes`` that is returned.  Anything else takes the pure
+plain message (see ``casty.plain_codec``: a dataclass of plain fields, or one plain
+value) is packed straight after the cached header into the one ``bytes`` that is
+returned.  Anything else takes the pure
 twin's route (header, then ``serializer.serialize``); header cache misses are
 served by a pure twin kept inside, so both cache alike.
 """
 
-from casty._fast.plain_codec cimport encode_plain_after
+from casty._fast.plain_codec cimport encode_plain_after, encode_value_after
 
 from casty.transport.outbound import EnvelopeWriter as _PyEnvelopeWriter
 
@@ -83,4 +84,9 @@ cdef class EnvelopeWriter:
                     out = encode_plain_after(header, spec[1], values)
                     if out is not None:
                         return out
+            elif spec is None or spec[0] != _EXT_DATACLASS:
+                # A scalar or a ref sent by itself (ask replies often are); others decline.
+                out = encode_value_after(header, msg)
+                if out is not None:
+                    return out
         return header + self._serialize(msg)

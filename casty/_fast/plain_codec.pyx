@@ -311,6 +311,26 @@ cdef object encode_plain_after(bytes prefix, object name, object values):
         PyMem_Free(b.data)
 
 
+cdef object encode_value_after(bytes prefix, object value):
+    """``prefix`` followed by the msgpack of ``value`` sent as a message by itself, in one
+    bytes, when it is a plain field value (scalar or actor ref; what the generic packer
+    writes for it); None for anything else."""
+    cdef _Buf b
+    cdef Py_ssize_t plen = PyBytes_GET_SIZE(prefix)
+    b.cap = plen + 64
+    b.size = plen
+    b.data = <unsigned char*>PyMem_Malloc(b.cap)
+    if b.data == NULL:
+        raise MemoryError()
+    try:
+        memcpy(b.data, PyBytes_AS_STRING(prefix), plen)
+        if _put_value(&b, value):
+            return None
+        return PyBytes_FromStringAndSize(<const char*>b.data, b.size)
+    finally:
+        PyMem_Free(b.data)
+
+
 # -- decoding -----------------------------------------------------------------------
 
 cdef struct _Reader:
@@ -495,7 +515,7 @@ cdef int _ext_body(_Reader* r) noexcept:
 
 
 def decode_plain(data, plans, ref_factory=None):
-    """The dataclass a plain message stands for, or None (use the generic path)."""
+    """The message a plain payload stands for, or None (use the generic path)."""
     if not PyBytes_CheckExact(data):
         return None
     return decode_plain_at(
@@ -550,7 +570,13 @@ cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object p
     cdef list values
     r.p = data
     r.end = data + size
-    if _ext_body(&r) or not _need(&r, 1):
+    if _ext_body(&r):
+        # Not a dataclass: a scalar or an actor ref sent by itself (a common ask reply)
+        # is plain too.  None declines: it means "use the generic path".
+        r.p = data
+        value = _read_value(&r, ref_factory)
+        return value if value is not _DECLINE and r.p == r.end else None
+    if not _need(&r, 1):
         return None
     c = r.p[0]
     r.p += 1
