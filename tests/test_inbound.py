@@ -141,6 +141,41 @@ def test_ask_reply_paths_are_delivered_but_not_cached(impl: types.SimpleNamespac
     assert h.cached_targets == 1
 
 
+def test_reply_paths_next_to_a_known_node_uri_route_like_any_target(impl: types.SimpleNamespace) -> None:
+    # Once a target of this system was seen, the Cython handler reads reply paths on the
+    # same node URI straight off the bytes; the look-alikes must still route as parsed.
+    h, local = handler(impl)
+    head = "casty://app@10.0.0.1:2552"
+    targets = [
+        f"{head}/user/a",
+        f"{head}/temp/ask-1",
+        f"{head}0/temp/ask-2",  # a longer port: another node URI, still this system
+        f"{head}/temp/",  # nothing after the prefix
+        f"{head}/tempx/ask-3",
+        "casty://other@10.0.0.1:25520/temp/ask-4",  # another system: dropped
+        "casty://ap@10.0.0.1:25520/temp/ask-5",  # dropped too
+        f"{head}/temp/ask-6/child",
+        f"{head}/user/a",
+    ]
+    for i, target in enumerate(targets):
+        h.on_frame(frame(target, i))
+    assert local.got == [
+        ("/user/a", 0), ("/temp/ask-1", 1), ("/temp/ask-2", 2), ("/temp/", 3), ("/tempx/ask-3", 4),
+        ("/temp/ask-6/child", 7), ("/user/a", 8),
+    ]
+    assert h.dropped == 2
+    assert h.cached_targets == 4  # /user/a, /tempx/ask-3 and the two not ours; no reply path
+
+
+def test_a_target_with_a_lone_surrogate_routes_alike(impl: types.SimpleNamespace) -> None:
+    h, local = handler(impl)
+    payload = MsgpackSerializer(registry()).serialize(1)
+    header = {"target": "casty://app@h\udc80:1/user/a", "sender": "casty://src@h:2/", "type_hint": "t"}
+    h.on_frame(raw_frame(header, payload))  # JSON escapes the surrogate: a valid frame
+    h.on_frame(frame("casty://app@h:1/temp/ask-1", 2))
+    assert local.got == [("/user/a", 1), ("/temp/ask-1", 2)]
+
+
 def test_non_plain_and_nested_messages_use_the_serializer(impl: types.SimpleNamespace) -> None:
     h, local = handler(impl)
     msg = Nested(Tick(1, "a"), (1, 2, 3))

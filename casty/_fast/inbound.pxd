@@ -21,10 +21,15 @@ cdef class InboundMessageHandler(FrameSink):
     cdef bytes _last_header
     cdef bytes _last_target
     cdef object _last_path
+    # "casty://<head>" of a target seen to name this system: an ask's reply path on the
+    # same node is then read off the bytes (it is never cached: each is used once).
+    cdef bytes _own_head
     cdef public object ref_factory
     cdef public Py_ssize_t dropped
 
     cdef int on_frame_at(self, const unsigned char* p, Py_ssize_t size, object data) except -1
     cdef _slow(self, data)
     cdef _path_of(self, str target)
+    cdef object _temp_path(self, const unsigned char* p, Py_ssize_t n)
+    cdef int _deliver_msg(self, const unsigned char* p, Py_ssize_t size, Py_ssize_t end, object path) except -1
     cdef _drop(self, str reason)

@@ -23,6 +23,10 @@ from casty.transport.inbound import MAX_CACHED_TARGETS, log_inbound_drop, not_ou
 cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
 
+cdef bytes _TEMP_BYTES = TEMP_PREFIX.encode("ascii")
+cdef const char* _TEMP = _TEMP_BYTES
+cdef Py_ssize_t _TEMP_SIZE = len(_TEMP_BYTES)
+
 __all__ = ["InboundMessageHandler"]
 
 
@@ -42,6 +46,7 @@ cdef class InboundMessageHandler(FrameSink):
         self._last_header = None
         self._last_target = None
         self._last_path = None
+        self._own_head = None
         self.ref_factory = ref_factory
         self.dropped = 0
 
@@ -86,6 +91,11 @@ cdef class InboundMessageHandler(FrameSink):
                     and memcmp(PyBytes_AS_STRING(last), p + spans[0], tlen) == 0):
                 path = self._last_path
             else:
+                path = self._temp_path(p + spans[0], tlen)
+                if path is not None:
+                    # An ask reply: used once, so the caches keep the stream they hold.
+                    self._deliver_msg(p, size, end, path)
+                    return 0
                 target = PyUnicode_DecodeASCII(<const char*>p + spans[0], tlen, NULL)
                 path = self._path_of(target)
                 if path is None:
@@ -94,6 +104,11 @@ cdef class InboundMessageHandler(FrameSink):
                 self._last_target = PyBytes_FromStringAndSize(<const char*>p + spans[0], tlen)
                 self._last_path = path
             self._last_header = PyBytes_FromStringAndSize(<const char*>p, end)
+        self._deliver_msg(p, size, end, path)
+        return 0
+
+    cdef int _deliver_msg(self, const unsigned char* p, Py_ssize_t size, Py_ssize_t end, object path) except -1:
+        """Decode the payload after the header (p[end:size]) and deliver it to ``path``."""
         msg = None
         if self._plans is not None:
             msg = decode_plain_at(p + end, size - end, self._plans, self.ref_factory)
@@ -108,6 +123,19 @@ cdef class InboundMessageHandler(FrameSink):
                 return 0
         self._deliver_path(path, msg)
         return 0
+
+    cdef object _temp_path(self, const unsigned char* p, Py_ssize_t n):
+        """The path of the target URI p[0:n] when it is an ask reply path (under
+        TEMP_PREFIX) on a node whose URI head was seen to name this system, else None."""
+        cdef bytes own = self._own_head
+        cdef Py_ssize_t h
+        if own is None:
+            return None
+        h = PyBytes_GET_SIZE(own)
+        if (n > h + _TEMP_SIZE and memcmp(p, PyBytes_AS_STRING(own), h) == 0
+                and memcmp(p + h, _TEMP, _TEMP_SIZE) == 0):
+            return PyUnicode_DecodeASCII(<const char*>p + h, n - h, NULL)
+        return None
 
     cdef _slow(self, data):
         """The pure twin's route, for headers in other JSON forms and non-bytes input."""
@@ -129,8 +157,13 @@ cdef class InboundMessageHandler(FrameSink):
         if path != "":
             return path
         path = target_path(target, self._system_name)
-        if path is not None and path.startswith(TEMP_PREFIX):
-            return path  # an ask's reply path is used once: caching it only crowds out the rest
+        if path is not None:
+            cut = target.find("/", 8)  # where the path starts, after "casty://"
+            if cut > 0:
+                # As a frame holds it; a lone surrogate (JSON escapes allow one) matches no frame.
+                self._own_head = target[:cut].encode("utf-8", "surrogatepass")
+            if path.startswith(TEMP_PREFIX):
+                return path  # an ask's reply path is used once: caching it only crowds out the rest
         if len(self._paths) >= MAX_CACHED_TARGETS:
             self._paths.clear()
         self._paths[target] = path
