@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from casty._impl import LocalTransport
 from casty.actor import ActorCell, validate_name
 from casty.address import TEMP_PREFIX, ActorAddress
+from casty.ask_deadlines import AskDeadlines
 from casty.behavior import SAME, UNHANDLED, Behavior
 from casty.ref import ActorRef, LocalActorRef
 
@@ -82,6 +83,7 @@ class ActorSystem:
         self._system_actors: dict[str, ActorCell[Any]] = {}
         self._ask_seq = 0
         self._ask_loop: asyncio.AbstractEventLoop | None = None  # the loop asks last ran on
+        self._ask_deadlines: AskDeadlines | None = None  # their timeouts, on that loop
         self._closing = False
         self._shutdown: asyncio.Future[None] | None = None
         self._asks: set[asyncio.Future[Any]] = set()  # replies still awaited
@@ -212,9 +214,13 @@ class ActorSystem:
                 f"actor system {self.name!r} is shut down; cannot ask {getattr(target, 'id', target)}"
             )
         loop = self._ask_loop
-        if loop is None or not loop.is_running():
+        deadlines = self._ask_deadlines
+        if loop is None or deadlines is None or not loop.is_running():
             # asyncio.get_running_loop() costs a getpid() syscall on 3.11, a few % of an ask.
             loop = self._ask_loop = asyncio.get_running_loop()
+            if deadlines is not None:
+                deadlines.close()  # its loop is gone, and so are the asks it had
+            deadlines = self._ask_deadlines = AskDeadlines(loop)
         path = f"{TEMP_PREFIX}ask-{self._ask_seq}"
         self._ask_seq += 1
         reply: asyncio.Future[R] = loop.create_future()
@@ -223,21 +229,15 @@ class ActorSystem:
             if not reply.done():
                 reply.set_result(msg)
 
-        def on_timeout() -> None:
-            if not reply.done():
-                reply.set_exception(TimeoutError(
-                    f"ask to {getattr(target, 'id', target)} got no reply within {timeout}s"
-                ))
-
         self.local.register(path, on_reply)
-        timer = loop.call_later(timeout, on_timeout)
+        entry = deadlines.add(timeout, reply, target)
         self._asks.add(reply)
         try:
             target.tell(make_message(self.make_ref(self.address_of(path))))
             return await reply
         finally:
             self._asks.discard(reply)
-            timer.cancel()
+            deadlines.answered(entry)
             self.local.unregister(path)
 
     # -- shutdown -------------------------------------------------------------------------------
@@ -271,6 +271,8 @@ class ActorSystem:
                     reply.set_exception(RuntimeError(
                         f"actor system {self.name!r} shut down before the ask got a reply"
                     ))
+            if self._ask_deadlines is not None:
+                self._ask_deadlines.close()
             self._shutdown.set_result(None)
 
     async def _stop_all(self, roots: dict[str, ActorCell[Any]], prefix: str) -> None:
