@@ -10,9 +10,25 @@ twin's route (header, then ``serializer.serialize``); header cache misses are
 served by a pure twin kept inside, so both cache alike.
 """
 
+from casty._fast.envelope cimport _encode
 from casty._fast.plain_codec cimport encode_plain_after, encode_value_after
 
+from casty.address import TEMP_PREFIX
+from casty.serialization import type_hint
 from casty.transport.outbound import EnvelopeWriter as _PyEnvelopeWriter
+
+cdef extern from "Python.h":
+    bint PyUnicode_CheckExact(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    Py_ssize_t PyUnicode_FindChar(object s, Py_UCS4 ch, Py_ssize_t start, Py_ssize_t end, int direction) except -2
+    Py_ssize_t PyUnicode_Tailmatch(object s, object sub, Py_ssize_t start, Py_ssize_t end, int direction) except -1
+
+
+cdef bint _is_temp_uri(str uri) except -1:
+    """``casty.address.is_temp_uri`` at C level."""
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(uri)
+    cdef Py_ssize_t cut = PyUnicode_FindChar(uri, 47, 8, n, 1)  # the first '/' after "casty://"
+    return cut >= 0 and PyUnicode_Tailmatch(uri, TEMP_PREFIX, cut, n, -1) == 1
 
 __all__ = ["EnvelopeWriter"]
 
@@ -32,6 +48,7 @@ cdef class EnvelopeWriter:
     cdef readonly object serializer
     cdef object _serialize
     cdef object _headers_writer  # a pure twin: serves header cache misses
+    cdef dict _hints  # the pure twin's class -> type hint table, shared
     # The serializer and its class -> spec table when it is exactly MsgpackSerializer.
     cdef object _msgpack
     cdef dict _specs
@@ -46,6 +63,7 @@ cdef class EnvelopeWriter:
         self.serializer = serializer
         self._serialize = serializer.serialize
         self._headers_writer = _PyEnvelopeWriter(serializer)
+        self._hints = self._headers_writer._hints
         if type(serializer) is MsgpackSerializer:
             self._msgpack = serializer
             self._specs = serializer._specs
@@ -66,6 +84,13 @@ cdef class EnvelopeWriter:
         cdef bytes header
         if target is self._last_target and sender is self._last_sender and cls is self._last_cls:
             header = self._last_header
+        elif PyUnicode_CheckExact(target) and PyUnicode_CheckExact(sender) and _is_temp_uri(target):
+            # An ask's reply path, used once: what header_for does for it, at C level, and
+            # the last (target, sender, class) stays the stream's.
+            hint = self._hints.get(cls)
+            if hint is None:
+                hint = self._hints[cls] = type_hint(msg)
+            header = _encode(target, sender, hint, None)
         else:
             header = self._headers_writer.header_for(target, sender, msg)
             self._last_target = target
