@@ -70,6 +70,10 @@ class AskDeadlines:
             self._arm(when)
         return entry
 
+    def pending_replies(self) -> list[asyncio.Future[Any]]:
+        """The reply futures of the asks still pending."""
+        return [entry[_REPLY] for entry in self._heap if entry[_REPLY] is not None]
+
     def answered(self, entry: list[Any]) -> None:
         """The ask of ``entry`` is over (replied, failed or cancelled): forget it."""
         if entry[_REPLY] is None:

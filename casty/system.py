@@ -86,7 +86,6 @@ class ActorSystem:
         self._ask_deadlines: AskDeadlines | None = None  # their timeouts, on that loop
         self._closing = False
         self._shutdown: asyncio.Future[None] | None = None
-        self._asks: set[asyncio.Future[Any]] = set()  # replies still awaited
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, actors={len(self._cells)})"
@@ -231,12 +230,10 @@ class ActorSystem:
 
         self.local.register(path, on_reply)
         entry = deadlines.add(timeout, reply, target)
-        self._asks.add(reply)
         try:
             target.tell(make_message(self.make_ref(self.address_of(path))))
             return await reply
         finally:
-            self._asks.discard(reply)
             deadlines.answered(entry)
             self.local.unregister(path)
 
@@ -266,13 +263,14 @@ class ActorSystem:
             await self._stop_all(self._system_actors, "/system/")
         finally:
             # Nothing can answer them now: their callers should not wait out the timeout.
-            for reply in self._asks:
-                if not reply.done():
-                    reply.set_exception(RuntimeError(
-                        f"actor system {self.name!r} shut down before the ask got a reply"
-                    ))
-            if self._ask_deadlines is not None:
-                self._ask_deadlines.close()
+            deadlines = self._ask_deadlines
+            if deadlines is not None:
+                for reply in deadlines.pending_replies():
+                    if not reply.done():
+                        reply.set_exception(RuntimeError(
+                            f"actor system {self.name!r} shut down before the ask got a reply"
+                        ))
+                deadlines.close()
             self._shutdown.set_result(None)
 
     async def _stop_all(self, roots: dict[str, ActorCell[Any]], prefix: str) -> None:

@@ -106,3 +106,13 @@ async def test_system_asks_time_out_and_answered_ones_leave_nothing_pending() ->
         deadlines = system._ask_deadlines
         assert deadlines is not None and deadlines.pending == 0
     assert deadlines._heap == [] and deadlines._timer is None  # shutdown closed it
+
+
+async def test_pending_replies_are_the_live_asks() -> None:
+    deadlines = AskDeadlines(asyncio.get_running_loop())
+    a, b, c = futures(3)
+    entries = [deadlines.add(5.0, fut, "t") for fut in (a, b, c)]
+    deadlines.answered(entries[1])
+    assert sorted(map(id, deadlines.pending_replies())) == sorted([id(a), id(c)])
+    deadlines.close()
+    assert deadlines.pending_replies() == []
