@@ -16,6 +16,7 @@ __all__ = [
     "FrameProtocol",
     "InboundMessageHandler",
     "LocalTransport",
+    "Mailbox",
     "MessageEnvelope",
     "decode_plain",
     "encode_header",
@@ -55,9 +56,11 @@ from casty.transport.envelope import MessageEnvelope as _PyMessageEnvelope  # no
 from casty.transport.envelope import encode_header as _py_encode_header  # noqa: E402
 from casty.transport.framing import FrameProtocol as _PyFrameProtocol  # noqa: E402
 from casty.transport.local import LocalTransport as _PyLocalTransport  # noqa: E402
+from casty.transport.mailbox import Mailbox as _PyMailbox  # noqa: E402
 
 MessageEnvelope: type[_PyMessageEnvelope] = _PyMessageEnvelope
 LocalTransport: type[_PyLocalTransport] = _PyLocalTransport
+Mailbox: type[_PyMailbox] = _PyMailbox
 FrameProtocol: type[_PyFrameProtocol] = _PyFrameProtocol
 decode_plain = _py_decode_plain
 encode_header = _py_encode_header
@@ -70,6 +73,7 @@ if not NO_EXTENSIONS:
         from casty._fast.envelope import encode_header as _c_encode_header
         from casty._fast.framing import FrameProtocol as _CFrameProtocol
         from casty._fast.local import LocalTransport as _CLocalTransport
+        from casty._fast.mailbox import Mailbox as _CMailbox
         from casty._fast.plain_codec import decode_plain as _c_decode_plain
         from casty._fast.plain_codec import encode_plain as _c_encode_plain
     except ImportError as exc:
@@ -78,6 +82,7 @@ if not NO_EXTENSIONS:
     else:
         MessageEnvelope = _CMessageEnvelope  # type: ignore[assignment]
         LocalTransport = _CLocalTransport  # type: ignore[assignment]
+        Mailbox = _CMailbox
         FrameProtocol = _CFrameProtocol  # type: ignore[assignment]
         decode_plain = _c_decode_plain
         encode_header = _c_encode_header

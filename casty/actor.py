@@ -1,8 +1,8 @@
 """ActorCell: one actor's mailbox, current behaviour and message loop.
 
-Each actor is one asyncio Task draining a ``deque`` mailbox one message at a
-time, in arrival order.  ``enqueue`` (the handler registered for the actor's
-path in the LocalTransport) appends and, only when the loop is idle, wakes it
+Each actor is one asyncio Task draining a :class:`Mailbox` one message at a
+time, in arrival order.  The mailbox is the handler registered for the actor's
+path in the LocalTransport: it appends and, only when the loop is idle, wakes it
 through a single future; a busy actor costs one ``deque.append`` per message.
 Consecutive messages are handled without a trip through the event loop, except
 that after ``BATCH`` of them in a row the loop yields once, so an actor that keeps
@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from casty._impl import Mailbox
 from casty.behavior import (
     SAME,
     STOPPED,
@@ -118,14 +119,13 @@ class ActorCell(Generic[M]):
         "_handler",
         "_initial",
         "_loop",
-        "_mailbox",
         "_post_stop",
         "_stop_requested",
         "_supervision",
         "_task",
-        "_waiter",
         "children",
         "context",
+        "mailbox",
         "name",
         "parent",
         "path",
@@ -152,8 +152,7 @@ class ActorCell(Generic[M]):
         self.terminated: asyncio.Future[None] = loop.create_future()
         self._loop = loop
         self._initial = behavior
-        self._mailbox: deque[Any] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self.mailbox = Mailbox()
         self._handler: _Handler = _not_started
         self._post_stop: list[_Hook] = []
         self._supervision: _Supervision | None = None
@@ -165,15 +164,6 @@ class ActorCell(Generic[M]):
         return f"ActorCell({self.path!r})"
 
     # -- delivery ----------------------------------------------------------------
-
-    def enqueue(self, msg: Any) -> None:
-        """Append ``msg`` to the mailbox and wake the loop if it is idle."""
-        self._mailbox.append(msg)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
 
     @property
     def stopping(self) -> bool:
@@ -199,11 +189,7 @@ class ActorCell(Generic[M]):
         if self._stop_requested:
             return
         self._stop_requested = True
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self.mailbox.wake()
 
     # -- context operations --------------------------------------------------------
 
@@ -239,7 +225,8 @@ class ActorCell(Generic[M]):
         try:
             # Started even when a stop came first, so setup/pre_start and post_stop pair up.
             await self._start_guarded(self._initial)
-            mailbox = self._mailbox
+            box = self.mailbox
+            mailbox = box.queue
             ctx = self.context
             budget = BATCH
             while not self._stop_requested:
@@ -260,12 +247,11 @@ class ActorCell(Generic[M]):
                         await self._become(nxt, msg)
                 else:
                     budget = BATCH
-                    waiter = self._waiter = self._loop.create_future()
-                    await waiter
+                    await box.wait(self._loop)
         except asyncio.CancelledError:
             # Only a shutdown whose grace period ran out cancels an actor; still clean up.
             self._uncancel()
-            self._waiter = None
+            self.mailbox.forget_waiter()
             log.warning("actor %s was cancelled while busy; stopping it", self.path,
                         extra={"actor_path": self.path})
         finally:
@@ -359,12 +345,13 @@ class ActorCell(Generic[M]):
     async def _finalize(self) -> None:
         self._stop_requested = True
         self._finalizing = True
-        self._waiter = None
+        self.mailbox.forget_waiter()
         self.system.local.unregister(self.path)
-        if self._mailbox:
+        queue = self.mailbox.queue
+        if queue:
             log.debug("actor %s stopped with %d unprocessed messages; dropped them",
-                      self.path, len(self._mailbox), extra={"actor_path": self.path})
-            self._mailbox.clear()
+                      self.path, len(queue), extra={"actor_path": self.path})
+            queue.clear()
         try:
             await self._stop_children()
             await self._run_post_stop(0)

@@ -146,7 +146,7 @@ class ActorSystem:
             raise RuntimeError(f"actor system {self.name!r} is shutting down; cannot spawn {path}")
         cell = ActorCell(self, path, behavior, parent, loop)
         self._cells[path] = cell
-        self.local.register(path, cell.enqueue)
+        self.local.register(path, cell.mailbox)
         cell.start()
         return cell
 

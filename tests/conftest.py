@@ -51,6 +51,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 TWINS = {
     "MessageEnvelope": ("casty.transport.envelope", "casty._fast.envelope"),
     "LocalTransport": ("casty.transport.local", "casty._fast.local"),
+    "Mailbox": ("casty.transport.mailbox", "casty._fast.mailbox"),
     "FrameProtocol": ("casty.transport.framing", "casty._fast.framing"),
     "encode_plain": ("casty.plain_codec", "casty._fast.plain_codec"),
     "decode_plain": ("casty.plain_codec", "casty._fast.plain_codec"),

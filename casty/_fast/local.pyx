@@ -22,6 +22,8 @@ of ``deliver`` (or of ``register``, for a flushed message).
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Size
 from cpython.ref cimport PyObject
 
+from casty._fast.mailbox cimport Mailbox
+
 from collections import deque
 from types import MemberDescriptorType
 
@@ -90,6 +92,15 @@ __all__ = [
     "LocalTransport",
     "MessageTransport",
 ]
+
+
+cdef inline int _hand(object handler, object msg) except -1:
+    """``handler(msg)``; an actor's Mailbox (the usual handler) is put into at C level."""
+    if type(handler) is Mailbox:
+        (<Mailbox>handler).put_c(msg)
+    else:
+        handler(msg)
+    return 0
 
 
 cdef Py_ssize_t _limit(str name, object value) except -1:
@@ -231,7 +242,7 @@ cdef class LocalTransport:
         if found is not NULL:
             # Own a reference: the handler may unregister itself while it runs.
             handler = <object>found
-            handler(msg)
+            _hand(handler, msg)
             return
         self._deliver_unrouted(path, msg)
 
@@ -241,7 +252,7 @@ cdef class LocalTransport:
         cdef object handler
         if found is not NULL:
             handler = <object>found
-            handler(msg)
+            _hand(handler, msg)
             return
         self._deliver_unrouted(path, msg)
 
@@ -257,7 +268,7 @@ cdef class LocalTransport:
                 found = PyDict_GetItemWithError(self._handlers, path)
                 if found is not NULL:
                     handler = <object>found
-                    handler(msg)
+                    _hand(handler, msg)
                     return
                 if path in self._dead:
                     log_drop(self.drops, DROP_DEAD, path)

@@ -1,0 +1,5 @@
+"""Types of the Cython twin of ``casty.transport.mailbox``: the same interface."""
+
+from casty.transport.mailbox import Mailbox as Mailbox
+
+__all__ = ["Mailbox"]
