@@ -8,6 +8,7 @@ buffer (the module is compiled with bounds checking off).
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_CheckExact, PyDict_GetItemWithError
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
 from cpython.long cimport PyLong_FromLongLong, PyLong_FromUnsignedLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
@@ -567,6 +568,7 @@ cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object p
     cdef Py_ssize_t count = 0, i, n = 0
     cdef const unsigned char* start = NULL
     cdef object name, plan, value, obj
+    cdef PyObject* found
     cdef list values
     r.p = data
     r.end = data + size
@@ -600,7 +602,11 @@ cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object p
             return None  # the generic path names the problem
         _last_name_bytes = PyBytes_FromStringAndSize(<const char*>start, n)
         _last_name = name
-    plan = plans.get(name)
+    if PyDict_CheckExact(plans):  # the registry's own table: skip the method call
+        found = PyDict_GetItemWithError(plans, name)
+        plan = <object>found if found is not NULL else None
+    else:
+        plan = plans.get(name)
     if plan is None:
         return None
     if plan is not _last_plan:
