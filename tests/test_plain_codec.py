@@ -374,3 +374,35 @@ def test_other_values_by_themselves_decline(impl: types.SimpleNamespace, value: 
 def test_a_value_with_bytes_after_it_declines(impl: types.SimpleNamespace) -> None:
     assert impl.decode_plain(b"\x01\x02", PLANS) is None
     assert impl.decode_plain(msgpack.packb("text") + b"\xc0", PLANS) is None
+
+
+# -- the cycle collector -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Frozen:
+    a: Any
+    b: Any
+
+
+def test_frozen_messages_of_scalars_stay_out_of_the_cycle_collector(impl: types.SimpleNamespace) -> None:
+    # The Cython decoder untracks them (what CPython does for tuples of scalars); they
+    # are still freed by reference counting, and anything else stays tracked.
+    import gc
+    import weakref
+
+    reg = TypeRegistry()
+    for cls in (Frozen, Plain):
+        reg.register(cls, f"t.{cls.__name__}")
+        reg._plan_for_name(f"t.{cls.__name__}")
+    scalars = impl.decode_plain(generic_bytes("t.Frozen", (1, "x")), reg._named)
+    assert scalars == Frozen(1, "x")
+    assert gc.is_tracked(scalars) is (impl.kind == "pure")
+    gone = weakref.ref(scalars)
+    del scalars
+    assert gone() is None
+    ref = _ref("/user/a")
+    with_ref = impl.decode_plain(generic_bytes("t.Frozen", (1, _ref_ext(ref))), reg._named, _factory)
+    assert with_ref == Frozen(1, ref) and gc.is_tracked(with_ref)
+    mutable = impl.decode_plain(generic_bytes("t.Plain", ("x",)), reg._named)
+    assert mutable == Plain("x") and gc.is_tracked(mutable)

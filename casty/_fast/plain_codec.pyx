@@ -33,6 +33,8 @@ cdef extern from "Python.h":
     unsigned long long PyLong_AsUnsignedLongLong(object o) except? -1
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
     int PyObject_GenericSetAttr(object o, object name, object value) except -1
+    int PyObject_IS_GC(object o)
+    void PyObject_GC_UnTrack(void* o)
 
 __all__ = ["PLAIN_TYPES", "REF_TYPES", "decode_plain", "encode_plain"]
 
@@ -536,6 +538,7 @@ cdef tuple _last_fields = ()
 cdef bint _last_direct = False
 cdef bint _last_object_new = False  # the class's __new__ is object.__new__
 cdef bint _last_enum = False
+cdef bint _last_frozen = False  # a frozen dataclass
 cdef Py_ssize_t _last_size = 0
 
 
@@ -562,13 +565,14 @@ cdef int _read_str_span(_Reader* r, const unsigned char** start, Py_ssize_t* n) 
 
 cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object plans, object ref_factory):
     global _last_name_bytes, _last_name, _last_plan, _last_cls, _last_fields, _last_direct
-    global _last_enum, _last_size, _last_object_new
+    global _last_enum, _last_size, _last_object_new, _last_frozen
     cdef _Reader r
     cdef unsigned char c
     cdef Py_ssize_t count = 0, i, n = 0
     cdef const unsigned char* start = NULL
     cdef object name, plan, value, obj
     cdef PyObject* found
+    cdef bint atomic
     cdef list values
     r.p = data
     r.end = data + size
@@ -616,6 +620,7 @@ cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object p
         _last_enum = plan.is_enum
         _last_size = plan.size
         _last_object_new = getattr(_last_cls, "__new__", None) is _object_new
+        _last_frozen = getattr(getattr(_last_cls, "__dataclass_params__", None), "frozen", False) is True
         _last_plan = plan
     if _last_enum or _last_size != count:
         return None
@@ -624,12 +629,23 @@ cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object p
         # object, which nothing else has seen (its class's __init__ only stores fields).
         fields = _last_fields
         obj = casty_object_new(_last_cls) if _last_object_new else _object_new(_last_cls)
+        atomic = _last_frozen
         for i in range(count - 1):
             value = _read_value(&r, ref_factory)
             if value is _DECLINE:
                 return None
             PyObject_GenericSetAttr(obj, <object>PyTuple_GET_ITEM(fields, i), value)
-        return obj if r.p == r.end else None
+            if atomic and PyObject_IS_GC(value):
+                atomic = False
+        if r.p != r.end:
+            return None
+        if atomic:
+            # A frozen message of scalars, strs and bytes refers to no object the cycle
+            # collector tracks, and cannot be changed to: like CPython's own tuples and
+            # dicts of such values, it is left out of the collector's passes.  Messages
+            # queue in mailboxes by the thousand, and each collection walked them all.
+            PyObject_GC_UnTrack(<void*>obj)
+        return obj
     build = plan.build
     values = []
     for i in range(count - 1):
