@@ -3,6 +3,7 @@
 A *plain* message is a registered dataclass sent at top level whose field values are
 all ``None``, ``bool``, ``int`` (64-bit), ``float``, ``str``, ``bytes`` or actor refs
 (exact types, no subclasses): the shape of most messages, asks' ``reply_to`` included.
+One such value sent by itself is plain too (ask replies often are one int or str).
 :func:`encode_plain` writes the very bytes :class:`MsgpackSerializer`'s
 generic path writes for it; :func:`decode_plain` reads them back.  Both answer ``None``
 for anything else (nested values, other ext types, malformed input), and the caller
