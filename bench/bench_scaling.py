@@ -189,36 +189,44 @@ _ADDRESSES = 4096  # distinct pre-built addresses per case (random targets: most
 
 def deliver_runs(quick: bool, points: Points) -> Table:
     counts = [10, 1_000, 100_000] if quick else [10, 1_000, 100_000, 1_000_000]
-    n, rounds = (16_384, 3) if quick else (65_536, 5)
+    n, rounds = (16_384, 3) if quick else (65_536, 7)
     rng = random.Random(1)
     t = Table("scaling: LocalTransport.deliver against registered paths")
     # "hot": a working set of 64 actors among all the registered ones, the usual shape (the
     # algorithm's cost); "random": every registered path equally likely, which mostly
     # measures CPU cache misses once the table outgrows the caches.
-    figures: dict[tuple[str, bool], list[float]] = {}
+    cases: list[tuple[int, str, dict[bool, Callable[[int], None]]]] = []
     for count in counts:
         paths = [f"/user/worker-{i}" for i in range(count)]
+        transports = {p: _registered(pure if p else fast, paths) for p in TWINS}
         for mode in ("hot", "random"):
             pool = paths[:64] if mode == "hot" else paths
             # A pool of distinct addresses, sent to over and over: a walk over n cold address
             # objects would measure where the allocator put them, not the lookup.
             addresses = [ActorAddress("bench", _copy(rng.choice(pool))) for _ in range(_ADDRESSES)]
-            fns = {p: _deliver_fn(pure if p else fast, paths, addresses) for p in TWINS}
-            best = dict.fromkeys(TWINS, 0.0)
-            for _ in range(rounds):
-                for p in TWINS:
-                    best[p] = max(best[p], rate(fns[p], n, repeat=1))
-            t.add(f"deliver, {count_label(count)} paths, {mode} targets", best[False], best[True])
-            points.add("paths", count, f"deliver ops/s ({mode} targets)", "ops/s", best[False], best[True])
-            for p in TWINS:
-                figures.setdefault((mode, p), []).append(best[p])
-            del fns, addresses
-            gc.collect()
+            cases.append((count, mode, {p: _deliver_fn(transports[p], addresses) for p in TWINS}))
         del paths
+    gc.collect()
+    # Every round measures every case once, so a slow spell of the machine hits all the
+    # path counts alike instead of whichever one it happened to fall on.
+    best = {(count, mode, p): 0.0 for count, mode, _ in cases for p in TWINS}
+    for _ in range(rounds):
+        for count, mode, fns in cases:
+            for p in TWINS:
+                best[count, mode, p] = max(best[count, mode, p], rate(fns[p], n, repeat=1))
+    figures: dict[tuple[str, bool], list[float]] = {}
+    for count, mode, _ in cases:
+        cython, python = best[count, mode, False], best[count, mode, True]
+        t.add(f"deliver, {count_label(count)} paths, {mode} targets", cython, python)
+        points.add("paths", count, f"deliver ops/s ({mode} targets)", "ops/s", cython, python)
+        for p in TWINS:
+            figures.setdefault((mode, p), []).append(best[count, mode, p])
+    del cases
+    gc.collect()
     spread = {k: max(v) / min(v) for k, v in figures.items()}
     t.notes = [
         f"{n} delivers per round over {_ADDRESSES} pre-built addresses, equal-but-distinct path strings; "
-        "handler = list.append; "
+        f"handler = list.append; best of {rounds} rounds, each round taking every case in turn; "
         "hot = 64 of the registered paths, random = any registered path",
         f"best/worst over {count_label(counts[0])}..{count_label(counts[-1])} paths, hot targets: "
         f"Cython {spread['hot', False]:.2f}x, pure {spread['hot', True]:.2f}x; random targets: "
@@ -227,12 +235,17 @@ def deliver_runs(quick: bool, points: Points) -> Table:
     return t
 
 
-def _deliver_fn(module: ModuleType, paths: list[str], addresses: list[ActorAddress]) -> Callable[[int], None]:
+def _registered(module: ModuleType, paths: list[str]) -> Any:
+    """A fresh LocalTransport of ``module`` with ``paths`` registered to one list's append."""
     transport = module.LocalTransport()
     sink: list[Any] = []
-    handler = sink.append
     for path in paths:
-        transport.register(path, handler)
+        transport.register(path, sink.append)
+    return transport, sink
+
+
+def _deliver_fn(registered: Any, addresses: list[ActorAddress]) -> Callable[[int], None]:
+    transport, sink = registered
     deliver = transport.deliver
 
     def run(n: int) -> None:
@@ -240,7 +253,7 @@ def _deliver_fn(module: ModuleType, paths: list[str], addresses: list[ActorAddre
         for address in islice(cycle(addresses), n):
             deliver(address, MSG)
         if len(sink) != n:
-            raise AssertionError(f"{module.__name__}: {len(sink)} of {n} delivered")
+            raise AssertionError(f"{type(transport).__module__}: {len(sink)} of {n} delivered")
 
     return run
 
