@@ -53,6 +53,7 @@ REF = LocalActorRef(ActorAddress("app", "/user/r", "h", 1), None)  # type: ignor
 MESSAGES: list[Any] = [
     Tick(1, "a"), Tick(2**40, "ü" * 40), Nested(Tick(1, "x"), (1, 2)), Carries(REF), Carries([1]),
     Color.RED, 7, "text", None, Tick(0, "sub"),
+    Tick(3, "x" * 300), Tick(4, "y" * 70_000),  # past the encoder's stack buffer; a 4-byte ext length
 ]
 
 

@@ -11,7 +11,7 @@ served by a pure twin kept inside, so both cache alike.
 """
 
 from casty._fast.envelope cimport _encode
-from casty._fast.plain_codec cimport encode_plain_after, encode_value_after
+from casty._fast.plain_codec cimport encode_fields_after, encode_plain_after, encode_value_after
 
 from casty.address import TEMP_PREFIX
 from casty.serialization import type_hint
@@ -56,6 +56,10 @@ cdef class EnvelopeWriter:
     cdef object _last_sender
     cdef object _last_cls
     cdef bytes _last_header
+    # The spec last packed field by field, and its class's field names (from the plan the
+    # spec was made from): the values are read straight off the message, no tuple.
+    cdef object _fields_spec
+    cdef tuple _fields
 
     def __init__(self, serializer):
         from casty.serialization import MsgpackSerializer
@@ -72,6 +76,8 @@ cdef class EnvelopeWriter:
             self._specs = None
         self._last_target = self._last_sender = self._last_cls = None
         self._last_header = None
+        self._fields_spec = None
+        self._fields = None
 
     @property
     def cached_headers(self):
@@ -100,7 +106,12 @@ cdef class EnvelopeWriter:
         if self._specs is not None:
             spec = self._specs.get(cls)
             # What MsgpackSerializer.serialize does first for a top-level dataclass.
-            if spec is not None and spec[0] == _EXT_DATACLASS and self._msgpack._depth == 0:
+            if spec is not None and spec is self._fields_spec and self._msgpack._depth == 0:
+                out = encode_fields_after(header, spec[1], msg, self._fields)
+                if out is not None:
+                    return out
+            elif spec is not None and spec[0] == _EXT_DATACLASS and self._msgpack._depth == 0:
+                self._learn_fields(cls, spec)
                 try:
                     values = spec[2](msg)
                 except Exception:
@@ -115,3 +126,12 @@ cdef class EnvelopeWriter:
                 if out is not None:
                     return out
         return header + self._serialize(msg)
+
+    cdef _learn_fields(self, cls, spec):
+        """Remember ``cls``'s field names when ``spec`` (class, name, getter) came from the
+        registry's plan for it, whose getter reads exactly those attributes in order."""
+        plan = self._msgpack._registry._plans.get(cls)
+        if plan is not None and plan.get is spec[2] and plan.name == spec[1]:
+            self._fields_spec = spec
+            self._fields = plan.fields
+

@@ -70,6 +70,23 @@ cdef struct _Buf:
     unsigned char* data
     Py_ssize_t size
     Py_ssize_t cap
+    bint heap  # data is PyMem memory to free; else it is the caller's stack array
+
+
+cdef enum:
+    _STACK = 256  # bytes of C stack an encoder starts with: most messages fit
+
+
+cdef inline void _buf_init(_Buf* b, unsigned char* stack) noexcept:
+    b.data = stack
+    b.size = 0
+    b.cap = _STACK
+    b.heap = False
+
+
+cdef inline void _buf_free(_Buf* b) noexcept:
+    if b.heap:
+        PyMem_Free(b.data)
 
 
 cdef int _reserve(_Buf* b, Py_ssize_t extra) except -1:
@@ -81,11 +98,17 @@ cdef int _reserve(_Buf* b, Py_ssize_t extra) except -1:
     cap = b.cap * 2
     if cap < need:
         cap = need
-    grown = <unsigned char*>PyMem_Realloc(b.data, cap)
+    if b.heap:
+        grown = <unsigned char*>PyMem_Realloc(b.data, cap)
+    else:
+        grown = <unsigned char*>PyMem_Malloc(cap)
+        if grown != NULL:
+            memcpy(grown, b.data, b.size)
     if grown == NULL:
         raise MemoryError()
     b.data = grown
     b.cap = cap
+    b.heap = True
     return 0
 
 
@@ -278,25 +301,43 @@ def encode_plain(name, values):
 cdef object encode_plain_after(bytes prefix, object name, object values):
     """``prefix`` followed by ``encode_plain(name, values)`` in one bytes (one allocation
     of the result), or None when a value is not plain."""
+    if not PyTuple_CheckExact(values):
+        return None
+    return _encode_ext_after(prefix, name, values, None, PyTuple_GET_SIZE(values))
+
+
+cdef object encode_fields_after(bytes prefix, object name, object obj, tuple fields):
+    """``encode_plain_after(prefix, name, values)`` where ``values`` are ``obj``'s attributes
+    named ``fields``, read in order as ``operator.attrgetter(*fields)`` would; None when one
+    is not plain or cannot be read (the generic path then reports why)."""
+    return _encode_ext_after(prefix, name, obj, fields, PyTuple_GET_SIZE(fields))
+
+
+cdef object _encode_ext_after(bytes prefix, object name, object source, object fields, Py_ssize_t count):
+    """The body of both: the values are ``source``'s items, or its attributes ``fields``."""
+    cdef unsigned char stack[_STACK]
     cdef _Buf b
-    cdef Py_ssize_t i, count, body, head, plen
+    cdef Py_ssize_t i, body, head, plen
     cdef bytes out
     cdef unsigned char* p
     cdef char* w
-    if not PyUnicode_CheckExact(name) or not PyTuple_CheckExact(values):
+    if not PyUnicode_CheckExact(name):
         return None
-    count = PyTuple_GET_SIZE(values)
-    b.cap = 128
+    _buf_init(&b, stack)
     b.size = 6  # room for the largest ext header, written last
-    b.data = <unsigned char*>PyMem_Malloc(b.cap)
-    if b.data == NULL:
-        raise MemoryError()
     try:
         _put_typed_len(&b, count + 1, 0x90, 15, 0, 0, 0xDC, 0xDD)
         if _put_str(&b, name):
             return None
         for i in range(count):
-            if _put_value(&b, <object>PyTuple_GET_ITEM(values, i)):
+            if fields is None:
+                value = <object>PyTuple_GET_ITEM(source, i)
+            else:
+                try:
+                    value = getattr(source, <object>PyTuple_GET_ITEM(fields, i))
+                except Exception:
+                    return None
+            if _put_value(&b, value):
                 return None
         body = b.size - 6
         if <uint64_t>body > 0xFFFFFFFF:
@@ -311,27 +352,26 @@ cdef object encode_plain_after(bytes prefix, object name, object values):
         memcpy(w + plen, p, head + body)
         return out
     finally:
-        PyMem_Free(b.data)
+        _buf_free(&b)
 
 
 cdef object encode_value_after(bytes prefix, object value):
     """``prefix`` followed by the msgpack of ``value`` sent as a message by itself, in one
     bytes, when it is a plain field value (scalar or actor ref; what the generic packer
     writes for it); None for anything else."""
+    cdef unsigned char stack[_STACK]
     cdef _Buf b
     cdef Py_ssize_t plen = PyBytes_GET_SIZE(prefix)
-    b.cap = plen + 64
-    b.size = plen
-    b.data = <unsigned char*>PyMem_Malloc(b.cap)
-    if b.data == NULL:
-        raise MemoryError()
+    _buf_init(&b, stack)
     try:
+        _reserve(&b, plen)
         memcpy(b.data, PyBytes_AS_STRING(prefix), plen)
+        b.size = plen
         if _put_value(&b, value):
             return None
         return PyBytes_FromStringAndSize(<const char*>b.data, b.size)
     finally:
-        PyMem_Free(b.data)
+        _buf_free(&b)
 
 
 # -- decoding -----------------------------------------------------------------------
