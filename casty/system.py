@@ -26,6 +26,7 @@ M = TypeVar("M")
 R = TypeVar("R")
 
 _BAD_SYSTEM_CHARS = frozenset("/@:[]")
+_NUMBERS = (int, float)
 
 
 class ActorSystem:
@@ -206,7 +207,11 @@ class ActorSystem:
         TimeoutError when no reply came within ``timeout`` seconds, and
         RuntimeError when the system shuts down first (no reply can come then).
         """
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        # A float (the usual case) needs only the range check.
+        bad_type = type(timeout) is not float and (
+            isinstance(timeout, bool) or not isinstance(timeout, _NUMBERS)
+        )
+        if bad_type or not timeout > 0:
             raise ValueError(f"ask timeout must be a positive number of seconds, got {timeout!r}")
         if self._shutdown is not None and self._shutdown.done():
             raise RuntimeError(

@@ -116,3 +116,16 @@ async def test_pending_replies_are_the_live_asks() -> None:
     assert sorted(map(id, deadlines.pending_replies())) == sorted([id(a), id(c)])
     deadlines.close()
     assert deadlines.pending_replies() == []
+
+
+async def test_ask_refuses_a_timeout_that_is_not_a_positive_number() -> None:
+    async with ActorSystem("timeouts") as system:
+        ref = system.spawn(Behaviors.receive(lambda ctx, msg: _same()), "x")
+        for bad in (True, "1", -1, 0, 0.0, -0.5, float("nan"), None, [1]):
+            with pytest.raises(ValueError, match="ask timeout must be a positive number of seconds"):
+                await system.ask(ref, lambda r: r, timeout=bad)  # type: ignore[arg-type]
+        assert system._ask_deadlines is None or system._ask_deadlines.pending == 0
+
+
+async def _same() -> Any:
+    return Behaviors.same()
