@@ -154,7 +154,7 @@ class RemoteTransport:
                                      f"{type(msg).__qualname__}: {exc}"))
             return
         if self._node is not None:
-            self._node.send_message(hp[0], hp[1], data)
+            self._node.send_message_to(hp, data)
         else:
             self._tcp.tell(SendToNode(hp[0], hp[1], data))
 
