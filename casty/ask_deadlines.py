@@ -91,6 +91,8 @@ class AskDeadlines:
             self._timer.cancel()
             self._timer = None
         self._armed = math.inf
+        for entry in self._heap:
+            entry[_REPLY] = entry[_TARGET] = None  # so a late answered() counts nothing
         self._heap.clear()
         self._live = 0
 

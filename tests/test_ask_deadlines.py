@@ -70,7 +70,10 @@ async def test_close_stops_every_timeout() -> None:
     closed = AskDeadlines(loop)
     forgotten = futures(1)[0]
     closed.add(0.01, forgotten, "forgotten")
+    entry = closed.add(5.0, futures(1)[0], "late")
     closed.close()
+    assert closed.pending == 0
+    closed.answered(entry)  # an ask finishing after close (shutdown) counts nothing
     assert closed.pending == 0
     witness = futures(1)[0]
     AskDeadlines(loop).add(0.05, witness, "witness")
