@@ -5,9 +5,10 @@ Same bytes, fewer steps per message: the last (target, sender, class) is matched
 identity at C level, and when the serializer is exactly ``MsgpackSerializer`` a
 plain message (see ``casty.plain_codec``: a dataclass of plain fields, or one plain
 value) is packed straight after the cached header into the one ``bytes`` that is
-returned.  Anything else takes the pure
-twin's route (header, then ``serializer.serialize``); header cache misses are
-served by a pure twin kept inside, so both cache alike.
+returned.  Anything else takes the pure twin's route (header, then
+``serializer.serialize``); header cache misses are served by a pure twin kept
+inside, so both cache alike, except that an ask reply path's header is built here
+(neither twin caches it).
 """
 
 from casty._fast.envelope cimport _encode
