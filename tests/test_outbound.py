@@ -54,6 +54,7 @@ MESSAGES: list[Any] = [
     Tick(1, "a"), Tick(2**40, "ü" * 40), Nested(Tick(1, "x"), (1, 2)), Carries(REF), Carries([1]),
     Color.RED, 7, "text", None, Tick(0, "sub"),
     Tick(3, "x" * 300), Tick(4, "y" * 70_000),  # past the encoder's stack buffer; a 4-byte ext length
+    Tick(5, "z" * 2_000), b"b" * 100_000, "s" * 600,  # written into the bytes that is returned
 ]
 
 

@@ -13,10 +13,11 @@ from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
 from cpython.long cimport PyLong_FromLongLong, PyLong_FromUnsignedLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memchr, memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy, memmove
 
 from casty.address import _HEADS, ActorAddress
 from casty.plain_codec import PLAIN_TYPES, REF_TYPES
@@ -34,6 +35,8 @@ cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
     int PyObject_GenericSetAttr(object o, object name, object value) except -1
     int PyObject_IS_GC(object o)
+    int _PyBytes_Resize(PyObject** bytes, Py_ssize_t newsize)
+    PyObject* PyBytes_FromStringAndSize_raw "PyBytes_FromStringAndSize"(const char* v, Py_ssize_t n)
     void PyObject_GC_UnTrack(void* o)
 
 __all__ = ["PLAIN_TYPES", "REF_TYPES", "decode_plain", "encode_plain"]
@@ -70,46 +73,61 @@ cdef struct _Buf:
     unsigned char* data
     Py_ssize_t size
     Py_ssize_t cap
-    bint heap  # data is PyMem memory to free; else it is the caller's stack array
+    # NULL while data is the caller's stack array; else the bytes object (a new reference)
+    # whose storage data is: a large message is written where it will be returned.
+    PyObject* out
 
 
 cdef enum:
-    _STACK = 256  # bytes of C stack an encoder starts with: most messages fit
+    _STACK = 512  # bytes of C stack an encoder starts with: most messages and their header fit
 
 
 cdef inline void _buf_init(_Buf* b, unsigned char* stack) noexcept:
     b.data = stack
     b.size = 0
     b.cap = _STACK
-    b.heap = False
+    b.out = NULL
 
 
 cdef inline void _buf_free(_Buf* b) noexcept:
-    if b.heap:
-        PyMem_Free(b.data)
+    Py_XDECREF(b.out)
+    b.out = NULL
 
 
 cdef int _reserve(_Buf* b, Py_ssize_t extra) except -1:
     cdef Py_ssize_t need = b.size + extra
     cdef Py_ssize_t cap
-    cdef unsigned char* grown
+    cdef PyObject* grown
     if need <= b.cap:
         return 0
     cap = b.cap * 2
     if cap < need:
-        cap = need
-    if b.heap:
-        grown = <unsigned char*>PyMem_Realloc(b.data, cap)
-    else:
-        grown = <unsigned char*>PyMem_Malloc(cap)
-        if grown != NULL:
-            memcpy(grown, b.data, b.size)
-    if grown == NULL:
-        raise MemoryError()
-    b.data = grown
+        cap = need + (need >> 3)  # one large value: room for what may follow it
+    if b.out is NULL:
+        grown = PyBytes_FromStringAndSize_raw(NULL, cap)
+        if grown is NULL:
+            return -1
+        memcpy(PyBytes_AS_STRING(<object>grown), b.data, b.size)
+        b.out = grown
+    elif _PyBytes_Resize(&b.out, cap) < 0:
+        return -1  # the object is freed and b.out is NULL
+    b.data = <unsigned char*>PyBytes_AS_STRING(<object>b.out)
     b.cap = cap
-    b.heap = True
     return 0
+
+
+cdef object _buf_result(_Buf* b, Py_ssize_t start):
+    """The bytes written from ``start`` on, as a new bytes (taking over b's if it has one)."""
+    cdef object result
+    if b.out is NULL:
+        return PyBytes_FromStringAndSize(<const char*>b.data + start, b.size - start)
+    if start:
+        memmove(b.data, b.data + start, b.size - start)
+    if _PyBytes_Resize(&b.out, b.size - start) < 0:
+        raise MemoryError()  # (the object is freed and b.out is NULL)
+    result = <object>b.out
+    _buf_free(b)  # the result holds it now
+    return result
 
 
 cdef inline void _put1(_Buf* b, unsigned char v) noexcept:
@@ -317,15 +335,15 @@ cdef object _encode_ext_after(bytes prefix, object name, object source, object f
     """The body of both: the values are ``source``'s items, or its attributes ``fields``."""
     cdef unsigned char stack[_STACK]
     cdef _Buf b
-    cdef Py_ssize_t i, body, head, plen
-    cdef bytes out
-    cdef unsigned char* p
-    cdef char* w
+    cdef Py_ssize_t i, body, head, plen, start
     if not PyUnicode_CheckExact(name):
         return None
+    plen = PyBytes_GET_SIZE(prefix)
     _buf_init(&b, stack)
-    b.size = 6  # room for the largest ext header, written last
     try:
+        _reserve(&b, plen + 6)
+        memcpy(b.data, PyBytes_AS_STRING(prefix), plen)
+        b.size = plen + 6  # room for the largest ext header, written last
         _put_typed_len(&b, count + 1, 0x90, 15, 0, 0, 0xDC, 0xDD)
         if _put_str(&b, name):
             return None
@@ -339,18 +357,15 @@ cdef object _encode_ext_after(bytes prefix, object name, object source, object f
                     return None
             if _put_value(&b, value):
                 return None
-        body = b.size - 6
+        body = b.size - plen - 6
         if <uint64_t>body > 0xFFFFFFFF:
             return None  # the generic path reports the size problem
         head = _ext_header_size(body)
-        p = b.data + 6 - head
-        _write_ext_header(p, body, _EXT_DATACLASS)
-        plen = PyBytes_GET_SIZE(prefix)
-        out = PyBytes_FromStringAndSize(NULL, plen + head + body)
-        w = PyBytes_AS_STRING(out)
-        memcpy(w, PyBytes_AS_STRING(prefix), plen)
-        memcpy(w + plen, p, head + body)
-        return out
+        start = 6 - head
+        _write_ext_header(b.data + plen + start, body, _EXT_DATACLASS)
+        if start:
+            memmove(b.data + start, b.data, plen)  # the prefix moves up to meet the header
+        return _buf_result(&b, start)
     finally:
         _buf_free(&b)
 
@@ -369,7 +384,7 @@ cdef object encode_value_after(bytes prefix, object value):
         b.size = plen
         if _put_value(&b, value):
             return None
-        return PyBytes_FromStringAndSize(<const char*>b.data, b.size)
+        return _buf_result(&b, 0)
     finally:
         _buf_free(&b)
 
