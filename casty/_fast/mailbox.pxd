@@ -10,3 +10,4 @@ cdef class Mailbox:
     cdef object _waiter
 
     cdef int put_c(self, object msg) except -1
+    cdef int _wake(self) except -1

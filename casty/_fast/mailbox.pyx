@@ -16,6 +16,11 @@ cdef class Mailbox:
 
     cdef int put_c(self, object msg) except -1:
         self.queue.append(msg)
+        if self._waiter is not None:
+            self._wake()
+        return 0
+
+    cdef int _wake(self) except -1:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -38,11 +43,7 @@ cdef class Mailbox:
 
     def wake(self):
         """Complete the waiter without a message (a stop request)."""
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake()
 
     def forget_waiter(self):
         """Drop the waiter without completing it (its task is gone)."""

@@ -39,11 +39,8 @@ class Mailbox:
     def put(self, msg: Any) -> None:
         """Append ``msg`` and wake the waiter, if any."""
         self.queue.append(msg)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        if self._waiter is not None:  # the actor waits for mail: the rare case
+            self.wake()
 
     __call__ = put
 
