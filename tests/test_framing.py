@@ -9,6 +9,7 @@ import itertools
 import json
 import logging
 import struct
+import tracemalloc
 import types
 from pathlib import Path
 from typing import Any
@@ -266,6 +267,84 @@ def test_accepts_bytearray_and_memoryview_chunks(impl: types.SimpleNamespace) ->
     proto.data_received(bytearray(STREAM[:9]))
     proto.data_received(memoryview(STREAM)[9:])
     assert owner.events == EXPECTED
+
+
+# -- large bodies spanning reads: what a sink holds is never changed by later frames ----
+
+BIG = 200 * 1024  # spans reads, and is large enough that the Cython twin may reuse it
+
+
+def _big_bodies(sizes: list[int]) -> list[bytes]:
+    return [bytes([i % 251]) * 7 + (b"%d:" % i) * ((size - 7) // len(b"%d:" % i)) for i, size in enumerate(sizes)]
+
+
+def _feed_spanning(proto: Any, bodies: list[bytes], piece: int = 65_536) -> None:
+    stream = b"".join(message(b) for b in bodies)
+    for i in range(0, len(stream), piece):
+        proto.data_received(stream[i : i + piece])
+
+
+def test_kept_large_bodies_stay_intact(impl: types.SimpleNamespace) -> None:
+    bodies = _big_bodies([BIG, BIG, 3 * BIG, BIG // 2 + 1, BIG, 2 * BIG])
+    proto, owner = receiver(impl.FrameProtocol)
+    _feed_spanning(proto, bodies)
+    assert [e[1] for e in owner.events] == bodies
+
+
+def test_dropped_large_bodies_are_whole_and_sized(impl: types.SimpleNamespace) -> None:
+    # The sink keeps nothing, so a body may be refilled: each must still arrive whole,
+    # at its own length, whether the one before was larger or smaller.
+    sizes = [BIG, 3 * BIG, BIG, BIG + 1, 140 * 1024, 5 * BIG, 64 * 1024, BIG]
+    bodies = _big_bodies(sizes)
+    seen: list[tuple[int, int]] = []
+    proto = impl.FrameProtocol(Owner())
+    proto.set_message_sink(lambda body: seen.append((len(body), hash(body))))
+    _feed_spanning(proto, bodies, piece=50_000)
+    assert seen == [(len(b), hash(b)) for b in bodies]
+
+
+def test_refilled_body_forgets_its_hash(impl: types.SimpleNamespace) -> None:
+    # The first body is hashed (caching the hash in it) and dropped; the second, the same
+    # size with other bytes, is kept in a set: its hash must be its own.
+    first, second = _big_bodies([BIG, BIG])
+    kept: set[bytes] = set()
+    calls = iter([lambda b: hash(b), kept.add])
+    proto = impl.FrameProtocol(Owner())
+    proto.set_message_sink(lambda body: next(calls)(body))
+    _feed_spanning(proto, [first, second])
+    assert second in kept and bytes(second) in kept
+    assert first not in kept
+
+
+def test_views_of_a_large_body_stay_intact(impl: types.SimpleNamespace) -> None:
+    bodies = _big_bodies([BIG, BIG, BIG])
+    views: list[memoryview] = []
+    proto = impl.FrameProtocol(Owner())
+    proto.set_message_sink(lambda body: views.append(memoryview(body)[:100]))
+    _feed_spanning(proto, bodies)
+    assert [bytes(v) for v in views] == [b[:100] for b in bodies]
+
+
+@pytest.mark.parametrize("end", ["idle_reads", "connection_lost"])
+def test_large_body_memory_is_let_go(impl: types.SimpleNamespace, end: str) -> None:
+    # A body that may be refilled is not held for ever: a run of reads with no large
+    # frame, or the connection's end, gives its memory back.
+    proto = impl.FrameProtocol(Owner())
+    proto.set_message_sink(lambda body: None)
+    small = message(b"s")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        _feed_spanning(proto, _big_bodies([4 * BIG]))
+        if end == "idle_reads":
+            for _ in range(100):
+                proto.data_received(small)
+        else:
+            proto.connection_lost(None)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert after - before < BIG // 2
 
 
 def _feed(module: Any, chunks: list[bytes], **kw: Any) -> list[tuple[Any, ...]]:

@@ -9,7 +9,11 @@ module and are the same here.  What differs is how the bytes are handled:
   ``bytes`` object handed to the sink.  A frame that spans chunks is collected
   in a ``bytes`` object allocated at its final size as soon as its header is
   in, so it too is copied once; a frame of unknown type is skipped without
-  being stored;
+  being stored.  Such a body of 128 KiB to 4 MiB that nobody kept once the
+  sink returned (its reference count says so) is refilled by the next large
+  frame instead of being freed: fresh memory that size costs a page fault per
+  4 KiB once malloc has given it back to the system.  Its cached hash is reset;
+  it is let go after 64 reads without a large frame, and with the connection;
 * outbound, queued frames are copied into one growing C buffer, and a flush
   turns that buffer into a single ``bytes`` for one ``transport.write``.  A
   ``bytes`` frame or envelope of ``OWN_WRITE_SIZE`` or more is not copied: the
@@ -62,6 +66,28 @@ from casty.transport.framing import (
 cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
     int _PyBytes_Resize(PyObject** data, Py_ssize_t size) except -1
+    Py_ssize_t Py_REFCNT(object o)
+
+cdef extern from *:
+    """
+    /* A bytes object nobody else references may be refilled, provided its cached hash
+       is forgotten.  The cache field exists (deprecated) in 3.11-3.13; elsewhere, and
+       where reference counts are not exact, bodies are never reused. */
+    #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+    #  define CASTY_CAN_REUSE_BYTES 1
+    static inline void casty_forget_bytes_hash(PyObject *b) {
+    #  pragma GCC diagnostic push
+    #  pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+        ((PyBytesObject *)b)->ob_shash = -1;
+    #  pragma GCC diagnostic pop
+    }
+    #else
+    #  define CASTY_CAN_REUSE_BYTES 0
+    static inline void casty_forget_bytes_hash(PyObject *b) { (void)b; }
+    #endif
+    """
+    bint CASTY_CAN_REUSE_BYTES
+    void casty_forget_bytes_hash(object b)
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -95,6 +121,11 @@ cdef enum:
     _KEEP_WBUF = 1024 * 1024
     # A frame body spanning reads starts at most this big and doubles as bytes arrive.
     _EAGER_BODY = 64 * 1024
+    # A spanning body of this size range that nobody kept is refilled by the next one.
+    _SPARE_MIN = 128 * 1024
+    _SPARE_MAX = 4 * 1024 * 1024
+    # The spare is let go after this many reads in which no spanning body began.
+    _SPARE_IDLE_READS = 64
 
 cdef unsigned long long _MAX_LENGTH = 0xFFFFFFFF
 # OWN_WRITE_SIZE as a C value, for the per-frame comparisons.
@@ -153,6 +184,8 @@ cdef class FrameProtocolBase:
         unsigned char _hdr[5]
         Py_ssize_t _hdr_fill
         object _body          # bytes being filled, None while skipping an unknown type
+        object _spare         # the last spanning body, kept for the next (or None)
+        Py_ssize_t _spare_idle  # reads since _spare was last used
         Py_ssize_t _body_len
         Py_ssize_t _body_fill
         unsigned long long _frames_received
@@ -198,6 +231,8 @@ cdef class FrameProtocolBase:
         self.context = None
         self._hdr_fill = 0
         self._body = None
+        self._spare = None
+        self._spare_idle = 0
         self._body_len = 0
         self._body_fill = 0
         self._frames_received = 0
@@ -305,6 +340,7 @@ cdef class FrameProtocolBase:
         self._wframes = 0
         self._release_wbuf()
         self._reset_partial()
+        self._spare = None
         self._transport = None
         call_owner(self._owner, "frame_connection_lost", self, exc, unsent)
 
@@ -327,6 +363,10 @@ cdef class FrameProtocolBase:
             data = bytes(data)  # rare: transports hand over bytes
         p = <const unsigned char*>PyBytes_AS_STRING(data)
         n = PyBytes_GET_SIZE(data)
+        if self._spare is not None:
+            self._spare_idle += 1
+            if self._spare_idle > _SPARE_IDLE_READS:
+                self._spare = None
         if self._hdr_fill:
             off = self._complete_partial(p, n)
             if off < 0:
@@ -359,10 +399,17 @@ cdef class FrameProtocolBase:
         if self._body_fill < self._body_len:
             return -1
         frame_type = self._hdr[4]
+        if self._body is not None and PyBytes_GET_SIZE(self._body) != self._body_len:
+            self._resize_body(self._body_len)  # a refilled spare that was larger
         body = self._body
         take = self._body_len
         self._reset_partial()
         self._dispatch(frame_type, body, take if body is None else 0)
+        if (body is not None and CASTY_CAN_REUSE_BYTES and Py_REFCNT(body) == 1
+                and _SPARE_MIN <= take <= _SPARE_MAX and not self._closed):
+            # Nobody kept it, so nobody can see it refilled; a fresh body this large
+            # would cost a page fault per 4 KiB once the allocator has given it back.
+            self._spare = body
         return -1 if self._closed else off
 
     cdef int _split(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t off) except -1:
@@ -422,7 +469,13 @@ cdef class FrameProtocolBase:
         if frame_type == _T_MESSAGE or frame_type == _T_HANDSHAKE:
             # Filled in place before anyone else can see it.  Sized by what has arrived,
             # not by what the peer announced: a length prefix alone costs us little.
-            self._body = PyBytes_FromStringAndSize(NULL, min(self._body_len, _EAGER_BODY))
+            if self._spare is not None and self._body_len >= _SPARE_MIN:
+                self._body = self._spare
+                self._spare = None
+                self._spare_idle = 0
+                casty_forget_bytes_hash(self._body)
+            else:
+                self._body = PyBytes_FromStringAndSize(NULL, min(self._body_len, _EAGER_BODY))
         else:
             self._body = None
         return 0
@@ -430,17 +483,21 @@ cdef class FrameProtocolBase:
     cdef int _grow_body(self, Py_ssize_t need) except -1:
         """Make the partial body hold ``need`` bytes (doubling, up to its full length)."""
         cdef Py_ssize_t cap = PyBytes_GET_SIZE(self._body)
-        cdef PyObject* raw
         if need <= cap:
             return 0
         cap = min(cap * 2, self._body_len)
         if cap < need:
             cap = need
+        return self._resize_body(cap)
+
+    cdef int _resize_body(self, Py_ssize_t size) except -1:
+        """Resize the partial body (held by nobody else) to ``size`` bytes."""
+        cdef PyObject* raw
         # Resizing needs the only reference: take it over from the attribute.
         raw = <PyObject*>self._body
         Py_INCREF(<object>raw)
         self._body = None
-        if _PyBytes_Resize(&raw, cap) < 0:
+        if _PyBytes_Resize(&raw, size) < 0:
             return -1  # raw was released and the error set
         self._body = <object>raw
         Py_DECREF(<object>raw)
