@@ -27,9 +27,16 @@ class Count:
     reply_to: ActorRef[Any]
 
 
+@dataclass(frozen=True)
+class Chunk:
+    seq: int
+    data: bytes
+    tail: bytes = b""
+
+
 def registry() -> TypeRegistry:
     reg = TypeRegistry()
-    for cls in (Ping, Echo, Count):
+    for cls in (Ping, Echo, Count, Chunk):
         reg.register(cls)
     return reg
 

@@ -650,6 +650,42 @@ async def test_large_frames_get_writes_of_their_own_in_order(impl: types.SimpleN
     assert proto.queued_bytes == proto.queued_frames == 0
 
 
+async def test_an_envelope_in_pieces_is_one_frame(impl: types.SimpleNamespace, mod: Any) -> None:
+    # send_message takes the list EnvelopeWriter.encode_parts may return: one frame whose
+    # body is the pieces joined; a large piece is written as it is, small ones are copied.
+    proto, _, transport = await connected(impl.FrameProtocol, write_high_water=16 << 20)
+    big = b"B" * mod.OWN_WRITE_SIZE
+    head, tail = b"head", bytearray(b"tail")
+    proto.send_message(b"a")
+    assert proto.send_message([head, big, tail, big]) is True
+    tail[:] = b"TAIL"  # a mutable piece was snapshotted
+    proto.send_message(b"b")
+    assert proto.send_message([]) is True  # an empty body is still a frame
+    assert proto.queued_frames == 4
+    assert proto.queued_bytes == 4 * 5 + 2 + 8 + 2 * len(big)
+    await one_loop_turn()
+    assert b"".join(transport.writes) == (
+        message(b"a") + message(b"head" + big + b"tail" + big) + message(b"b") + message(b"")
+    )
+    assert [w for w in transport.writes if w is big] == [big, big]
+    assert transport.writes[0] == message(b"a") + message(b"head" + big + b"tail" + big)[:9]
+
+
+async def test_an_envelope_in_pieces_is_counted_as_one_frame(impl: types.SimpleNamespace, mod: Any) -> None:
+    size = mod.OWN_WRITE_SIZE
+    proto, owner, _ = await connected(impl.FrameProtocol, max_queue_bytes=size + 100)
+    proto.pause_writing()
+    assert proto.send_message([b"x" * size, b"y"]) is True
+    assert proto.send_message([b"z" * 50, b"z" * 50]) is False  # over the bound, whole
+    assert proto.dropped == 1 and proto.queued_frames == 1
+    with pytest.raises(TypeError):
+        proto.send_message([b"ok", 5])
+    assert proto.queued_frames == 1 and proto.dropped == 1
+    proto.connection_lost(None)
+    assert owner.events[-1] == ("lost", None, 1)
+    assert proto.send_message([b"late"]) is False and proto.dropped == 2
+
+
 async def test_large_frames_queue_while_paused(impl: types.SimpleNamespace, mod: Any) -> None:
     size = mod.OWN_WRITE_SIZE
     proto, owner, transport = await connected(impl.FrameProtocol, max_queue_bytes=2 * size + 20)

@@ -32,9 +32,15 @@ class Unregistered:
     x: int
 
 
+@dataclass(frozen=True)
+class Pair:
+    first: Any
+    second: Any
+
+
 def registry() -> TypeRegistry:
     reg = TypeRegistry()
-    for cls in (Tick, Nested, Carries, Color):
+    for cls in (Tick, Nested, Carries, Color, Pair):
         reg.register(cls, f"t.{cls.__name__}")
     return reg
 
@@ -142,3 +148,43 @@ def test_a_value_sent_by_itself_encodes_as_the_serializer(impl: types.SimpleName
             writer.encode(TARGETS[3], SENDERS[0], value)
         return
     assert writer.encode(TARGETS[3], SENDERS[0], value) == want
+
+
+# -- encode_parts: large bytes values as pieces of their own ----------------------------
+
+SCATTER = 64 * 1024  # the Cython writer's threshold, the framing's OWN_WRITE_SIZE
+SIZES = [0, 10, SCATTER - 1, SCATTER, SCATTER + 7, 200_000]
+
+
+@FIXTURE_OK
+@given(st.sampled_from(SIZES), st.sampled_from(SIZES), st.sampled_from(TARGETS))
+def test_encode_parts_join_to_what_encode_returns(
+    impl: types.SimpleNamespace, first: int, second: int, target: str
+) -> None:
+    serializer = MsgpackSerializer(registry())
+    writer = impl.EnvelopeWriter(serializer)
+    a, b = b"a" * first, bytes(range(256)) * (second // 256) + b"b" * (second % 256)
+    scatters = impl.EnvelopeWriter.__module__.startswith("casty._fast")
+    for msg, values in (
+        (Pair(a, b), [a, b]), (Pair(b, 7), [b]), (a, [a]),
+        (Pair(a, [b]), []),  # not plain: the serializer copies it all
+        (Pair(b, (1, 2)), []),  # not plain, found after a large value
+        (Tick(1, "x"), []),
+    ):
+        whole = expected(serializer, target, SENDERS[0], msg)
+        assert writer.encode(target, SENDERS[0], msg) == whole
+        out = writer.encode_parts(target, SENDERS[0], msg)
+        large = [v for v in values if len(v) >= SCATTER]
+        if scatters and large:
+            assert type(out) is list and all(type(p) is bytes for p in out)
+            assert b"".join(out) == whole
+            assert [p for p in out if any(p is v for v in large)] == large  # not copied
+        else:
+            assert type(out) is bytes and out == whole
+
+
+def test_encode_parts_reports_serialization_errors(impl: types.SimpleNamespace) -> None:
+    writer = impl.EnvelopeWriter(MsgpackSerializer(registry()))
+    for bad in (Unregistered(1), Pair(b"x" * 2 * SCATTER, "\udc80")):
+        with pytest.raises(SerializationError):
+            writer.encode_parts(TARGETS[0], SENDERS[0], bad)

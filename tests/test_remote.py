@@ -19,7 +19,7 @@ from casty import (
     MsgpackSerializer,
     RemoteActorSystem,
 )
-from tests.remote_helpers import Collector, Count, Echo, Failures, Ping, echo_behavior, node, registry
+from tests.remote_helpers import Chunk, Collector, Count, Echo, Failures, Ping, echo_behavior, node, registry
 
 
 async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
@@ -67,6 +67,24 @@ async def test_large_and_small_messages_interleaved_arrive_whole_and_in_order() 
         received = await got.wait(len(sizes))
         assert [(p.seq, len(p.text)) for p in received] == list(enumerate(sizes))
         assert all(p.text == chr(65 + p.seq % 26) * len(p.text) for p in received)
+        assert sum(a.node.drops.values()) == 0
+
+
+async def test_large_bytes_values_arrive_whole_and_in_order() -> None:
+    # The Cython writer sends bytes values of 64 KiB or more as pieces of their own,
+    # without copying them; the first message goes out while the connection is made.
+    async with node("a") as a, node("b") as b:
+        got = Collector()
+        b.spawn(got.behavior(), "sink")
+        sink = a.ref(b.address.with_path("/user/sink"))
+        sizes = [1 << 20, 10, 65_536, 65_535, 0, 200_000, 3] * 2
+        sent: list[Any] = []
+        for i, size in enumerate(sizes):
+            data = bytes([i]) * size
+            msg = data if i % 3 == 2 else Chunk(i, data, data[: size // 2])
+            sent.append(msg)
+            sink.tell(msg)
+        assert await got.wait(len(sent)) == sent
         assert sum(a.node.drops.values()) == 0
 
 

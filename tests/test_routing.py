@@ -65,6 +65,20 @@ def test_node_ids_resolve_through_the_index_and_follow_its_updates() -> None:
     assert [x.path for x, _ in rec.local] == ["/user/a"]
 
 
+def test_the_tcp_actor_gets_a_large_message_as_one_bytes() -> None:
+    # The writer may hand back a large message in pieces; SendToNode carries bytes.
+    got: list[SendToNode] = []
+    rec = Recorder()
+    rec.tell = got.append  # type: ignore[method-assign]
+    rt = RemoteTransport(local=rec, tcp=rec, local_host="10.0.0.1", local_port=7000,  # type: ignore[arg-type]
+                         system_name="app")
+    big = b"\x01" * 200_000
+    rt.deliver(ActorAddress("app", "/user/a", "10.0.0.2", 7000), big)
+    assert len(got) == 1 and type(got[0].data) is bytes
+    env = MessageEnvelope.from_bytes(got[0].data)
+    assert rt._writer.serializer.deserialize(env.payload) == big
+
+
 def test_unknown_node_id_with_a_host_goes_to_that_host() -> None:
     rt, rec, failures = transport()
     rt.deliver(ActorAddress("app", "/user/a", "10.0.0.5", 7005, "n5"), 1)

@@ -578,12 +578,15 @@ cdef class FrameProtocolBase:
         return True
 
     cpdef bint send_message(self, object envelope) except -1:
-        """Queue a message frame carrying ``envelope``; False (and counted) when refused."""
+        """Queue a message frame carrying ``envelope``, or the list of buffers that joined
+        make it; False (and counted) when refused."""
         cdef Py_buffer view
         if PyBytes_CheckExact(envelope):
             return self._enqueue_message(
                 <const unsigned char*>PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), envelope
             )
+        if type(envelope) is list:
+            return self._enqueue_parts(envelope)
         PyObject_GetBuffer(envelope, &view, PyBUF_SIMPLE)
         try:
             if view.len < _OWN_WRITE:
@@ -615,6 +618,36 @@ cdef class FrameProtocolBase:
             _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, _T_MESSAGE)
             memcpy(self._wbuf + self._wused + _HEADER_SIZE, p, n)
             self._wused += size
+        self._queued(size)
+        return True
+
+    cdef bint _enqueue_parts(self, list parts) except -1:
+        """Queue one message frame whose body is ``parts`` joined: pieces of OWN_WRITE_SIZE
+        or more are queued as they are, the rest copied into the send buffer."""
+        cdef Py_ssize_t n = 0, k, size
+        for part in parts:
+            if not PyBytes_CheckExact(part):
+                parts = [p if PyBytes_CheckExact(p) else bytes(memoryview(p)) for p in parts]
+                break
+        for part in parts:
+            n += PyBytes_GET_SIZE(part)
+        if <unsigned long long>n + 1 > _MAX_LENGTH:
+            raise FrameError(f"frame body of {n} bytes is too long for a 4-byte length")
+        size = n + _HEADER_SIZE
+        if not self._accept(size):
+            return False
+        self._reserve(_HEADER_SIZE)
+        _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, _T_MESSAGE)
+        self._wused += _HEADER_SIZE
+        for part in parts:
+            k = PyBytes_GET_SIZE(part)
+            if k >= _OWN_WRITE:
+                self._seal()
+                self._pieces.append(part)
+            else:
+                self._reserve(k)
+                memcpy(self._wbuf + self._wused, PyBytes_AS_STRING(part), k)
+                self._wused += k
         self._queued(size)
         return True
 

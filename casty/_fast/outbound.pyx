@@ -5,7 +5,8 @@ Same bytes, fewer steps per message: the last (target, sender, class) is matched
 identity at C level, and when the serializer is exactly ``MsgpackSerializer`` a
 plain message (see ``casty.plain_codec``: a dataclass of plain fields, or one plain
 value) is packed straight after the cached header into the one ``bytes`` that is
-returned.  Anything else takes the pure twin's route (header, then
+returned; ``encode_parts`` leaves its large ``bytes`` values out of that copy and
+returns the pieces.  Anything else takes the pure twin's route (header, then
 ``serializer.serialize``); header cache misses are served by a pure twin kept
 inside, so both cache alike, except that an ask reply path's header is built here
 (neither twin caches it).
@@ -87,6 +88,14 @@ cdef class EnvelopeWriter:
 
     def encode(self, target, sender, msg):
         """Envelope bytes carrying ``msg``; SerializationError when it cannot be encoded."""
+        return self._envelope(target, sender, msg, False)
+
+    def encode_parts(self, target, sender, msg):
+        """What ``encode`` returns, or a list of ``bytes`` that joined make it: a plain
+        message's ``bytes`` values of 64 KiB or more are pieces of their own, not copied."""
+        return self._envelope(target, sender, msg, True)
+
+    cdef object _envelope(self, target, sender, msg, bint scatter):
         cdef object cls = type(msg)
         cdef bytes header
         if target is self._last_target and sender is self._last_sender and cls is self._last_cls:
@@ -108,7 +117,7 @@ cdef class EnvelopeWriter:
             spec = self._specs.get(cls)
             # What MsgpackSerializer.serialize does first for a top-level dataclass.
             if spec is not None and spec is self._fields_spec and self._msgpack._depth == 0:
-                out = encode_fields_after(header, spec[1], msg, self._fields)
+                out = encode_fields_after(header, spec[1], msg, self._fields, scatter)
                 if out is not None:
                     return out
             elif spec is not None and spec[0] == _EXT_DATACLASS and self._msgpack._depth == 0:
@@ -118,12 +127,12 @@ cdef class EnvelopeWriter:
                 except Exception:
                     values = None  # serialize() below raises the error it should
                 if values is not None:
-                    out = encode_plain_after(header, spec[1], values)
+                    out = encode_plain_after(header, spec[1], values, scatter)
                     if out is not None:
                         return out
             elif spec is None or spec[0] != _EXT_DATACLASS:
                 # A scalar or a ref sent by itself (ask replies often are); others decline.
-                out = encode_value_after(header, msg)
+                out = encode_value_after(header, msg, scatter)
                 if out is not None:
                     return out
         return header + self._serialize(msg)

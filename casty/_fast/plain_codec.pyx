@@ -13,7 +13,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_FromDouble
 from cpython.long cimport PyLong_FromLongLong, PyLong_FromUnsignedLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_XDECREF
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -76,22 +76,37 @@ cdef struct _Buf:
     # NULL while data is the caller's stack array; else the bytes object (a new reference)
     # whose storage data is: a large message is written where it will be returned.
     PyObject* out
+    # Scattering (see encode_plain_after): whether large bytes values may be left out of
+    # data; the list [offset, value, offset, value, ...] of those that were, each offset
+    # where the value belongs in data (a new reference, NULL while there are none); and
+    # their total size.
+    bint scatter
+    PyObject* holes
+    Py_ssize_t scattered
 
 
 cdef enum:
     _STACK = 512  # bytes of C stack an encoder starts with: most messages and their header fit
+    # A bytes value this large is referenced, not copied, by a scattering encoder: the
+    # framing's OWN_WRITE_SIZE, from which on a piece gets a write of its own.
+    _SCATTER_MIN = 64 * 1024
 
 
-cdef inline void _buf_init(_Buf* b, unsigned char* stack) noexcept:
+cdef inline void _buf_init(_Buf* b, unsigned char* stack, bint scatter) noexcept:
     b.data = stack
     b.size = 0
     b.cap = _STACK
     b.out = NULL
+    b.scatter = scatter
+    b.holes = NULL
+    b.scattered = 0
 
 
 cdef inline void _buf_free(_Buf* b) noexcept:
     Py_XDECREF(b.out)
     b.out = NULL
+    Py_XDECREF(b.holes)
+    b.holes = NULL
 
 
 cdef int _reserve(_Buf* b, Py_ssize_t extra) except -1:
@@ -117,8 +132,23 @@ cdef int _reserve(_Buf* b, Py_ssize_t extra) except -1:
 
 
 cdef object _buf_result(_Buf* b, Py_ssize_t start):
-    """The bytes written from ``start`` on, as a new bytes (taking over b's if it has one)."""
+    """The bytes written from ``start`` on, as a new bytes (taking over b's if it has one);
+    with scattered values, the list of pieces that joined make those bytes."""
     cdef object result
+    cdef list holes, pieces
+    cdef Py_ssize_t i, at, prev
+    if b.holes is not NULL:
+        holes = <list>b.holes
+        pieces = []
+        prev = start
+        for i in range(0, len(holes), 2):
+            at = <Py_ssize_t>holes[i]
+            pieces.append(PyBytes_FromStringAndSize(<const char*>b.data + prev, at - prev))
+            pieces.append(holes[i + 1])
+            prev = at
+        if b.size > prev:
+            pieces.append(PyBytes_FromStringAndSize(<const char*>b.data + prev, b.size - prev))
+        return pieces
     if b.out is NULL:
         return PyBytes_FromStringAndSize(<const char*>b.data + start, b.size - start)
     if start:
@@ -251,13 +281,27 @@ cdef int _put_value(_Buf* b, object v) except -1:
     elif PyBytes_CheckExact(v):
         n = PyBytes_GET_SIZE(v)
         _put_typed_len(b, n, 0, 0, 1, 0xC4, 0xC5, 0xC6)
-        _reserve(b, n)
-        memcpy(b.data + b.size, PyBytes_AS_STRING(v), n)
-        b.size += n
+        if b.scatter and n >= _SCATTER_MIN:
+            _scatter(b, v)
+        else:
+            _reserve(b, n)
+            memcpy(b.data + b.size, PyBytes_AS_STRING(v), n)
+            b.size += n
     elif type(v) is _RemoteRef or type(v) is _LocalRef:
         return _put_ref(b, v)
     else:
         return 1
+    return 0
+
+
+cdef int _scatter(_Buf* b, object v) except -1:
+    """Leave the bytes ``v`` out of b.data: its place there is the current end."""
+    if b.holes is NULL:
+        holes = []
+        Py_INCREF(holes)
+        b.holes = <PyObject*>holes
+    (<list>b.holes).extend((b.size, v))
+    b.scattered += PyBytes_GET_SIZE(v)
     return 0
 
 
@@ -313,25 +357,30 @@ cdef void _write_ext_header(unsigned char* p, Py_ssize_t n, unsigned char code) 
 
 def encode_plain(name, values):
     """``ext(1, [name, *values])`` as msgpack bytes, or None when a value is not plain."""
-    return encode_plain_after(b"", name, values)
+    return encode_plain_after(b"", name, values, False)
 
 
-cdef object encode_plain_after(bytes prefix, object name, object values):
+cdef object encode_plain_after(bytes prefix, object name, object values, bint scatter):
     """``prefix`` followed by ``encode_plain(name, values)`` in one bytes (one allocation
-    of the result), or None when a value is not plain."""
+    of the result), or None when a value is not plain.
+
+    With ``scatter``, a ``bytes`` value of 64 KiB or more is not copied: the result is
+    then a list of ``bytes`` pieces, those values among them, that joined make the bytes
+    it would otherwise be."""
     if not PyTuple_CheckExact(values):
         return None
-    return _encode_ext_after(prefix, name, values, None, PyTuple_GET_SIZE(values))
+    return _encode_ext_after(prefix, name, values, None, PyTuple_GET_SIZE(values), scatter)
 
 
-cdef object encode_fields_after(bytes prefix, object name, object obj, tuple fields):
-    """``encode_plain_after(prefix, name, values)`` where ``values`` are ``obj``'s attributes
-    named ``fields``, read in order as ``operator.attrgetter(*fields)`` would; None when one
-    is not plain or cannot be read (the generic path then reports why)."""
-    return _encode_ext_after(prefix, name, obj, fields, PyTuple_GET_SIZE(fields))
+cdef object encode_fields_after(bytes prefix, object name, object obj, tuple fields, bint scatter):
+    """``encode_plain_after(prefix, name, values, scatter)`` where ``values`` are ``obj``'s
+    attributes named ``fields``, read in order as ``operator.attrgetter(*fields)`` would;
+    None when one is not plain or cannot be read (the generic path then reports why)."""
+    return _encode_ext_after(prefix, name, obj, fields, PyTuple_GET_SIZE(fields), scatter)
 
 
-cdef object _encode_ext_after(bytes prefix, object name, object source, object fields, Py_ssize_t count):
+cdef object _encode_ext_after(bytes prefix, object name, object source, object fields,
+                              Py_ssize_t count, bint scatter):
     """The body of both: the values are ``source``'s items, or its attributes ``fields``."""
     cdef unsigned char stack[_STACK]
     cdef _Buf b
@@ -339,7 +388,7 @@ cdef object _encode_ext_after(bytes prefix, object name, object source, object f
     if not PyUnicode_CheckExact(name):
         return None
     plen = PyBytes_GET_SIZE(prefix)
-    _buf_init(&b, stack)
+    _buf_init(&b, stack, scatter)
     try:
         _reserve(&b, plen + 6)
         memcpy(b.data, PyBytes_AS_STRING(prefix), plen)
@@ -357,7 +406,7 @@ cdef object _encode_ext_after(bytes prefix, object name, object source, object f
                     return None
             if _put_value(&b, value):
                 return None
-        body = b.size - plen - 6
+        body = b.size - plen - 6 + b.scattered
         if <uint64_t>body > 0xFFFFFFFF:
             return None  # the generic path reports the size problem
         head = _ext_header_size(body)
@@ -370,14 +419,14 @@ cdef object _encode_ext_after(bytes prefix, object name, object source, object f
         _buf_free(&b)
 
 
-cdef object encode_value_after(bytes prefix, object value):
+cdef object encode_value_after(bytes prefix, object value, bint scatter):
     """``prefix`` followed by the msgpack of ``value`` sent as a message by itself, in one
     bytes, when it is a plain field value (scalar or actor ref; what the generic packer
-    writes for it); None for anything else."""
+    writes for it); None for anything else.  ``scatter`` as for encode_plain_after."""
     cdef unsigned char stack[_STACK]
     cdef _Buf b
     cdef Py_ssize_t plen = PyBytes_GET_SIZE(prefix)
-    _buf_init(&b, stack)
+    _buf_init(&b, stack, scatter)
     try:
         _reserve(&b, plen)
         memcpy(b.data, PyBytes_AS_STRING(prefix), plen)

@@ -34,7 +34,9 @@ Outbound rules: ``send_frame``/``send_message`` queue a frame and return True
 schedules one flush with ``loop.call_soon``; the flush hands everything queued
 to the transport in one ``write``, except that a ``bytes`` frame or envelope of
 :data:`OWN_WRITE_SIZE` bytes or more is not copied: it gets a ``write`` of its
-own, in order between the joined runs of smaller frames.  When the queue reaches ``write_high_water``
+own, in order between the joined runs of smaller frames.  ``send_message`` also
+takes an envelope as a list of pieces that joined make it (one frame; each piece
+that large is written as it is).  When the queue reaches ``write_high_water``
 it is flushed at once instead of waiting for the loop.  While the transport has
 paused writing, nothing is written and frames queue up to ``max_queue_bytes``
 (a frame is always accepted into an empty queue, so any frame can be sent);
@@ -570,8 +572,11 @@ class FrameProtocol(asyncio.Protocol):
         self._queued(size)
         return True
 
-    def send_message(self, envelope: bytes) -> bool:
-        """Queue a message frame carrying ``envelope``; False (and counted) when refused."""
+    def send_message(self, envelope: bytes | list[bytes]) -> bool:
+        """Queue a message frame carrying ``envelope``, or the list of buffers that joined
+        make it (each kept as a piece, see write_runs); False (and counted) when refused."""
+        if isinstance(envelope, list):
+            return self._send_parts(envelope)
         if type(envelope) is not bytes:
             envelope = bytes(envelope)  # a snapshot: the caller may reuse a mutable buffer
         size = len(envelope) + FRAME_HEADER_SIZE
@@ -581,6 +586,19 @@ class FrameProtocol(asyncio.Protocol):
             return False
         self._queue.append(_HEADER.pack(size - 4, FRAME_MESSAGE))
         self._queue.append(envelope)
+        self._queued(size)
+        return True
+
+    def _send_parts(self, parts: list[bytes]) -> bool:
+        parts = [p if type(p) is bytes else bytes(memoryview(p)) for p in parts]  # snapshots
+        length = sum(map(len, parts))
+        if length + 1 > MAX_FRAME_LENGTH:
+            raise FrameError(f"frame body of {length} bytes is too long for a 4-byte length")
+        size = length + FRAME_HEADER_SIZE
+        if not self._accept(size):
+            return False
+        self._queue.append(_HEADER.pack(length + 1, FRAME_MESSAGE))
+        self._queue.extend(parts)
         self._queued(size)
         return True
 

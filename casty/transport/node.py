@@ -254,14 +254,17 @@ class TcpNode:
         """Send an encoded envelope to host:port; False when it was dropped (and reported)."""
         return self.send_message_to((host, port), envelope)
 
-    def send_message_to(self, key: Key, envelope: bytes) -> bool:
+    def send_message_to(self, key: Key, envelope: bytes | list[bytes]) -> bool:
         """:meth:`send_message` to ``key`` = (host, port): a caller that keeps the key (a
-        route cache) saves building and hashing a new tuple per message."""
+        route cache) saves building and hashing a new tuple per message.  ``envelope`` may
+        be a list of ``bytes`` that joined make it (``EnvelopeWriter.encode_parts``)."""
         if self._poller is not None:
             self._poller.poke()
         peer = self._peers.get(key)
         if peer is not None and peer.proto is not None:  # the hot path: no frame copy here
             return peer.proto.send_message(envelope) or self._write_queue_full(key)
+        if isinstance(envelope, list):
+            envelope = b"".join(envelope)  # queued whole until the connection is made
         return self._send(key, encode_frame(FRAME_MESSAGE, envelope))
 
     def send_frame(self, host: str, port: int, frame_type: int, body: bytes) -> bool:

@@ -47,6 +47,11 @@ class EnvelopeWriter:
         self._last = (target, sender, cls, header)
         return header + payload
 
+    # What encode returns, or a list of bytes that joined make it: the Cython twin splits
+    # out a plain message's bytes values of 64 KiB or more, so they reach the socket
+    # without a copy.  Here the serializer has copied them already: one bytes, always.
+    encode_parts = encode
+
     @property
     def cached_headers(self) -> int:
         """Headers remembered (those for ask reply paths never are)."""

@@ -147,7 +147,7 @@ class RemoteTransport:
                     target = self._targets[address] = address.to_uri()
                 self._last = (address, hp, target)
         try:
-            data = self._writer.encode(target, self._sender, msg)
+            data = self._writer.encode_parts(target, self._sender, msg)
         except SerializationError as exc:
             log.error("cannot send %s to %s: %s", type(msg).__qualname__, target, exc)
             self._report(SendFailure(hp[0], hp[1], "serialization", 1,
@@ -156,6 +156,8 @@ class RemoteTransport:
         if self._node is not None:
             self._node.send_message_to(hp, data)
         else:
+            if isinstance(data, list):
+                data = b"".join(data)
             self._tcp.tell(SendToNode(hp[0], hp[1], data))
 
     def make_ref(self, address: ActorAddress) -> ActorRef[Any]:
