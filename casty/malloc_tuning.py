@@ -1,11 +1,13 @@
 """tune_malloc: keep freed memory in the process so large messages stop page-faulting.
 
-Every large message costs a few fresh buffers of its size on each side (the
-serialized payload, the read chunks, the decoded ``bytes`` the actor gets).  With
-glibc's defaults a freed buffer of a MiB or so goes back to the kernel (``munmap``,
-or a trim of the heap's top) and the next one is faulted in again page by page:
-on the VM where this was measured, a stream of 1 MiB messages spent most of its
-time in page faults (~650 per message on the sender, ~500 on the receiver).
+A large message still costs fresh buffers of its size: the decoded ``bytes`` the
+actor gets, uvloop's read chunks, and on the sending side any payload the fast
+path cannot leave uncopied (the Cython build sends a plain message's large
+``bytes`` values as they are, and refills the receiving frame buffer).  With
+glibc's defaults a freed buffer of a MiB or so often goes back to the kernel
+(``munmap``, or a trim of the heap's top) and the next one is faulted in again page
+by page: in one bench run a receiver of 1 MiB messages still took 40-50 faults
+per message (hundreds each way before those two changes).
 
 :func:`tune_malloc` raises glibc's ``M_MMAP_THRESHOLD`` (allocations below it come
 from the heap, whose freed chunks are reused) and ``M_TRIM_THRESHOLD`` (free space
