@@ -325,6 +325,35 @@ def test_views_of_a_large_body_stay_intact(impl: types.SimpleNamespace) -> None:
     assert [bytes(v) for v in views] == [b[:100] for b in bodies]
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    frames=st.lists(
+        st.tuples(st.sampled_from([1, 100, 70_000, 131_071, 131_072, 200_000, 300_000]), st.booleans()),
+        min_size=1, max_size=8,
+    ),
+    piece=st.sampled_from([1_000, 40_000, 65_536, 250_000]),
+)
+def test_large_bodies_kept_or_dropped_in_any_order(frames: list[tuple[int, bool]], piece: int) -> None:
+    # Whatever the sink keeps and drops, each body it sees is its frame's, and each
+    # body it kept still is, once the rest of the stream has gone through.
+    bodies = _big_bodies([size for size, _ in frames])
+    for module in MODULES:
+        keeps = iter([keep for _, keep in frames])
+        kept: list[bytes] = []
+        seen: list[bytes] = []
+
+        def sink(body: bytes) -> None:
+            seen.append(bytes(memoryview(body)))  # a copy: what it held then
+            if next(keeps):
+                kept.append(body)
+
+        proto = module.FrameProtocol(Owner())
+        proto.set_message_sink(sink)
+        _feed_spanning(proto, bodies, piece)
+        assert seen == bodies
+        assert kept == [b for b, (_, keep) in zip(bodies, frames, strict=True) if keep]
+
+
 @pytest.mark.parametrize("end", ["idle_reads", "connection_lost"])
 def test_large_body_memory_is_let_go(impl: types.SimpleNamespace, end: str) -> None:
     # A body that may be refilled is not held for ever: a run of reads with no large
