@@ -117,7 +117,8 @@ class PeerLog:
 
 
 class Ledger:
-    """Logs every frame per peer (wrapping ``node.send_message``, and ``node._establish`` to see
+    """Logs every frame per peer (wrapping ``node.send_message_to``, which ``send_message``
+    and RemoteTransport both go through, and ``node._establish`` to see
     which connection frames go to) and charges every report to the frames it covers."""
 
     def __init__(self, node: TcpNode) -> None:
@@ -128,8 +129,8 @@ class Ledger:
         self.reported: dict[str, int] = {}
         self._in_send: Key | None = None
         self._sync_reported = 0
-        self._send = node.send_message
-        node.send_message = self._send_message  # type: ignore[method-assign]
+        self._send = node.send_message_to
+        node.send_message_to = self._send_message_to  # type: ignore[method-assign]
         self._establish = node._establish
         node._establish = self._on_establish  # type: ignore[method-assign]
         node.add_failure_listener(self._on_failure)
@@ -140,11 +141,10 @@ class Ledger:
             log = self.logs[key] = PeerLog()
         return log
 
-    def _send_message(self, host: str, port: int, envelope: bytes) -> bool:
-        key = (host, port)
+    def _send_message_to(self, key: Key, envelope: bytes | list[bytes]) -> bool:
         self._in_send, self._sync_reported = key, 0
         try:
-            ok = self._send(host, port, envelope)
+            ok = self._send(key, envelope)
         finally:
             self._in_send = None
         log = self.log(key)
