@@ -4,6 +4,7 @@ flow control, twin agreement, and a real loopback connection on uvloop."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import itertools
 import json
@@ -11,6 +12,7 @@ import logging
 import struct
 import tracemalloc
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -341,17 +343,17 @@ def test_large_bodies_kept_or_dropped_in_any_order(frames: list[tuple[int, bool]
         keeps = iter([keep for _, keep in frames])
         kept: list[bytes] = []
         seen: list[bytes] = []
-
-        def sink(body: bytes) -> None:
-            seen.append(bytes(memoryview(body)))  # a copy: what it held then
-            if next(keeps):
-                kept.append(body)
-
         proto = module.FrameProtocol(Owner())
-        proto.set_message_sink(sink)
+        proto.set_message_sink(functools.partial(_keep_some, keeps, kept, seen))
         _feed_spanning(proto, bodies, piece)
         assert seen == bodies
         assert kept == [b for b, (_, keep) in zip(bodies, frames, strict=True) if keep]
+
+
+def _keep_some(keeps: Iterator[bool], kept: list[bytes], seen: list[bytes], body: bytes) -> None:
+    seen.append(bytes(memoryview(body)))  # a copy: what it held then
+    if next(keeps):
+        kept.append(body)
 
 
 @pytest.mark.parametrize("end", ["idle_reads", "connection_lost"])
