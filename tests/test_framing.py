@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import importlib
 import itertools
 import json
@@ -378,6 +379,94 @@ def test_large_body_memory_is_let_go(impl: types.SimpleNamespace, end: str) -> N
     assert after - before < BIG // 2
 
 
+def _pieces(stream: bytes, piece: int = 65_536) -> list[bytes]:
+    return [stream[i : i + piece] for i in range(0, len(stream), piece)]
+
+
+def _peak_while_fed(proto: Any, chunks: list[bytes]) -> int:
+    """Bytes allocated at the peak while ``chunks`` are fed (they exist beforehand)."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for chunk in chunks:
+            proto.data_received(chunk)
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def _refills(mod: Any) -> bool:
+    return bool(getattr(mod, "_REFILLS_BODIES", False))
+
+
+@pytest.mark.parametrize("small_reads_between", [0, 63])
+def test_a_dropped_body_is_refilled_by_the_next(mod: Any, small_reads_between: int) -> None:
+    # The second large body reuses the first one's memory (in builds that refill; the
+    # pure twin allocates each), also after reads of small frames in between.
+    seen: list[bytes] = []
+    proto = mod.FrameProtocol(Owner())
+    proto.set_message_sink(lambda body: seen.append(body[:8]))
+    first, second = _big_bodies([BIG, BIG])
+    for _ in range(2):
+        _feed_spanning(proto, [first])
+        for _ in range(small_reads_between):
+            proto.data_received(message(b"s"))
+        peak = _peak_while_fed(proto, _pieces(message(second)))
+        assert peak < 16 * 1024 if _refills(mod) else peak >= BIG
+    assert seen[-1] == second[:8]
+
+
+def test_refilling_resumes_after_an_idle_spell(mod: Any) -> None:
+    # A long run of small reads lets the set-aside body go; the next large body nobody
+    # keeps is set aside afresh, with its own count of idle reads.
+    proto = mod.FrameProtocol(Owner())
+    proto.set_message_sink(lambda body: None)
+    first, second = _big_bodies([BIG, BIG])
+    _feed_spanning(proto, [first])
+    for _ in range(100):
+        proto.data_received(message(b"s"))
+    _feed_spanning(proto, [first])
+    for _ in range(10):
+        proto.data_received(message(b"s"))
+    peak = _peak_while_fed(proto, _pieces(message(second)))
+    assert peak < 16 * 1024 if _refills(mod) else peak >= BIG
+
+
+def test_a_set_aside_body_someone_reached_is_not_refilled(mod: Any) -> None:
+    # gc.get_referents hands out what a protocol holds; bytes reached that way must keep
+    # their contents, and the next body must still arrive whole.
+    proto = mod.FrameProtocol(Owner())
+    seen: list[bytes] = []
+    proto.set_message_sink(lambda body: seen.append(bytes(memoryview(body))))
+    first, second, third = _big_bodies([BIG, BIG, 2 * BIG])
+    _feed_spanning(proto, [first])
+    reached = [o for o in gc.get_referents(proto) if isinstance(o, bytes) and len(o) > 1000]
+    assert reached or not _refills(mod)  # the Cython twin holds the set-aside body
+    copies = [bytes(memoryview(o)) for o in reached]
+    _feed_spanning(proto, [second, third], piece=30_000)
+    assert seen == [first, second, third]
+    assert [bytes(memoryview(o)) for o in reached] == copies
+
+
+def test_a_partial_body_someone_reached_is_copied_not_resized(mod: Any) -> None:
+    # The same while a body is still being filled: growing it must not resize bytes that
+    # another holder can see.
+    proto = mod.FrameProtocol(Owner())
+    seen: list[bytes] = []
+    proto.set_message_sink(lambda body: seen.append(bytes(memoryview(body))))
+    body = _big_bodies([3 * BIG])[0]
+    chunks = _pieces(message(body), 50_000)
+    proto.data_received(chunks[0])
+    reached = [o for o in gc.get_referents(proto) if isinstance(o, bytes) and len(o) > 1000]
+    assert reached or mod is pure_framing  # the Cython twin holds the partial body
+    copies = [bytes(memoryview(o)) for o in reached]
+    for chunk in chunks[1:]:
+        proto.data_received(chunk)
+    assert seen == [body]
+    assert [bytes(memoryview(o)) for o in reached] == copies
+
+
 def _feed(module: Any, chunks: list[bytes], **kw: Any) -> list[tuple[Any, ...]]:
     proto, owner = receiver(module.FrameProtocol, **kw)
     for chunk in chunks:
@@ -700,6 +789,18 @@ async def test_an_envelope_in_pieces_is_one_frame(impl: types.SimpleNamespace, m
     )
     assert [w for w in transport.writes if w is big] == [big, big]
     assert transport.writes[0] == message(b"a") + message(b"head" + big + b"tail" + big)[:9]
+
+
+class _Pieces(list[bytes]):
+    pass
+
+
+async def test_a_list_subclass_is_pieces_too(impl: types.SimpleNamespace) -> None:
+    # Both twins take any list as pieces, so they cannot disagree on what a subclass is.
+    proto, _, transport = await connected(impl.FrameProtocol)
+    assert proto.send_message(_Pieces([b"ab", b"cd"])) is True
+    await one_loop_turn()
+    assert b"".join(transport.writes) == message(b"abcd")
 
 
 async def test_an_envelope_in_pieces_is_counted_as_one_frame(impl: types.SimpleNamespace, mod: Any) -> None:

@@ -67,6 +67,8 @@ cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
     int _PyBytes_Resize(PyObject** data, Py_ssize_t size) except -1
     Py_ssize_t Py_REFCNT(object o)
+    # For attributes: passing one as ``object`` would count Cython's own temporary.
+    Py_ssize_t _refcnt "Py_REFCNT"(PyObject* o)
 
 cdef extern from *:
     """
@@ -128,6 +130,8 @@ cdef enum:
     _SPARE_IDLE_READS = 64
 
 cdef unsigned long long _MAX_LENGTH = 0xFFFFFFFF
+# Whether this build refills spanning bodies nobody kept (tests read it).
+_REFILLS_BODIES = bool(CASTY_CAN_REUSE_BYTES)
 # OWN_WRITE_SIZE as a C value, for the per-frame comparisons.
 cdef Py_ssize_t _OWN_WRITE = OWN_WRITE_SIZE
 
@@ -410,6 +414,7 @@ cdef class FrameProtocolBase:
             # Nobody kept it, so nobody can see it refilled; a fresh body this large
             # would cost a page fault per 4 KiB once the allocator has given it back.
             self._spare = body
+            self._spare_idle = 0
         return -1 if self._closed else off
 
     cdef int _split(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t off) except -1:
@@ -473,7 +478,13 @@ cdef class FrameProtocolBase:
                 self._body = self._spare
                 self._spare = None
                 self._spare_idle = 0
-                casty_forget_bytes_hash(self._body)
+                if _refcnt(<PyObject*>self._body) != 1:
+                    # Someone reached it after all (gc.get_referents can): never refill
+                    # bytes another holder can see.
+                    self._body = None
+                    self._body = PyBytes_FromStringAndSize(NULL, min(self._body_len, _EAGER_BODY))
+                else:
+                    casty_forget_bytes_hash(self._body)
             else:
                 self._body = PyBytes_FromStringAndSize(NULL, min(self._body_len, _EAGER_BODY))
         else:
@@ -491,13 +502,23 @@ cdef class FrameProtocolBase:
         return self._resize_body(cap)
 
     cdef int _resize_body(self, Py_ssize_t size) except -1:
-        """Resize the partial body (held by nobody else) to ``size`` bytes."""
+        """Resize the partial body to ``size`` bytes: in place when nobody else holds it,
+        else into a fresh copy.  On failure the partial frame is dropped and the error
+        raised (the transport then closes the connection)."""
         cdef PyObject* raw
+        cdef object fresh
+        if _refcnt(<PyObject*>self._body) != 1:
+            fresh = PyBytes_FromStringAndSize(NULL, size)
+            memcpy(PyBytes_AS_STRING(fresh), PyBytes_AS_STRING(self._body),
+                   min(size, PyBytes_GET_SIZE(self._body)))
+            self._body = fresh
+            return 0
         # Resizing needs the only reference: take it over from the attribute.
         raw = <PyObject*>self._body
         Py_INCREF(<object>raw)
         self._body = None
         if _PyBytes_Resize(&raw, size) < 0:
+            self._reset_partial()
             return -1  # raw was released and the error set
         self._body = <object>raw
         Py_DECREF(<object>raw)
@@ -587,6 +608,8 @@ cdef class FrameProtocolBase:
             )
         if type(envelope) is list:
             return self._enqueue_parts(envelope)
+        if isinstance(envelope, list):  # as the pure twin: subclasses are pieces too
+            return self._enqueue_parts(list(envelope))
         PyObject_GetBuffer(envelope, &view, PyBUF_SIMPLE)
         try:
             if view.len < _OWN_WRITE:
