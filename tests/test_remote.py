@@ -88,35 +88,6 @@ async def test_large_bytes_values_arrive_whole_and_in_order() -> None:
         assert sum(a.node.drops.values()) == 0
 
 
-async def test_a_large_bytes_value_reaches_the_connection_uncopied() -> None:
-    # The Cython writer hands the connection the user's own bytes object as one piece of
-    # the envelope; the pure twin hands it one joined envelope.
-    from casty import _impl
-
-    async with node("a") as a, node("b") as b:
-        got = Collector()
-        b.spawn(got.behavior(), "sink")
-        sink = a.ref(b.address.with_path("/user/sink"))
-        sink.tell(Chunk(0, b"warm-up"))
-        await got.wait(1)  # connected: later sends go straight to the connection
-        handed: list[Any] = []
-        send = a.node.send_message_to
-
-        def spy(key: Any, envelope: Any) -> bool:
-            handed.append(envelope)
-            return send(key, envelope)
-
-        a.node.send_message_to = spy  # type: ignore[method-assign]
-        data = bytes(range(256)) * 1024
-        sink.tell(Chunk(1, data))
-        assert await got.wait(2) == [Chunk(0, b"warm-up"), Chunk(1, data)]
-        [envelope] = handed
-        if _impl.EXTENSIONS_ACTIVE:
-            assert isinstance(envelope, list) and any(piece is data for piece in envelope)
-        else:
-            assert isinstance(envelope, bytes) and data in envelope
-
-
 def _registered(system: RemoteActorSystem) -> list[str]:
     return [p for p in ("/temp/ask-0", "/temp/ask-1", "/temp/ask-2") if system.local.is_registered(p)]
 
@@ -190,6 +161,32 @@ async def connected_sink(a: RemoteActorSystem, b: RemoteActorSystem) -> tuple[An
     sink.tell(Ping(0))
     await got.wait(1)
     return sink, got
+
+
+async def test_a_large_bytes_value_reaches_the_connection_uncopied() -> None:
+    # The Cython writer hands the connection the user's own bytes object as one piece of
+    # the envelope; the pure twin hands it one joined envelope.
+    from casty import _impl
+
+    async with node("a") as a, node("b") as b:
+        sink, got = await connected_sink(a, b)  # later sends go straight to the connection
+        handed: list[Any] = []
+        send = a.node.send_message_to
+
+        def spy(key: Any, envelope: Any) -> bool:
+            handed.append(envelope)
+            return send(key, envelope)
+
+        a.node.send_message_to = spy  # type: ignore[method-assign]
+        data = bytes(range(256)) * 1024
+        sink.tell(Chunk(1, b"small"))  # the writer learns a class on its first message
+        sink.tell(Chunk(2, data))
+        assert await got.wait(3) == [Ping(0), Chunk(1, b"small"), Chunk(2, data)]
+        envelope = handed[-1]
+        if _impl.EXTENSIONS_ACTIVE:
+            assert isinstance(envelope, list) and any(piece is data for piece in envelope)
+        else:
+            assert isinstance(envelope, bytes) and data in envelope
 
 
 async def test_garbage_handshake_closes_only_that_connection(caplog: pytest.LogCaptureFixture) -> None:
