@@ -433,6 +433,29 @@ def test_refilling_resumes_after_an_idle_spell(mod: Any) -> None:
     assert peak < 16 * 1024 if _refills(mod) else peak >= BIG
 
 
+def test_set_aside_bodies_are_bounded_per_process(mod: Any) -> None:
+    # Connections that fall silent right after a large frame each keep its body, but all
+    # of them together keep no more than SPARE_TOTAL_MAX; it is given back as they end.
+    if not _refills(mod):
+        pytest.skip("this twin keeps no bodies aside")
+    body = _big_bodies([3 << 20])[0]
+    size = len(body)
+    gc.collect()  # protocols of earlier tests let theirs go
+    base = mod.spare_bytes_held()
+    assert base + size <= mod.SPARE_TOTAL_MAX
+    protos = [mod.FrameProtocol(Owner()) for _ in range(mod.SPARE_TOTAL_MAX // size + 3)]
+    for proto in protos:
+        proto.set_message_sink(lambda body: None)
+        _feed_spanning(proto, [body], piece=1 << 20)
+    total = mod.spare_bytes_held()
+    assert mod.SPARE_TOTAL_MAX - size < total <= mod.SPARE_TOTAL_MAX
+    protos[0].connection_lost(None)  # one ends; the rest are dropped unclosed
+    assert mod.spare_bytes_held() == total - size
+    del protos, proto
+    gc.collect()
+    assert mod.spare_bytes_held() == base
+
+
 def test_a_set_aside_body_someone_reached_is_not_refilled(mod: Any) -> None:
     # gc.get_referents hands out what a protocol holds; bytes reached that way must keep
     # their contents, and the next body must still arrive whole.

@@ -48,6 +48,10 @@ __all__ = [
     "send_frame_problem",
 ]
 
+SPARE_TOTAL_MAX: int
+
+def spare_bytes_held() -> int: ...
+
 class FrameProtocolBase:
     peer: Any
     context: Any

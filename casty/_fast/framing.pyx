@@ -128,10 +128,23 @@ cdef enum:
     _SPARE_MAX = 4 * 1024 * 1024
     # The spare is let go after this many reads in which no spanning body began.
     _SPARE_IDLE_READS = 64
+    # All the spares of a process together stay within this, however many connections
+    # fell silent right after a large frame.
+    _SPARE_TOTAL_MAX = 32 * 1024 * 1024
 
 cdef unsigned long long _MAX_LENGTH = 0xFFFFFFFF
 # Whether this build refills spanning bodies nobody kept (tests read it).
 _REFILLS_BODIES = bool(CASTY_CAN_REUSE_BYTES)
+SPARE_TOTAL_MAX = _SPARE_TOTAL_MAX
+# Bytes held in spares by every protocol of this process; only touched with the GIL
+# held, and spares are never kept where there is no GIL (CASTY_CAN_REUSE_BYTES).
+cdef Py_ssize_t _spare_total = 0
+
+
+def spare_bytes_held():
+    """Bytes the protocols of this process hold as spare frame bodies (at most
+    ``SPARE_TOTAL_MAX``)."""
+    return _spare_total
 # OWN_WRITE_SIZE as a C value, for the per-frame comparisons.
 cdef Py_ssize_t _OWN_WRITE = OWN_WRITE_SIZE
 
@@ -189,6 +202,7 @@ cdef class FrameProtocolBase:
         Py_ssize_t _hdr_fill
         object _body          # bytes being filled, None while skipping an unknown type
         object _spare         # the last spanning body, kept for the next (or None)
+        Py_ssize_t _spare_size  # its size, counted in _spare_total (0 when none)
         Py_ssize_t _spare_idle  # reads since _spare was last used
         Py_ssize_t _body_len
         Py_ssize_t _body_fill
@@ -236,6 +250,7 @@ cdef class FrameProtocolBase:
         self._hdr_fill = 0
         self._body = None
         self._spare = None
+        self._spare_size = 0
         self._spare_idle = 0
         self._body_len = 0
         self._body_fill = 0
@@ -252,8 +267,11 @@ cdef class FrameProtocolBase:
         self._flush_scheduled = False
 
     def __dealloc__(self):
+        global _spare_total
         PyMem_Free(self._wbuf)
         self._wbuf = NULL
+        _spare_total -= self._spare_size  # a C field: a cycle's clear may have taken _spare
+        self._spare_size = 0
 
     # -- read-only state -------------------------------------------------------------
 
@@ -344,7 +362,7 @@ cdef class FrameProtocolBase:
         self._wframes = 0
         self._release_wbuf()
         self._reset_partial()
-        self._spare = None
+        self._drop_spare()
         self._transport = None
         call_owner(self._owner, "frame_connection_lost", self, exc, unsent)
 
@@ -370,7 +388,7 @@ cdef class FrameProtocolBase:
         if self._spare is not None:
             self._spare_idle += 1
             if self._spare_idle > _SPARE_IDLE_READS:
-                self._spare = None
+                self._drop_spare()
         if self._hdr_fill:
             off = self._complete_partial(p, n)
             if off < 0:
@@ -413,8 +431,7 @@ cdef class FrameProtocolBase:
                 and _SPARE_MIN <= take <= _SPARE_MAX and not self._closed):
             # Nobody kept it, so nobody can see it refilled; a fresh body this large
             # would cost a page fault per 4 KiB once the allocator has given it back.
-            self._spare = body
-            self._spare_idle = 0
+            self._keep_spare(body, take)
         return -1 if self._closed else off
 
     cdef int _split(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t off) except -1:
@@ -476,8 +493,7 @@ cdef class FrameProtocolBase:
             # not by what the peer announced: a length prefix alone costs us little.
             if self._spare is not None and self._body_len >= _SPARE_MIN:
                 self._body = self._spare
-                self._spare = None
-                self._spare_idle = 0
+                self._drop_spare()
                 if _refcnt(<PyObject*>self._body) != 1:
                     # Someone reached it after all (gc.get_referents can): never refill
                     # bytes another holder can see.
@@ -490,6 +506,23 @@ cdef class FrameProtocolBase:
         else:
             self._body = None
         return 0
+
+    cdef inline void _keep_spare(self, object body, Py_ssize_t size) noexcept:
+        """Set ``body`` (``size`` bytes) aside for the next spanning frame, if the
+        process-wide bound leaves room."""
+        global _spare_total
+        self._drop_spare()
+        if _spare_total + size <= _SPARE_TOTAL_MAX:
+            self._spare = body
+            self._spare_size = size
+            self._spare_idle = 0
+            _spare_total += size
+
+    cdef inline void _drop_spare(self) noexcept:
+        global _spare_total
+        _spare_total -= self._spare_size
+        self._spare_size = 0
+        self._spare = None
 
     cdef int _grow_body(self, Py_ssize_t need) except -1:
         """Make the partial body hold ``need`` bytes (doubling, up to its full length)."""
