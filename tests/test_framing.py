@@ -449,8 +449,10 @@ def test_set_aside_bodies_are_bounded_per_process(mod: Any) -> None:
         _feed_spanning(proto, [body], piece=1 << 20)
     total = mod.spare_bytes_held()
     assert mod.SPARE_TOTAL_MAX - size < total <= mod.SPARE_TOTAL_MAX
-    protos[0].connection_lost(None)  # one ends; the rest are dropped unclosed
+    protos[0].connection_lost(None)  # one ends; another is set up afresh; the rest are dropped
     assert mod.spare_bytes_held() == total - size
+    protos[1].__init__(Owner())
+    assert mod.spare_bytes_held() == total - 2 * size
     del protos, proto
     gc.collect()
     assert mod.spare_bytes_held() == base
@@ -472,21 +474,25 @@ def test_a_set_aside_body_someone_reached_is_not_refilled(mod: Any) -> None:
     assert [bytes(memoryview(o)) for o in reached] == copies
 
 
-def test_a_partial_body_someone_reached_is_copied_not_resized(mod: Any) -> None:
-    # The same while a body is still being filled: growing it must not resize bytes that
-    # another holder can see.
+@pytest.mark.parametrize("piece", [10_000, 50_000])  # fills without and with a resize
+@pytest.mark.parametrize("refilled", [False, True])
+def test_a_partial_body_someone_reached_keeps_its_bytes(mod: Any, piece: int, refilled: bool) -> None:
+    # The same while a body is still being filled (a fresh one, or a refilled spare):
+    # the rest of the frame must not be written into bytes another holder can see.
     proto = mod.FrameProtocol(Owner())
     seen: list[bytes] = []
     proto.set_message_sink(lambda body: seen.append(bytes(memoryview(body))))
-    body = _big_bodies([3 * BIG])[0]
-    chunks = _pieces(message(body), 50_000)
+    first, body = _big_bodies([3 * BIG, 3 * BIG])
+    if refilled:
+        _feed_spanning(proto, [first])
+    chunks = _pieces(message(body), piece)
     proto.data_received(chunks[0])
     reached = [o for o in gc.get_referents(proto) if isinstance(o, bytes) and len(o) > 1000]
     assert reached or mod is pure_framing  # the Cython twin holds the partial body
     copies = [bytes(memoryview(o)) for o in reached]
     for chunk in chunks[1:]:
         proto.data_received(chunk)
-    assert seen == [body]
+    assert seen == [first, body] if refilled else seen == [body]
     assert [bytes(memoryview(o)) for o in reached] == copies
 
 

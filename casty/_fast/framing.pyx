@@ -7,13 +7,16 @@ module and are the same here.  What differs is how the bytes are handled:
 * inbound, one call splits every complete frame of a received chunk in a C
   loop; a message body is copied once, from the chunk straight into the
   ``bytes`` object handed to the sink.  A frame that spans chunks is collected
-  in a ``bytes`` object allocated at its final size as soon as its header is
-  in, so it too is copied once; a frame of unknown type is skipped without
+  in a ``bytes`` object that starts at up to 64 KiB and doubles as the body
+  arrives (a length prefix alone costs the peer little), so it too is copied
+  once, give or take a resize; a frame of unknown type is skipped without
   being stored.  Such a body of 128 KiB to 4 MiB that nobody kept once the
   sink returned (its reference count says so) is refilled by the next large
   frame instead of being freed: fresh memory that size costs a page fault per
   4 KiB once malloc has given it back to the system.  Its cached hash is reset;
-  it is let go after 64 reads without a large frame, and with the connection;
+  it is let go 64 reads after it was set aside or last refilled, and with the
+  connection, and all protocols of a process together hold at most
+  SPARE_TOTAL_MAX bytes this way;
 * outbound, queued frames are copied into one growing C buffer, and a flush
   turns that buffer into a single ``bytes`` for one ``transport.write``.  A
   ``bytes`` frame or envelope of ``OWN_WRITE_SIZE`` or more is not copied: the
@@ -66,16 +69,17 @@ from casty.transport.framing import (
 cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
     int _PyBytes_Resize(PyObject** data, Py_ssize_t size) except -1
-    Py_ssize_t Py_REFCNT(object o)
-    # For attributes: passing one as ``object`` would count Cython's own temporary.
+    # Takes a PyObject*: an attribute passed as ``object`` would count Cython's temporary.
     Py_ssize_t _refcnt "Py_REFCNT"(PyObject* o)
 
 cdef extern from *:
     """
     /* A bytes object nobody else references may be refilled, provided its cached hash
        is forgotten.  The cache field exists (deprecated) in 3.11-3.13; elsewhere, and
-       where reference counts are not exact, bodies are never reused. */
-    #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+       where reference counts are not exact (free-threaded, PyPy, GraalPy), bodies are
+       never reused. */
+    #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED) \
+        && !defined(PYPY_VERSION) && !defined(GRAALVM_PYTHON)
     #  define CASTY_CAN_REUSE_BYTES 1
     static inline void casty_forget_bytes_hash(PyObject *b) {
     #  pragma GCC diagnostic push
@@ -126,7 +130,7 @@ cdef enum:
     # A spanning body of this size range that nobody kept is refilled by the next one.
     _SPARE_MIN = 128 * 1024
     _SPARE_MAX = 4 * 1024 * 1024
-    # The spare is let go after this many reads in which no spanning body began.
+    # The spare is let go after this many reads since it was set aside or last refilled.
     _SPARE_IDLE_READS = 64
     # All the spares of a process together stay within this, however many connections
     # fell silent right after a large frame.
@@ -249,8 +253,7 @@ cdef class FrameProtocolBase:
         self.context = None
         self._hdr_fill = 0
         self._body = None
-        self._spare = None
-        self._spare_size = 0
+        self._drop_spare()  # __init__ may run again on a protocol that holds one
         self._spare_idle = 0
         self._body_len = 0
         self._body_fill = 0
@@ -415,6 +418,9 @@ cdef class FrameProtocolBase:
         take = min(self._body_len - self._body_fill, n - off)
         if self._body is not None:
             self._grow_body(self._body_fill + take)
+            if _refcnt(<PyObject*>self._body) != 1:
+                # Someone reached it (gc.get_referents can): fill a copy instead.
+                self._resize_body(PyBytes_GET_SIZE(self._body))
             memcpy(PyBytes_AS_STRING(self._body) + self._body_fill, p + off, take)
         self._body_fill += take
         off += take
@@ -427,7 +433,7 @@ cdef class FrameProtocolBase:
         take = self._body_len
         self._reset_partial()
         self._dispatch(frame_type, body, take if body is None else 0)
-        if (body is not None and CASTY_CAN_REUSE_BYTES and Py_REFCNT(body) == 1
+        if (body is not None and CASTY_CAN_REUSE_BYTES and _refcnt(<PyObject*>body) == 1
                 and _SPARE_MIN <= take <= _SPARE_MAX and not self._closed):
             # Nobody kept it, so nobody can see it refilled; a fresh body this large
             # would cost a page fault per 4 KiB once the allocator has given it back.
@@ -541,7 +547,11 @@ cdef class FrameProtocolBase:
         cdef PyObject* raw
         cdef object fresh
         if _refcnt(<PyObject*>self._body) != 1:
-            fresh = PyBytes_FromStringAndSize(NULL, size)
+            try:
+                fresh = PyBytes_FromStringAndSize(NULL, size)
+            except MemoryError:
+                self._reset_partial()
+                raise
             memcpy(PyBytes_AS_STRING(fresh), PyBytes_AS_STRING(self._body),
                    min(size, PyBytes_GET_SIZE(self._body)))
             self._body = fresh

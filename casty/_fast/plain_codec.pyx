@@ -361,8 +361,8 @@ def encode_plain(name, values):
 
 
 cdef object encode_plain_after(bytes prefix, object name, object values, bint scatter):
-    """``prefix`` followed by ``encode_plain(name, values)`` in one bytes (one allocation
-    of the result), or None when a value is not plain.
+    """``prefix`` followed by ``encode_plain(name, values)`` in one bytes, or None when
+    a value is not plain.
 
     With ``scatter``, a ``bytes`` value of 64 KiB or more is not copied: the result is
     then a list of ``bytes`` pieces, those values among them, that joined make the bytes
