@@ -820,6 +820,17 @@ async def test_an_envelope_in_pieces_is_one_frame(impl: types.SimpleNamespace, m
     assert transport.writes[0] == message(b"a") + message(b"head" + big + b"tail" + big)[:9]
 
 
+async def test_a_non_buffer_is_refused_whole(impl: types.SimpleNamespace) -> None:
+    # bytes(5) would be five zero bytes: both twins refuse what is not a buffer instead.
+    proto, _, transport = await connected(impl.FrameProtocol)
+    for bad in (5, "text"):
+        with pytest.raises(TypeError):
+            proto.send_message(bad)
+        with pytest.raises(TypeError):
+            proto.send_frame(bad)
+    assert proto.queued_frames == 0 and proto.dropped == 0
+
+
 class _Pieces(list[bytes]):
     pass
 

@@ -562,7 +562,7 @@ class FrameProtocol(asyncio.Protocol):
     def send_frame(self, frame: bytes) -> bool:
         """Queue a whole encoded frame; False (and counted in ``dropped``) when refused."""
         if type(frame) is not bytes:
-            frame = bytes(frame)  # a snapshot: the caller may reuse a mutable buffer
+            frame = bytes(memoryview(frame))  # a snapshot: the caller may reuse a mutable buffer
         size = len(frame)
         if size < FRAME_HEADER_SIZE or _LENGTH.unpack_from(frame)[0] != size - 4:
             raise FrameError(send_frame_problem(frame))
@@ -578,7 +578,7 @@ class FrameProtocol(asyncio.Protocol):
         if isinstance(envelope, list):
             return self._send_parts(envelope)
         if type(envelope) is not bytes:
-            envelope = bytes(envelope)  # a snapshot: the caller may reuse a mutable buffer
+            envelope = bytes(memoryview(envelope))  # a snapshot: the caller may reuse a mutable buffer
         size = len(envelope) + FRAME_HEADER_SIZE
         if size - 4 > MAX_FRAME_LENGTH:
             raise FrameError(f"frame body of {len(envelope)} bytes is too long for a 4-byte length")
