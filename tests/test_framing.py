@@ -829,6 +829,8 @@ async def test_a_non_buffer_is_refused_whole(impl: types.SimpleNamespace) -> Non
         with pytest.raises(TypeError):
             proto.send_frame(bad)
     assert proto.queued_frames == 0 and proto.dropped == 0
+    await one_loop_turn()
+    assert transport.writes == []
 
 
 class _Pieces(list[bytes]):

@@ -15,6 +15,7 @@ from casty.address import ActorAddress
 from casty.ref import LocalActorRef
 from casty.serialization import JsonSerializer, MsgpackSerializer, SerializationError, TypeRegistry, type_hint
 from casty.transport.envelope import MessageEnvelope
+from casty.transport.framing import OWN_WRITE_SIZE
 from tests.test_inbound import Nested, Tick  # the same messages the inbound tests read
 
 
@@ -152,7 +153,9 @@ def test_a_value_sent_by_itself_encodes_as_the_serializer(impl: types.SimpleName
 
 # -- encode_parts: large bytes values as pieces of their own ----------------------------
 
-SCATTER = 64 * 1024  # the Cython writer's threshold, the framing's OWN_WRITE_SIZE
+# The Cython writer's threshold (plain_codec's _SCATTER_MIN) must be the framing's: a
+# piece that large gets a write of its own.  The boundary sizes below check they agree.
+SCATTER = OWN_WRITE_SIZE
 SIZES = [0, 10, SCATTER - 1, SCATTER, SCATTER + 7, 200_000]
 
 
