@@ -137,6 +137,9 @@ cdef enum:
     _SPARE_TOTAL_MAX = 32 * 1024 * 1024
 
 cdef unsigned long long _MAX_LENGTH = 0xFFFFFFFF
+# OWN_WRITE_SIZE as a C value, for the per-frame comparisons.
+cdef Py_ssize_t _OWN_WRITE = OWN_WRITE_SIZE
+
 # Whether this build refills spanning bodies nobody kept (tests read it).
 _REFILLS_BODIES = bool(CASTY_CAN_REUSE_BYTES)
 SPARE_TOTAL_MAX = _SPARE_TOTAL_MAX
@@ -149,8 +152,6 @@ def spare_bytes_held():
     """Bytes the protocols of this process hold as spare frame bodies (at most
     ``SPARE_TOTAL_MAX``)."""
     return _spare_total
-# OWN_WRITE_SIZE as a C value, for the per-frame comparisons.
-cdef Py_ssize_t _OWN_WRITE = OWN_WRITE_SIZE
 
 
 cdef inline unsigned long long _be32(const unsigned char* p) noexcept nogil:
@@ -417,11 +418,7 @@ cdef class FrameProtocolBase:
             self._begin_body()
         take = min(self._body_len - self._body_fill, n - off)
         if self._body is not None:
-            self._grow_body(self._body_fill + take)
-            if _refcnt(<PyObject*>self._body) != 1:
-                # Someone reached it (gc.get_referents can): fill a copy instead.
-                self._resize_body(PyBytes_GET_SIZE(self._body))
-            memcpy(PyBytes_AS_STRING(self._body) + self._body_fill, p + off, take)
+            self._fill_body(p + off, take)
         self._body_fill += take
         off += take
         if self._body_fill < self._body_len:
@@ -484,8 +481,7 @@ cdef class FrameProtocolBase:
             self._begin_body()
             avail = n - off
             if self._body is not None:
-                self._grow_body(avail)
-                memcpy(PyBytes_AS_STRING(self._body), p + off, avail)
+                self._fill_body(p + off, avail)
             self._body_fill = avail
         return 0
 
@@ -500,13 +496,9 @@ cdef class FrameProtocolBase:
             if self._spare is not None and self._body_len >= _SPARE_MIN:
                 self._body = self._spare
                 self._drop_spare()
-                if _refcnt(<PyObject*>self._body) != 1:
-                    # Someone reached it after all (gc.get_referents can): never refill
-                    # bytes another holder can see.
-                    self._body = None
-                    self._body = PyBytes_FromStringAndSize(NULL, min(self._body_len, _EAGER_BODY))
-                else:
-                    casty_forget_bytes_hash(self._body)
+                # Should someone have reached it, _fill_body copies it before writing,
+                # and the hash they recompute is the one it had.
+                casty_forget_bytes_hash(self._body)
             else:
                 self._body = PyBytes_FromStringAndSize(NULL, min(self._body_len, _EAGER_BODY))
         else:
@@ -529,6 +521,15 @@ cdef class FrameProtocolBase:
         _spare_total -= self._spare_size
         self._spare_size = 0
         self._spare = None
+
+    cdef int _fill_body(self, const unsigned char* p, Py_ssize_t take) except -1:
+        """Write p[0:take] into the partial body after what it holds, growing it.  A body
+        someone else reached (gc.get_referents can) is copied first, never written into."""
+        self._grow_body(self._body_fill + take)
+        if _refcnt(<PyObject*>self._body) != 1:
+            self._resize_body(PyBytes_GET_SIZE(self._body))
+        memcpy(PyBytes_AS_STRING(self._body) + self._body_fill, p, take)
+        return 0
 
     cdef int _grow_body(self, Py_ssize_t need) except -1:
         """Make the partial body hold ``need`` bytes (doubling, up to its full length)."""
@@ -649,10 +650,8 @@ cdef class FrameProtocolBase:
             return self._enqueue_message(
                 <const unsigned char*>PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), envelope
             )
-        if type(envelope) is list:
-            return self._enqueue_parts(envelope)
         if isinstance(envelope, list):  # as the pure twin: subclasses are pieces too
-            return self._enqueue_parts(list(envelope))
+            return self._enqueue_parts(envelope if type(envelope) is list else list(envelope))
         PyObject_GetBuffer(envelope, &view, PyBUF_SIMPLE)
         try:
             if view.len < _OWN_WRITE:
