@@ -281,10 +281,13 @@ def _big_bodies(sizes: list[int]) -> list[bytes]:
     return [bytes([i % 251]) * 7 + (b"%d:" % i) * ((size - 7) // len(b"%d:" % i)) for i, size in enumerate(sizes)]
 
 
+def _pieces(stream: bytes, piece: int = 65_536) -> list[bytes]:
+    return [stream[i : i + piece] for i in range(0, len(stream), piece)]
+
+
 def _feed_spanning(proto: Any, bodies: list[bytes], piece: int = 65_536) -> None:
-    stream = b"".join(message(b) for b in bodies)
-    for i in range(0, len(stream), piece):
-        proto.data_received(stream[i : i + piece])
+    for chunk in _pieces(b"".join(message(b) for b in bodies), piece):
+        proto.data_received(chunk)
 
 
 def test_kept_large_bodies_stay_intact(impl: types.SimpleNamespace) -> None:
@@ -379,10 +382,6 @@ def test_large_body_memory_is_let_go(impl: types.SimpleNamespace, end: str) -> N
     assert after - before < BIG // 2
 
 
-def _pieces(stream: bytes, piece: int = 65_536) -> list[bytes]:
-    return [stream[i : i + piece] for i in range(0, len(stream), piece)]
-
-
 def _peak_while_fed(proto: Any, chunks: list[bytes]) -> int:
     """Bytes allocated at the peak while ``chunks`` are fed (they exist beforehand)."""
     tracemalloc.start()
@@ -400,6 +399,22 @@ def _refills(mod: Any) -> bool:
     return bool(getattr(mod, "_REFILLS_BODIES", False))
 
 
+def _assert_refilled(mod: Any, peak: int) -> None:
+    """A large body's fill allocated next to nothing (where bodies are refilled), or at
+    least the body (the pure twin)."""
+    assert peak < 16 * 1024 if _refills(mod) else peak >= BIG
+
+
+def _held_bytes(proto: Any) -> list[tuple[bytes, bytes]]:
+    """The large bytes objects gc.get_referents reaches from ``proto``, each with a copy."""
+    held = [o for o in gc.get_referents(proto) if isinstance(o, bytes) and len(o) > 1000]
+    return [(o, bytes(memoryview(o))) for o in held]
+
+
+def _unchanged(held: list[tuple[bytes, bytes]]) -> bool:
+    return all(bytes(memoryview(o)) == copy for o, copy in held)
+
+
 @pytest.mark.parametrize("small_reads_between", [0, 63])
 def test_a_dropped_body_is_refilled_by_the_next(mod: Any, small_reads_between: int) -> None:
     # The second large body reuses the first one's memory (in builds that refill; the
@@ -412,8 +427,7 @@ def test_a_dropped_body_is_refilled_by_the_next(mod: Any, small_reads_between: i
         _feed_spanning(proto, [first])
         for _ in range(small_reads_between):
             proto.data_received(message(b"s"))
-        peak = _peak_while_fed(proto, _pieces(message(second)))
-        assert peak < 16 * 1024 if _refills(mod) else peak >= BIG
+        _assert_refilled(mod, _peak_while_fed(proto, _pieces(message(second))))
     assert seen[-1] == second[:8]
 
 
@@ -429,8 +443,7 @@ def test_refilling_resumes_after_an_idle_spell(mod: Any) -> None:
     _feed_spanning(proto, [first])
     for _ in range(10):
         proto.data_received(message(b"s"))
-    peak = _peak_while_fed(proto, _pieces(message(second)))
-    assert peak < 16 * 1024 if _refills(mod) else peak >= BIG
+    _assert_refilled(mod, _peak_while_fed(proto, _pieces(message(second))))
 
 
 def test_set_aside_bodies_are_bounded_per_process(mod: Any) -> None:
@@ -466,12 +479,11 @@ def test_a_set_aside_body_someone_reached_is_not_refilled(mod: Any) -> None:
     proto.set_message_sink(lambda body: seen.append(bytes(memoryview(body))))
     first, second, third = _big_bodies([BIG, BIG, 2 * BIG])
     _feed_spanning(proto, [first])
-    reached = [o for o in gc.get_referents(proto) if isinstance(o, bytes) and len(o) > 1000]
-    assert reached or not _refills(mod)  # the Cython twin holds the set-aside body
-    copies = [bytes(memoryview(o)) for o in reached]
+    held = _held_bytes(proto)
+    assert held or not _refills(mod)  # the Cython twin holds the set-aside body
     _feed_spanning(proto, [second, third], piece=30_000)
     assert seen == [first, second, third]
-    assert [bytes(memoryview(o)) for o in reached] == copies
+    assert _unchanged(held)
 
 
 @pytest.mark.parametrize("piece", [10_000, 50_000])  # fills without and with a resize
@@ -487,13 +499,12 @@ def test_a_partial_body_someone_reached_keeps_its_bytes(mod: Any, piece: int, re
         _feed_spanning(proto, [first])
     chunks = _pieces(message(body), piece)
     proto.data_received(chunks[0])
-    reached = [o for o in gc.get_referents(proto) if isinstance(o, bytes) and len(o) > 1000]
-    assert reached or mod is pure_framing  # the Cython twin holds the partial body
-    copies = [bytes(memoryview(o)) for o in reached]
+    held = _held_bytes(proto)
+    assert held or mod is pure_framing  # the Cython twin holds the partial body
     for chunk in chunks[1:]:
         proto.data_received(chunk)
     assert seen == [first, body] if refilled else seen == [body]
-    assert [bytes(memoryview(o)) for o in reached] == copies
+    assert _unchanged(held)
 
 
 def _feed(module: Any, chunks: list[bytes], **kw: Any) -> list[tuple[Any, ...]]:
