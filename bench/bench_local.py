@@ -7,10 +7,15 @@ Three routes through ``deliver``:
   flushed by ``register`` and forgotten by ``unregister`` (``max_dead_paths=0``),
   so every deliver lands in the buffer and the flush is part of its cost;
 - dead: the path was unregistered, so every deliver is a counted, logged drop.
+
+One more row is not a deliver: a register and unregister of a fresh path, what
+every ask does for its reply path, with the set of dead paths already full (the
+default 100,000), so each unregister also forgets the oldest dead path.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -93,6 +98,22 @@ def _dead(module: ModuleType) -> Callable[[int], None]:
     return run
 
 
+def _ask_paths(module: ModuleType) -> Callable[[int], None]:
+    transport = module.LocalTransport()
+    register, unregister = transport.register, transport.unregister
+    names = (f"/temp/ask-{i}" for i in itertools.count())
+    for _ in repeat(None, 150_000):  # past the bound: the oldest dead paths are evicted
+        unregister(next(names))
+
+    def run(n: int) -> None:
+        for _ in repeat(None, n):
+            path = next(names)
+            register(path, None)
+            unregister(path)
+
+    return run
+
+
 @contextmanager
 def _quiet_drop_log() -> Iterator[None]:
     # The dead row logs a WARNING at every power of two; keep it off the terminal
@@ -114,6 +135,7 @@ CASES: dict[str, Callable[[ModuleType], Callable[[int], None]]] = {
     "deliver_path, registered handler": _registered_path,
     "deliver, buffered path (+flush)": _buffered,
     "deliver, dead path (drop)": _dead,
+    "register+unregister, 100k dead paths": _ask_paths,
 }
 
 

@@ -244,6 +244,23 @@ def test_max_dead_paths_forgets_least_recently_unregistered(impl: types.SimpleNa
     assert got == [3]
 
 
+def test_dead_paths_stay_the_most_recent_ones_through_long_churn(impl: types.SimpleNamespace) -> None:
+    # What asks do: a fresh path registered and unregistered, far past the bound.
+    t = impl.LocalTransport(max_dead_paths=100)
+    for i in range(5_000):
+        t.register(f"/temp/ask-{i}", print)
+        t.unregister(f"/temp/ask-{i}")
+        if i == 4_950:
+            t.unregister("/temp/ask-4000")  # long dead and forgotten: dead again, newest
+    for i in (4_000, *range(4_901, 5_000)):
+        t.deliver_path(f"/temp/ask-{i}", i)
+    assert t.drops == {**NO_DROPS, "dead": 100}
+    t.deliver_path("/temp/ask-4900", "forgotten")  # the 101st most recent: buffered again
+    got: list[Any] = []
+    t.register("/temp/ask-4900", got.append)
+    assert got == ["forgotten"]
+
+
 def test_zero_dead_paths_remembers_none(impl: types.SimpleNamespace) -> None:
     t = impl.LocalTransport(max_dead_paths=0)
     t.unregister("/a")

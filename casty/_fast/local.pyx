@@ -24,7 +24,7 @@ from cpython.ref cimport PyObject
 
 from casty._fast.mailbox cimport Mailbox
 
-from collections import deque
+from collections import OrderedDict, deque
 from types import MemberDescriptorType
 
 from casty.address import ActorAddress
@@ -130,7 +130,7 @@ cdef class LocalTransport:
 
     cdef dict _handlers
     cdef dict _pending  # never holds an empty buffer
-    cdef dict _dead  # insertion-ordered set: oldest evicted first
+    cdef object _dead  # OrderedDict as an ordered set: oldest evicted first, in O(1)
     cdef list _factories
     cdef readonly dict _waiters  # readable so tests can see cancelled waiters leave nothing
     cdef public dict drops
@@ -158,7 +158,7 @@ cdef class LocalTransport:
     cdef int _reset(self) except -1:
         self._handlers = {}
         self._pending = {}
-        self._dead = {}
+        self._dead = OrderedDict()
         self._factories = []
         self._waiters = {}
         self.drops = {DROP_DEAD: 0, DROP_OVERFLOW: 0, DROP_TOO_MANY_PATHS: 0}
@@ -212,16 +212,16 @@ cdef class LocalTransport:
 
         Messages still buffered for ``path`` are dropped (and counted) too.
         """
-        cdef dict dead = self._dead
+        dead = self._dead
         self._handlers.pop(path, None)
         pending = self._pending.pop(path, None)
         if pending:
             for _ in range(len(pending)):
                 log_drop(self.drops, DROP_DEAD, path)
-        dead.pop(path, None)  # re-insert: the most recently unregistered is kept longest
         dead[path] = None
-        if PyDict_Size(dead) > self._max_dead:
-            del dead[next(iter(dead))]
+        dead.move_to_end(path)  # the most recently unregistered is kept longest
+        if len(dead) > self._max_dead:
+            dead.popitem(last=False)
 
     def is_registered(self, path):
         """True when a handler is registered for ``path``."""

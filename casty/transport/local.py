@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -138,7 +138,9 @@ class LocalTransport:
         self._max_dead = check_limit("max_dead_paths", max_dead_paths)
         self._handlers: dict[str, Callable[[Any], None]] = {}
         self._pending: dict[str, deque[Any]] = {}  # never holds an empty buffer
-        self._dead: dict[str, None] = {}  # insertion-ordered set: oldest evicted first
+        # An ordered set, oldest evicted first.  Not a plain dict: evicting its first key
+        # (next(iter(d))) walks past every key deleted before it, O(n) once the set is full.
+        self._dead: OrderedDict[str, None] = OrderedDict()
         self._factories: list[tuple[str, Callable[[str], None]]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.drops: dict[str, int] = {DROP_DEAD: 0, DROP_OVERFLOW: 0, DROP_TOO_MANY_PATHS: 0}
@@ -199,10 +201,10 @@ class LocalTransport:
             for _ in range(len(pending)):
                 log_drop(self.drops, DROP_DEAD, path)
         dead = self._dead
-        dead.pop(path, None)  # re-insert: the most recently unregistered is kept longest
         dead[path] = None
+        dead.move_to_end(path)  # the most recently unregistered is kept longest
         if len(dead) > self._max_dead:
-            del dead[next(iter(dead))]
+            dead.popitem(last=False)
 
     def is_registered(self, path: str) -> bool:
         """True when a handler is registered for ``path``."""
