@@ -8,6 +8,16 @@ Consecutive messages are handled without a trip through the event loop, except
 that after ``BATCH`` of them in a row the loop yields once, so an actor that keeps
 feeding itself cannot starve every other task.
 
+Eager handling: a message that finds the actor waiting, delivered from outside
+every task (an inbound TCP read, a timer), runs the handler right there, as the
+actor's task (``asyncio.current_task()`` and context variables are the task's),
+instead of waking the task for the next loop iteration: a request and its reply
+then leave in the same read callback, with no task switch.  What the handler
+does beyond returning ``same`` without suspending (awaiting, raising, returning
+a new behaviour) the task finishes before any later message.  From inside a
+task (another actor, an ``ask``) a message is queued as above, so one actor's
+handler never runs nested inside another's.
+
 Failure policy: a handler (or setup, or pre_start) that raises is logged on
 ``casty.actor`` with the actor path.  Without :meth:`Behaviors.supervise` the
 actor then stops (children first, then post_stop hooks, then its path is
@@ -20,9 +30,11 @@ for a restart.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from casty._impl import Mailbox
@@ -56,6 +68,59 @@ BATCH = 1024
 _Handler = Callable[[ActorContext[Any], Any], Awaitable[Behavior[Any]]]
 _Hook = Callable[[ActorContext[Any]], Awaitable[None]]
 _NO_MESSAGE = object()
+
+# What eager handling needs from asyncio: marking a task as the running one while its
+# code runs outside the task's own step (what 3.12's eager tasks do).  Private names,
+# hence looked up with a fallback: without them every message goes through the task.
+_enter_task = getattr(asyncio.tasks, "_enter_task", None)
+_leave_task = getattr(asyncio.tasks, "_leave_task", None)
+_current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
+_current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
+    _current_tasks.get if isinstance(_current_tasks, dict) else asyncio.current_task
+)
+EAGER = _enter_task is not None and _leave_task is not None
+"""True when an idle actor can handle a message inside the callback that delivers it."""
+
+_FAILED = object()  # a continuation whose handler raised
+_NOT_STARTED = object()  # a continuation whose awaitable has not run yet
+_HANDED = object()  # _Resumed has handed the task what the coroutine yielded
+
+
+class _Resumed:
+    """Awaits a coroutine that already ran up to its first suspension outside the task.
+
+    The first step hands the task what the coroutine yielded (the future it waits
+    on, or None); every later step, and anything thrown in, goes to the coroutine.
+    """
+
+    __slots__ = ("_coro", "_yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self._coro = coro
+        self._yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return self
+
+    def __iter__(self) -> _Resumed:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, value: Any) -> Any:
+        yielded = self._yielded
+        if yielded is not _HANDED:
+            self._yielded = _HANDED
+            return yielded
+        return self._coro.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        self._yielded = _HANDED
+        return self._coro.throw(*args)
+
+    def close(self) -> None:
+        self._coro.close()
 
 
 def validate_name(name: object) -> str:
@@ -115,6 +180,8 @@ class ActorCell(Generic[M]):
     """The runtime of one actor; created by the system, not by users."""
 
     __slots__ = (
+        "_cont",
+        "_context",
         "_finalizing",
         "_handler",
         "_initial",
@@ -159,6 +226,11 @@ class ActorCell(Generic[M]):
         self._stop_requested = False
         self._finalizing = False
         self._task: asyncio.Task[None] | None = None
+        self._context = contextvars.copy_context()
+        # (handler coroutine or awaitable, what it yielded, message); (None, behaviour,
+        # message); or (_FAILED, exception, message): a message that eager handling
+        # started and the task finishes.
+        self._cont: tuple[Any, Any, Any] | None = None
 
     def __repr__(self) -> str:
         return f"ActorCell({self.path!r})"
@@ -182,7 +254,47 @@ class ActorCell(Generic[M]):
 
     def start(self) -> None:
         """Start the actor's Task (the system calls this once)."""
-        self._task = self._loop.create_task(self._run(), name=f"casty-actor:{self.path}")
+        loop = self._loop
+        name = f"casty-actor:{self.path}"
+        if EAGER and loop.get_task_factory() is None:
+            # Eager handling runs handler code in the task's context, so the task gets
+            # one it can be handed; a custom task factory may not take that argument.
+            self._task = loop.create_task(self._run(), name=name, context=self._context)
+            self.mailbox.eager = self._eager
+        else:
+            self._task = loop.create_task(self._run(), name=name)
+
+    def _eager(self, msg: Any) -> bool:
+        """Handle ``msg`` at once, as the actor's task, when that task waits for mail.
+
+        Only from a callback outside every task (an inbound read, a timer): then the
+        message would otherwise wait a loop iteration for the task to wake, and no
+        other actor's code is running.  A handler that returns ``same`` without
+        suspending is done here; anything else (it suspends, raises or returns a
+        new behaviour) is finished by the task, before any later message.  Returns
+        False to have the message queued as usual.
+        """
+        loop = self._loop
+        if _current_task(loop) is not None:
+            return False
+        task = self._task
+        _enter_task(loop, task)  # type: ignore[misc]
+        try:
+            coro = self._handler(self.context, msg)
+            if type(coro) is CoroutineType:
+                self._cont = (coro, self._context.run(coro.send, None), msg)
+            else:
+                self._cont = (coro, _NOT_STARTED, msg)
+        except StopIteration as done:
+            if done.value is SAME:
+                return True
+            self._cont = (None, done.value, msg)
+        except Exception as exc:
+            self._cont = (_FAILED, exc, msg)
+        finally:
+            _leave_task(loop, task)  # type: ignore[misc]
+        self.mailbox.wake()
+        return True
 
     def request_stop(self) -> None:
         """Ask the actor to stop after the message it is handling (idempotent)."""
@@ -248,14 +360,39 @@ class ActorCell(Generic[M]):
                 else:
                     budget = BATCH
                     await box.wait(self._loop)
+                    if self._cont is not None:
+                        await self._finish_eager()
         except asyncio.CancelledError:
             # Only a shutdown whose grace period ran out cancels an actor; still clean up.
             self._uncancel()
             self.mailbox.forget_waiter()
+            self._drop_eager()
             log.warning("actor %s was cancelled while busy; stopping it", self.path,
                         extra={"actor_path": self.path})
         finally:
             await self._finalize()
+
+    async def _finish_eager(self) -> None:
+        """Finish the message that :meth:`_eager` started."""
+        started, result, msg = self._cont  # type: ignore[misc]
+        self._cont = None
+        if started is _FAILED:
+            await self._fail(result, msg)
+            return
+        if started is not None:
+            try:
+                result = await (started if result is _NOT_STARTED else _Resumed(started, result))
+            except Exception as exc:
+                await self._fail(exc, msg)
+                return
+        if result is not SAME:
+            await self._become(result, msg)
+
+    def _drop_eager(self) -> None:
+        """Close a handler that eager handling started and the task never resumed."""
+        cont, self._cont = self._cont, None
+        if cont is not None and isinstance(cont[0], CoroutineType):
+            cont[0].close()
 
     async def _become(self, nxt: Behavior[Any], msg: Any) -> None:
         if nxt is UNHANDLED:
@@ -346,6 +483,7 @@ class ActorCell(Generic[M]):
         self._stop_requested = True
         self._finalizing = True
         self.mailbox.forget_waiter()
+        self.mailbox.eager = None  # the cell and its mailbox no longer hold each other
         self.system.local.unregister(self.path)
         queue = self.mailbox.queue
         if queue:

@@ -36,6 +36,26 @@ async def test_a_settled_or_forgotten_waiter_is_left_alone(impl: types.SimpleNam
     assert list(box.queue) == ["a", "b"]
 
 
+async def test_eager_is_offered_only_what_reaches_a_waiting_mailbox(impl: types.SimpleNamespace) -> None:
+    box = impl.Mailbox()
+    transport = impl.LocalTransport()
+    transport.register("/user/a", box)
+    offered: list[str] = []
+    box.eager = lambda msg: offered.append(msg) or msg.startswith("taken")
+    transport.deliver_path("/user/a", "busy")  # nothing waits: queued, not offered
+    waiter = box.wait(asyncio.get_running_loop())
+    transport.deliver_path("/user/a", "taken")  # taken: not queued, the waiter still waits
+    box.put("taken too")
+    assert offered == ["taken", "taken too"] and not waiter.done()
+    transport.deliver_path("/user/a", "declined")  # declined: queued, and the waiter woken
+    assert offered == ["taken", "taken too", "declined"] and waiter.done()
+    assert list(box.queue) == ["busy", "declined"]
+    box.eager = None
+    again = box.wait(asyncio.get_running_loop())
+    box.put("plain")
+    assert again.done() and list(box.queue) == ["busy", "declined", "plain"]
+
+
 async def test_the_local_transport_delivers_into_a_mailbox(impl: types.SimpleNamespace) -> None:
     transport = impl.LocalTransport()
     box = impl.Mailbox()

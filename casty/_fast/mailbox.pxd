@@ -8,6 +8,7 @@ cimport cython
 cdef class Mailbox:
     cdef readonly object queue
     cdef object _waiter
+    cdef public object eager
 
     cdef int put_c(self, object msg) except -1
     cdef int _wake(self) except -1

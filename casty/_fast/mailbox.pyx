@@ -13,10 +13,13 @@ cdef class Mailbox:
     def __init__(self):
         self.queue = deque()
         self._waiter = None
+        self.eager = None
 
     cdef int put_c(self, object msg) except -1:
-        self.queue.append(msg)
-        if self._waiter is not None:
+        if self._waiter is None:
+            self.queue.append(msg)
+        elif self.eager is None or not self.eager(msg):
+            self.queue.append(msg)
             self._wake()
         return 0
 
@@ -29,7 +32,7 @@ cdef class Mailbox:
         return 0
 
     def put(self, msg):
-        """Append ``msg`` and wake the waiter, if any."""
+        """Queue ``msg`` and wake the waiter, if any (unless ``eager`` took it)."""
         self.put_c(msg)
 
     def __call__(self, msg):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Mailbox"]
@@ -30,16 +31,21 @@ class Mailbox:
     ['hello']
     """
 
-    __slots__ = ("_waiter", "queue")
+    __slots__ = ("_waiter", "eager", "queue")
 
     def __init__(self) -> None:
         self.queue: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        #: ``eager(msg) -> bool``: offered each message that finds the actor waiting;
+        #: True means it was handled on the spot and is not queued.
+        self.eager: Callable[[Any], bool] | None = None
 
     def put(self, msg: Any) -> None:
-        """Append ``msg`` and wake the waiter, if any."""
-        self.queue.append(msg)
-        if self._waiter is not None:  # the actor waits for mail: the rare case
+        """Queue ``msg`` and wake the waiter, if any (unless ``eager`` took it)."""
+        if self._waiter is None:
+            self.queue.append(msg)
+        elif self.eager is None or not self.eager(msg):
+            self.queue.append(msg)
             self.wake()
 
     __call__ = put

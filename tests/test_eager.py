@@ -1,0 +1,272 @@
+"""Eager handling: an idle actor handles a message inside the callback that delivers it.
+
+A message that reaches a waiting actor from outside every task (an inbound read, a
+timer, a ``call_soon`` callback) runs the handler at once, as the actor's task,
+instead of waking the task for the next loop iteration.  Whatever the handler does
+past that (suspend, raise, return a new behaviour) the task finishes, before any
+later message.  These tests pin that down; the rest of the suite runs on it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+
+from casty.actor import EAGER
+from casty.behavior import Behavior, Behaviors
+from casty.context import ActorContext
+from casty.ref import ActorRef
+from casty.system import ActorSystem
+
+T = TypeVar("T")
+WAIT = 5.0
+
+pytestmark = pytest.mark.skipif(not EAGER, reason="this asyncio lacks what eager handling needs")
+
+
+@dataclass(frozen=True)
+class Ping:
+    reply_to: ActorRef[Any]
+
+
+async def in_callback(fn: Callable[[], T]) -> T:
+    """``fn()`` run in a loop callback, outside every task; what it returned."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def callback() -> None:
+        assert asyncio.current_task() is None
+        done.set_result(fn())
+
+    loop.call_soon(callback)
+    return await asyncio.wait_for(done, WAIT)
+
+
+async def idle(system: ActorSystem, ref: ActorRef[Any]) -> None:
+    """Return once ``ref``'s actor has handled everything sent so far and waits for mail.
+
+    The reply is told from the actor's task, which then parks in its mailbox before
+    the asker's task can run.
+    """
+    assert await system.ask(ref, Ping, timeout=WAIT) == "pong"
+
+
+def pinging(handle: Callable[[ActorContext[Any], Any], Any]) -> Behavior[Any]:
+    """A behaviour that answers Ping with "pong" and hands other messages to ``handle``."""
+
+    async def receive(ctx: ActorContext[Any], msg: Any) -> Behavior[Any]:
+        if isinstance(msg, Ping):
+            msg.reply_to.tell("pong")
+            return Behaviors.same()
+        result = await handle(ctx, msg)
+        return Behaviors.same() if result is None else result  # type: ignore[no-any-return]
+
+    return Behaviors.receive(receive)
+
+
+async def test_a_message_from_a_callback_is_handled_before_the_callback_returns() -> None:
+    seen: list[tuple[Any, bool]] = []
+
+    async with ActorSystem("eager") as system:
+
+        async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+            seen.append((msg, asyncio.current_task() is system._cells[ctx.path].task))
+
+        ref = system.spawn(pinging(handle), "a")
+        await idle(system, ref)
+        after_tell = await in_callback(lambda: (ref.tell("x"), list(seen))[1])
+        assert after_tell == [("x", True)]  # handled inside tell, as the actor's own task
+
+
+async def test_a_tell_from_inside_a_task_is_queued_for_the_actor_task() -> None:
+    seen: list[Any] = []
+
+    async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+        seen.append(msg)
+
+    async with ActorSystem("eager") as system:
+        ref = system.spawn(pinging(handle), "a")
+        await idle(system, ref)
+        ref.tell("x")
+        assert seen == []  # another task is running: the actor's task takes it later
+        await idle(system, ref)
+        assert seen == ["x"]
+
+
+async def test_a_handler_that_suspends_is_finished_by_its_task_before_later_messages() -> None:
+    log: list[Any] = []
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async with ActorSystem("eager") as system:
+
+        async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+            log.append(f"{msg}-start")
+            if msg == "slow":
+                await gate
+                log.append(("slow-end", asyncio.current_task() is system._cells[ctx.path].task))
+
+        ref = system.spawn(pinging(handle), "a")
+        await idle(system, ref)
+        assert await in_callback(lambda: (ref.tell("slow"), ref.tell("b"), list(log))[2]) == [
+            "slow-start"
+        ]
+        ref.tell("c")
+        gate.set_result(None)
+        await idle(system, ref)
+        assert log == ["slow-start", ("slow-end", True), "b-start", "c-start"]
+
+
+async def test_an_eager_handler_that_raises_stops_an_unsupervised_actor(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handled: list[Any] = []
+
+    async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+        if msg == "boom":
+            raise ValueError("boom")
+        handled.append(msg)
+
+    async with ActorSystem("eager") as system:
+        ref = system.spawn(pinging(handle), "a")
+        await idle(system, ref)
+        cell = system._cells["/user/a"]
+        with caplog.at_level(logging.ERROR, logger="casty.actor"):
+            await in_callback(lambda: (ref.tell("boom"), ref.tell("after")))
+            await asyncio.wait_for(asyncio.shield(cell.terminated), WAIT)
+    assert handled == []  # the message after the failure was not handled
+    failures = [r for r in caplog.records if "failed while handling a str" in r.getMessage()]
+    assert len(failures) == 1 and "stopping it" in failures[0].getMessage()
+    assert failures[0].exc_info is not None and str(failures[0].exc_info[1]) == "boom"
+
+
+async def test_an_eager_handler_that_raises_restarts_a_supervised_actor() -> None:
+    starts: list[int] = []
+    handled: list[Any] = []
+
+    async def setup(ctx: ActorContext[Any]) -> Behavior[Any]:
+        starts.append(len(starts))
+
+        async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+            if msg == "boom":
+                raise ValueError("boom")
+            handled.append((msg, len(starts)))
+
+        return pinging(handle)
+
+    async with ActorSystem("eager") as system:
+        ref = system.spawn(Behaviors.supervise(Behaviors.setup(setup)), "a")
+        await idle(system, ref)
+        await in_callback(lambda: (ref.tell("boom"), ref.tell("after")))
+        await idle(system, ref)
+    assert handled == [("after", 2)]  # handled by the restarted behaviour
+
+
+async def test_a_behaviour_returned_eagerly_handles_the_next_message() -> None:
+    handled: list[tuple[str, Any]] = []
+
+    async def second(ctx: ActorContext[Any], msg: Any) -> Behavior[Any]:
+        handled.append(("second", msg))
+        if isinstance(msg, Ping):
+            msg.reply_to.tell("pong")
+        return Behaviors.same()
+
+    async def first(ctx: ActorContext[Any], msg: Any) -> Behavior[Any]:
+        handled.append(("first", msg))
+        return Behaviors.receive(second)
+
+    async with ActorSystem("eager") as system:
+        ref = system.spawn(pinging(first), "a")
+        await idle(system, ref)
+        await in_callback(lambda: (ref.tell(1), ref.tell(2)))
+        await idle(system, ref)
+    assert handled[:2] == [("first", 1), ("second", 2)]
+
+
+async def test_stopped_returned_eagerly_stops_the_actor_and_drops_what_follows() -> None:
+    handled: list[Any] = []
+    stopped: list[str] = []
+
+    async def handle(ctx: ActorContext[Any], msg: Any) -> Behavior[Any] | None:
+        handled.append(msg)
+        return Behaviors.stopped() if msg == "stop" else None
+
+    async def post_stop(ctx: ActorContext[Any]) -> None:
+        stopped.append(ctx.path)
+
+    async with ActorSystem("eager") as system:
+        ref = system.spawn(Behaviors.with_lifecycle(pinging(handle), post_stop=post_stop), "a")
+        await idle(system, ref)
+        cell = system._cells["/user/a"]
+        await in_callback(lambda: (ref.tell("stop"), ref.tell("after")))
+        await asyncio.wait_for(asyncio.shield(cell.terminated), WAIT)
+    assert handled == ["stop"] and stopped == ["/user/a"]
+
+
+async def test_context_variables_set_eagerly_are_the_actor_task_own() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+        if msg == "set":
+            var.set("set by the actor")
+        else:
+            msg.reply_to.tell(var.get())
+
+    @dataclass(frozen=True)
+    class Get:
+        reply_to: ActorRef[Any]
+
+    async with ActorSystem("eager") as system:
+        ref = system.spawn(pinging(handle), "a")
+        await idle(system, ref)
+        in_caller = await in_callback(lambda: (ref.tell("set"), var.get())[1])
+        assert in_caller == "unset"  # the callback's own context was not touched
+        assert await system.ask(ref, Get, timeout=WAIT) == "set by the actor"
+    assert var.get() == "unset"
+
+
+async def test_a_shutdown_that_cancels_reaches_a_handler_started_eagerly() -> None:
+    got: list[str] = []
+    waiting = asyncio.Event()
+
+    async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+        waiting.set()
+        try:
+            await asyncio.Event().wait()  # never set: only the shutdown's cancel ends it
+        except asyncio.CancelledError:
+            got.append("cancelled")
+            raise
+
+    system = ActorSystem("eager", stop_timeout=0.05)
+    async with system:
+        ref = system.spawn(pinging(handle), "a")
+        await idle(system, ref)
+        await in_callback(lambda: ref.tell("wait"))
+        await asyncio.wait_for(waiting.wait(), WAIT)
+    assert got == ["cancelled"]
+
+
+async def test_a_handler_returning_another_awaitable_is_awaited_by_the_task() -> None:
+    seen: list[Any] = []
+    loop = asyncio.get_running_loop()
+
+    def receive(ctx: ActorContext[Any], msg: Any) -> asyncio.Future[Behavior[Any]]:
+        reply: asyncio.Future[Behavior[Any]] = loop.create_future()
+        if isinstance(msg, Ping):
+            msg.reply_to.tell("pong")
+        else:
+            seen.append(msg)
+        reply.set_result(Behaviors.same())
+        return reply
+
+    async with ActorSystem("eager") as system:
+        ref = system.spawn(Behaviors.receive(receive), "a")
+        await idle(system, ref)
+        assert await in_callback(lambda: (ref.tell("x"), list(seen))[1]) == ["x"]
+        await idle(system, ref)  # the task awaited the future and went back to waiting
+        assert seen == ["x"]
