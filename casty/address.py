@@ -133,24 +133,41 @@ def split_uri(uri: str) -> tuple[str, str | None, int | None, str]:
 
 _SCHEME_LENGTH = len(_SCHEME)
 _new = object.__new__
-# The fields' slot setters: they skip the frozen __setattr__ and the name lookup.
-_SET_SYSTEM, _SET_PATH, _SET_HOST, _SET_PORT, _SET_NODE_ID = (
-    ActorAddress.__dict__[name].__set__ for name in ("system", "path", "host", "port", "node_id")
-)
+
+
+class _Unfrozen:
+    """ActorAddress's memory layout without the frozen ``__setattr__``.
+
+    ``_trusted`` fills one with plain slot stores, then makes it an ActorAddress by
+    ``__class__`` assignment (allowed between classes with the same slots): less
+    than half the cost of setting the five slots through their descriptors, and
+    addresses are made per message and per ask.
+    """
+
+    __slots__ = ("system", "path", "host", "port", "node_id")  # noqa: RUF023 (the fields' order)
+
+    system: str
+    path: str
+    host: str | None
+    port: int | None
+    node_id: str | None
+
+
+assert _Unfrozen.__slots__ == ActorAddress.__slots__, "the two layouts must stay the same"
 
 
 def _trusted(
     system: str, path: str, host: str | None, port: int | None, node_id: str | None
 ) -> ActorAddress:
-    """An ActorAddress from parts already known valid, without __post_init__'s checks
-    (addresses are made per message and per ask)."""
-    address: ActorAddress = _new(ActorAddress)
-    _SET_SYSTEM(address, system)
-    _SET_PATH(address, path)
-    _SET_HOST(address, host)
-    _SET_PORT(address, port)
-    _SET_NODE_ID(address, node_id)
-    return address
+    """An ActorAddress from parts already known valid, without __post_init__'s checks."""
+    address = _new(_Unfrozen)
+    address.system = system
+    address.path = path
+    address.host = host
+    address.port = port
+    address.node_id = node_id
+    address.__class__ = ActorAddress  # type: ignore[assignment]
+    return address  # type: ignore[return-value]
 
 
 def _parse_head(head: str, uri: str) -> tuple[str, str | None, int | None]:

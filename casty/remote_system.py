@@ -125,13 +125,18 @@ class RemoteActorSystem(ActorSystem):
         host, port = self.node.advertised
         return ActorAddress(self.name, "/", host, port, self.node_id)
 
-    def address_of(self, path: str) -> ActorAddress:
+    def _root_address(self) -> ActorAddress:
         advertised = self.node.advertised
         root = self._advertised_root
         if root is None or root[0] is not advertised:
             host, port = advertised
             root = self._advertised_root = (advertised, ActorAddress(self.name, "/", host, port))
-        return root[1].with_path(path)
+        return root[1]
+
+    def _refs_are_plain(self) -> bool:
+        # make_ref below gives a LocalActorRef for every address of this node.
+        cls = type(self)
+        return cls.address_of is ActorSystem.address_of and cls.make_ref is RemoteActorSystem.make_ref
 
     def make_ref(self, address: ActorAddress) -> ActorRef[Any]:
         if self._remote is None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from casty._impl import LocalTransport
 from casty.actor import ActorCell, validate_name
-from casty.address import TEMP_PREFIX, ActorAddress
+from casty.address import TEMP_PREFIX, ActorAddress, _trusted
 from casty.ask_deadlines import AskDeadlines
 from casty.behavior import SAME, UNHANDLED, Behavior
 from casty.ref import ActorRef, LocalActorRef
@@ -87,6 +87,7 @@ class ActorSystem:
         self._ask_deadlines: AskDeadlines | None = None  # their timeouts, on that loop
         self._closing = False
         self._shutdown: asyncio.Future[None] | None = None
+        self._plain_refs = self._refs_are_plain()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, actors={len(self._cells)})"
@@ -101,7 +102,18 @@ class ActorSystem:
 
     def address_of(self, path: str) -> ActorAddress:
         """The address other code should use for the actor at ``path``."""
-        return self._root.with_path(path)
+        return self._root_address().with_path(path)
+
+    def _root_address(self) -> ActorAddress:
+        """The address of this system's root, ``/``, as other code should use it."""
+        return self._root
+
+    def _refs_are_plain(self) -> bool:
+        """True when a ref to one of this system's actors is a LocalActorRef on
+        ``address_of(path)``: a subclass that overrides ``address_of`` or ``make_ref``
+        gets its own refs everywhere, ask's reply ref included."""
+        cls = type(self)
+        return cls.address_of is ActorSystem.address_of and cls.make_ref is ActorSystem.make_ref
 
     def make_ref(self, address: ActorAddress) -> ActorRef[Any]:
         """A reference to ``address``; every ref the system hands out is built here."""
@@ -235,8 +247,17 @@ class ActorSystem:
 
         self.local.register(path, on_reply)
         entry = deadlines.add(timeout, reply, target)
+        if self._plain_refs:
+            # What make_ref(address_of(path)) gives, built without the checks a path
+            # from elsewhere needs: this runs once per ask.
+            root = self._root_address()
+            reply_to: ActorRef[R] = LocalActorRef(
+                _trusted(root.system, path, root.host, root.port, root.node_id), self.local
+            )
+        else:
+            reply_to = self.make_ref(self.address_of(path))
         try:
-            target.tell(make_message(self.make_ref(self.address_of(path))))
+            target.tell(make_message(reply_to))
             return await reply
         finally:
             deadlines.answered(entry)

@@ -477,6 +477,24 @@ async def test_a_silent_peer_does_not_delay_sends_to_another() -> None:
     assert [(f.reason, f.count) for f in failures] == [("closed", 20)]
 
 
+async def test_the_reply_ref_of_an_ask_is_what_make_ref_and_address_of_give() -> None:
+    handed: list[Any] = []
+
+    def make(reply_to: Any) -> Echo:
+        handed.append(reply_to)
+        return Echo("hi", reply_to)
+
+    async with node("a", advertised_host="a.example") as a, node("b") as b:
+        b.spawn(echo_behavior(), "echo")
+        assert await a.ask(a.ref(b.address.with_path("/user/echo")), make, timeout=5) == "hi"
+        (reply_to,) = handed
+        expected = a.make_ref(a.address_of(reply_to.address.path))
+        assert type(reply_to) is type(expected) and reply_to == expected
+        assert reply_to.id == f"casty://a@a.example:{a.address.port}/temp/ask-0"
+        # the same address the checked constructor builds
+        assert reply_to.address == ActorAddress("a", "/temp/ask-0", "a.example", a.address.port)
+
+
 async def test_address_of_names_the_port_the_node_listens_on() -> None:
     async with node("a") as a:
         port = a.address.port

@@ -339,6 +339,21 @@ async def test_every_ref_comes_from_address_of_and_make_ref() -> None:
         assert await system.ask(ref, lambda r: Echo(r.id, r)) == "casty://t@10.1.2.3:4000/temp/ask-0"
 
 
+async def test_the_reply_ref_of_an_ask_is_what_make_ref_and_address_of_give() -> None:
+    handed: list[Any] = []
+
+    def make(reply_to: Any) -> Echo:
+        handed.append(reply_to)
+        return Echo("hi", reply_to)
+
+    async with ActorSystem("s") as system:
+        assert await system.ask(system.spawn(echo(), "e"), make, timeout=WAIT) == "hi"
+        (reply_to,) = handed
+        expected = system.make_ref(system.address_of(reply_to.address.path))
+        assert type(reply_to) is type(expected) and reply_to == expected
+        assert reply_to.id == "casty://s/temp/ask-0"
+
+
 # -- shutdown --------------------------------------------------------------------------------------
 
 
