@@ -413,14 +413,15 @@ async def test_frames_queued_when_peer_down_drops_a_connection_are_reported() ->
         sink = a.ref(b.address.with_path("/user/sink"))
         sink.tell(Ping(0))
         await got.wait(1)
-        for i in range(1, 101):
-            sink.tell(Ping(i))  # queued on the connection, to be written at the end of this loop turn
+        sink.tell(Ping(1))  # the first since the last flush: written at once
+        for i in range(2, 102):
+            sink.tell(Ping(i))  # queued behind it, to be written when the loop comes round
         a.node.peer_down(*b.node.advertised, "test")
-        sink.tell(Ping(101))  # a new connect starts before the old connection's loss is processed
-        assert [p.seq for p in await got.wait(2)] == [0, 101]
+        sink.tell(Ping(102))  # a new connect starts before the old connection's loss is processed
+        assert [p.seq for p in await got.wait(3)] == [0, 1, 102]
         await failures.wait_for(lambda fs: sum(f.count for f in fs) >= 100)
         assert [(f.reason, f.count) for f in failures] == [("connection_lost", 100)]
-        assert got.items == [Ping(0), Ping(101)]
+        assert got.items == [Ping(0), Ping(1), Ping(102)]
 
 
 async def test_asks_pending_at_shutdown_fail_at_once_and_later_asks_are_refused() -> None:

@@ -136,6 +136,14 @@ async def connected(cls: Any, owner: Any = None, **kw: Any) -> tuple[Any, Any, F
     return proto, owner, transport
 
 
+def prime(proto: Any, transport: FakeTransport) -> None:
+    """Send one frame, which goes out at once; frames sent after it wait for the loop."""
+    before = len(transport.writes)
+    assert proto.send_message(b"prime") is True
+    assert transport.writes[before:] == [message(b"prime")] and proto.queued_frames == 0
+    del transport.writes[before:]
+
+
 async def one_loop_turn() -> None:
     """Let every callback already scheduled with call_soon run (FIFO), then return."""
     ran = asyncio.Event()
@@ -728,31 +736,37 @@ async def test_limits_and_peername(impl: types.SimpleNamespace) -> None:
     assert isinstance(proto, asyncio.Protocol)
 
 
-async def test_sends_in_one_iteration_make_one_write(impl: types.SimpleNamespace) -> None:
+async def test_the_first_send_goes_out_at_once_and_the_rest_in_one_write(
+    impl: types.SimpleNamespace,
+) -> None:
     proto, _, transport = await connected(impl.FrameProtocol)
     bodies = [f"msg-{i}".encode() * (i % 7) for i in range(500)]
     for body in bodies:
         assert proto.send_message(body) is True
     assert proto.send_frame(frame(UNKNOWN, b"raw")) is True
-    assert transport.writes == []
-    assert proto.queued_frames == 501
-    assert proto.queued_bytes == sum(len(b) + 5 for b in bodies) + 8
+    assert transport.writes == [message(bodies[0])]  # nothing was queued: at once
+    assert proto.queued_frames == 500
+    assert proto.queued_bytes == sum(len(b) + 5 for b in bodies[1:]) + 8
     await one_loop_turn()
-    assert transport.writes == [b"".join(message(b) for b in bodies) + frame(UNKNOWN, b"raw")]
+    assert transport.writes[1:] == [b"".join(message(b) for b in bodies[1:]) + frame(UNKNOWN, b"raw")]
     assert proto.queued_bytes == 0
-    proto.send_message(b"next")
+    proto.send_message(b"next")  # the loop came round since the last write: at once again
+    proto.send_message(b"after")
+    assert transport.writes[2:] == [message(b"next")]
     await one_loop_turn()
-    assert transport.writes[1:] == [message(b"next")]
+    assert transport.writes[2:] == [message(b"next"), message(b"after")]
 
 
 async def test_reaching_high_water_writes_at_once(impl: types.SimpleNamespace) -> None:
     proto, _, transport = await connected(
         impl.FrameProtocol, write_high_water=100, write_low_water=0
     )
+    prime(proto, transport)
     for _ in range(3):
         proto.send_message(b"x" * 40)  # 45 bytes each: the third reaches 100+
     assert transport.writes == [message(b"x" * 40) * 3]
     proto.send_message(b"tail")
+    assert transport.writes[1:] == []  # the loop has not come round yet
     await one_loop_turn()
     assert transport.writes[1:] == [message(b"tail")]
 
@@ -789,6 +803,7 @@ async def test_large_frames_get_writes_of_their_own_in_order(impl: types.SimpleN
     big = b"B" * mod.OWN_WRITE_SIZE
     big_frame = frame(UNKNOWN, b"F" * mod.OWN_WRITE_SIZE)
     under = b"u" * (mod.OWN_WRITE_SIZE - 1)
+    prime(proto, transport)
     proto.send_message(b"a")
     proto.send_message(big)
     proto.send_message(b"b")
@@ -816,6 +831,7 @@ async def test_an_envelope_in_pieces_is_one_frame(impl: types.SimpleNamespace, m
     proto, _, transport = await connected(impl.FrameProtocol, write_high_water=16 << 20)
     big = b"B" * mod.OWN_WRITE_SIZE
     head, tail = b"head", bytearray(b"tail")
+    prime(proto, transport)
     proto.send_message(b"a")
     assert proto.send_message([head, big, tail, big]) is True
     tail[:] = b"TAIL"  # a mutable piece was snapshotted
@@ -922,6 +938,7 @@ async def test_close_flushes_then_closes(impl: types.SimpleNamespace) -> None:
 
 async def test_abort_discards_and_counts(impl: types.SimpleNamespace) -> None:
     proto, owner, transport = await connected(impl.FrameProtocol)
+    prime(proto, transport)
     proto.send_message(b"1")
     proto.abort()
     assert transport.aborted and proto.closed
@@ -943,6 +960,7 @@ async def test_sends_before_connection_made_are_flushed(impl: types.SimpleNamesp
 
 async def test_send_frame_needs_a_whole_frame(impl: types.SimpleNamespace) -> None:
     proto, _, transport = await connected(impl.FrameProtocol)
+    prime(proto, transport)
     with pytest.raises(FrameError, match="length prefix says 9 but 4 bytes follow it"):
         proto.send_frame(b"\x00\x00\x00\x09\x01abc")
     with pytest.raises(FrameError, match="got 3 bytes"):
@@ -962,6 +980,7 @@ async def test_write_failure_aborts(
     impl: types.SimpleNamespace, mod: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     proto, owner, transport = await connected(impl.FrameProtocol)
+    prime(proto, transport)
     transport.fail_writes = True
     proto.send_message(b"x")
     proto.send_message(b"y" * mod.OWN_WRITE_SIZE)  # a write of its own: it fails too
@@ -972,8 +991,21 @@ async def test_write_failure_aborts(
     assert owner.events[-1] == ("lost", None, 2)  # what the failed write held is not sent
 
 
+async def test_a_write_at_once_that_fails_aborts_inside_the_send(
+    impl: types.SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    proto, owner, transport = await connected(impl.FrameProtocol)
+    transport.fail_writes = True
+    assert proto.send_message(b"x") is True  # accepted, then its write failed
+    assert transport.aborted and proto.closed and "transport.write failed" in caplog.text
+    assert proto.send_message(b"y") is False and proto.dropped == 1
+    proto.connection_lost(None)
+    assert owner.events[-1] == ("lost", None, 1)
+
+
 async def test_nothing_written_to_a_closing_transport(impl: types.SimpleNamespace) -> None:
     proto, owner, transport = await connected(impl.FrameProtocol)
+    prime(proto, transport)
     proto.send_message(b"x")
     transport.closing = True  # closed by someone else
     await one_loop_turn()

@@ -18,7 +18,8 @@ module and are the same here.  What differs is how the bytes are handled:
   connection, and all protocols of a process together hold at most
   SPARE_TOTAL_MAX bytes this way;
 * outbound, queued frames are copied into one growing C buffer, and a flush
-  turns that buffer into a single ``bytes`` for one ``transport.write``.  A
+  turns that buffer into a single ``bytes`` for one ``transport.write`` (the
+  first frame sent while no flush is pending is flushed at once).  A
   ``bytes`` frame or envelope of ``OWN_WRITE_SIZE`` or more is not copied: the
   buffer so far is sealed into a ``bytes`` piece, and the large object is
   queued after it as a piece of its own.
@@ -757,9 +758,9 @@ cdef class FrameProtocolBase:
         self._wframes += 1
         if self._paused or self._transport is None:
             return 0
-        if self._qbytes >= self._high:
+        if self._qbytes >= self._high or not self._flush_scheduled:
+            # The first frame since the last flush goes out at once (see the pure twin).
             self._flush_now()
-        else:
             self._schedule_flush()
         return 0
 

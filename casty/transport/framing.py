@@ -30,10 +30,12 @@ an error or the connection's loss) no further frame is delivered, not even the
 rest of the chunk being split.
 
 Outbound rules: ``send_frame``/``send_message`` queue a frame and return True
-("accepted", not "delivered").  The first frame queued in a loop iteration
-schedules one flush with ``loop.call_soon``; the flush hands everything queued
-to the transport in one ``write``, except that a ``bytes`` frame or envelope of
-:data:`OWN_WRITE_SIZE` bytes or more is not copied: it gets a ``write`` of its
+("accepted", not "delivered").  A frame sent while no flush is pending is
+written at once, so a request or a reply does not wait a loop iteration, and a
+flush is scheduled with ``loop.call_soon``; frames sent until it runs queue
+behind it, and it hands them all to the transport in one ``write``.  A burst of
+sends thus costs two writes, the first frame's and the rest's, except that a
+``bytes`` frame or envelope of :data:`OWN_WRITE_SIZE` bytes or more is not copied: it gets a ``write`` of its
 own, in order between the joined runs of smaller frames.  ``send_message`` also
 takes an envelope as a list of pieces that joined make it (one frame; each piece
 that large is written as it is).  When the queue reaches ``write_high_water``
@@ -613,9 +615,11 @@ class FrameProtocol(asyncio.Protocol):
         self._queued_frames += 1
         if self._paused or self._transport is None:
             return
-        if self._queued_bytes >= self._high:
+        if self._queued_bytes >= self._high or not self._flush_scheduled:
+            # The first frame since the last flush goes out at once: a request or a
+            # reply should not wait a loop iteration.  Scheduling the flush then makes
+            # the frames queued after it, until the loop comes round, share one write.
             self._flush_now()
-        else:
             self._schedule_flush()
 
     def _schedule_flush(self) -> None:
