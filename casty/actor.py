@@ -16,7 +16,9 @@ then leave in the same read callback, with no task switch.  What the handler
 does beyond returning ``same`` without suspending (awaiting, raising, returning
 a new behaviour) the task finishes before any later message.  From inside a
 task (another actor, an ``ask``) a message is queued as above, so one actor's
-handler never runs nested inside another's.
+handler never runs nested inside another's; so is every frame of a read but the
+last, so that a stream is handled in batches by the task.  The mailbox does the
+handling (``casty.transport.mailbox``, at C level in its Cython twin).
 
 Failure policy: a handler (or setup, or pre_start) that raises is logged on
 ``casty.actor`` with the actor path.  Without :meth:`Behaviors.supervise` the
@@ -51,6 +53,7 @@ from casty.behavior import (
 )
 from casty.context import ActorContext
 from casty.ref import ActorRef
+from casty.transport.mailbox import EAGER, FAILED, NOT_STARTED
 
 if TYPE_CHECKING:
     from casty.system import ActorSystem
@@ -69,20 +72,6 @@ _Handler = Callable[[ActorContext[Any], Any], Awaitable[Behavior[Any]]]
 _Hook = Callable[[ActorContext[Any]], Awaitable[None]]
 _NO_MESSAGE = object()
 
-# What eager handling needs from asyncio: marking a task as the running one while its
-# code runs outside the task's own step (what 3.12's eager tasks do).  Private names,
-# hence looked up with a fallback: without them every message goes through the task.
-_enter_task = getattr(asyncio.tasks, "_enter_task", None)
-_leave_task = getattr(asyncio.tasks, "_leave_task", None)
-_current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
-_current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
-    _current_tasks.get if isinstance(_current_tasks, dict) else asyncio.current_task
-)
-EAGER = _enter_task is not None and _leave_task is not None
-"""True when an idle actor can handle a message inside the callback that delivers it."""
-
-_FAILED = object()  # a continuation whose handler raised
-_NOT_STARTED = object()  # a continuation whose awaitable has not run yet
 _HANDED = object()  # _Resumed has handed the task what the coroutine yielded
 
 
@@ -227,9 +216,8 @@ class ActorCell(Generic[M]):
         self._finalizing = False
         self._task: asyncio.Task[None] | None = None
         self._context = contextvars.copy_context()
-        # (handler coroutine or awaitable, what it yielded, message); (None, behaviour,
-        # message); or (_FAILED, exception, message): a message that eager handling
-        # started and the task finishes.
+        # What the mailbox's take_over hands on (see casty.transport.mailbox): a message
+        # that eager handling started and the task finishes.
         self._cont: tuple[Any, Any, Any] | None = None
 
     def __repr__(self) -> str:
@@ -259,42 +247,15 @@ class ActorCell(Generic[M]):
         if EAGER and loop.get_task_factory() is None:
             # Eager handling runs handler code in the task's context, so the task gets
             # one it can be handed; a custom task factory may not take that argument.
-            self._task = loop.create_task(self._run(), name=name, context=self._context)
-            self.mailbox.eager = self._eager
+            task = self._task = loop.create_task(self._run(), name=name, context=self._context)
+            self.mailbox.arm_eager(task, loop, self._context, self.context, SAME, self._take_over)
         else:
             self._task = loop.create_task(self._run(), name=name)
 
-    def _eager(self, msg: Any) -> bool:
-        """Handle ``msg`` at once, as the actor's task, when that task waits for mail.
-
-        Only from a callback outside every task (an inbound read, a timer): then the
-        message would otherwise wait a loop iteration for the task to wake, and no
-        other actor's code is running.  A handler that returns ``same`` without
-        suspending is done here; anything else (it suspends, raises or returns a
-        new behaviour) is finished by the task, before any later message.  Returns
-        False to have the message queued as usual.
-        """
-        loop = self._loop
-        if _current_task(loop) is not None:
-            return False
-        task = self._task
-        _enter_task(loop, task)  # type: ignore[misc]
-        try:
-            coro = self._handler(self.context, msg)
-            if type(coro) is CoroutineType:
-                self._cont = (coro, self._context.run(coro.send, None), msg)
-            else:
-                self._cont = (coro, _NOT_STARTED, msg)
-        except StopIteration as done:
-            if done.value is SAME:
-                return True
-            self._cont = (None, done.value, msg)
-        except Exception as exc:
-            self._cont = (_FAILED, exc, msg)
-        finally:
-            _leave_task(loop, task)  # type: ignore[misc]
+    def _take_over(self, started: Any, result: Any, msg: Any) -> None:
+        """The mailbox began handling ``msg`` eagerly; the task is to finish it."""
+        self._cont = (started, result, msg)
         self.mailbox.wake()
-        return True
 
     def request_stop(self) -> None:
         """Ask the actor to stop after the message it is handling (idempotent)."""
@@ -373,15 +334,15 @@ class ActorCell(Generic[M]):
             await self._finalize()
 
     async def _finish_eager(self) -> None:
-        """Finish the message that :meth:`_eager` started."""
+        """Finish the message that eager handling started (see :meth:`_take_over`)."""
         started, result, msg = self._cont  # type: ignore[misc]
         self._cont = None
-        if started is _FAILED:
+        if started is FAILED:
             await self._fail(result, msg)
             return
         if started is not None:
             try:
-                result = await (started if result is _NOT_STARTED else _Resumed(started, result))
+                result = await (started if result is NOT_STARTED else _Resumed(started, result))
             except Exception as exc:
                 await self._fail(exc, msg)
                 return
@@ -414,7 +375,7 @@ class ActorCell(Generic[M]):
         ctx = self.context
         while True:
             if isinstance(b, ReceiveBehavior):
-                self._handler = b.handler
+                self._handler = self.mailbox.handler = b.handler
                 return
             if isinstance(b, SetupBehavior):
                 b = await b.factory(ctx)
@@ -432,7 +393,7 @@ class ActorCell(Generic[M]):
                 self._supervision = _Supervision(b, len(self._post_stop))
                 b = b.behavior
             elif isinstance(b, IgnoreBehavior):
-                self._handler = _ignore
+                self._handler = self.mailbox.handler = _ignore
                 return
             elif b is STOPPED:
                 self.request_stop()
@@ -483,7 +444,7 @@ class ActorCell(Generic[M]):
         self._stop_requested = True
         self._finalizing = True
         self.mailbox.forget_waiter()
-        self.mailbox.eager = None  # the cell and its mailbox no longer hold each other
+        self.mailbox.disarm_eager()  # the cell and its mailbox no longer hold each other
         self.system.local.unregister(self.path)
         queue = self.mailbox.queue
         if queue:

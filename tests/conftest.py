@@ -65,6 +65,8 @@ def _namespace(kind: str) -> types.SimpleNamespace:
     for name, (pure, fast) in TWINS.items():
         module = importlib.import_module(fast if kind == "fast" else pure)
         setattr(ns, name, getattr(module, name))
+    mailbox = TWINS["Mailbox"]
+    ns.mailbox = importlib.import_module(mailbox[1] if kind == "fast" else mailbox[0])  # its helpers
     return ns
 
 

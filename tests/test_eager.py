@@ -270,3 +270,44 @@ async def test_a_handler_returning_another_awaitable_is_awaited_by_the_task() ->
         assert await in_callback(lambda: (ref.tell("x"), list(seen))[1]) == ["x"]
         await idle(system, ref)  # the task awaited the future and went back to waiting
         assert seen == ["x"]
+
+
+class _Owner:
+    """Frame protocol owner callbacks that do nothing (the sink gets the messages)."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args: None
+
+
+async def test_a_read_of_several_frames_is_handled_as_a_batch_by_the_task() -> None:
+    from casty import _impl
+
+    reading: list[bool] = [False]
+    seen: list[tuple[Any, bool]] = []
+
+    async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+        seen.append((msg, reading[0]))
+
+    def read(proto: Any, chunk: bytes) -> None:
+        reading[0] = True
+        try:
+            proto.data_received(chunk)
+        finally:
+            reading[0] = False
+
+    def message(body: bytes) -> bytes:
+        return (len(body) + 1).to_bytes(4, "big") + b"\x01" + body
+
+    async with ActorSystem("eager") as system:
+        ref = system.spawn(pinging(handle), "a")
+        proto = _impl.FrameProtocol(_Owner())
+        proto.set_message_sink(ref.tell)
+        await idle(system, ref)
+        await in_callback(lambda: read(proto, message(b"one")))
+        await idle(system, ref)
+        await in_callback(lambda: read(proto, message(b"two") + message(b"three")))
+        await idle(system, ref)
+        await in_callback(lambda: read(proto, message(b"four")))
+        await idle(system, ref)
+    # One frame in a read: handled inside it.  Several: the task takes them together.
+    assert seen == [(b"one", True), (b"two", False), (b"three", False), (b"four", True)]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import types
+from typing import Any
+
+import pytest
 
 from casty.address import ActorAddress
 
@@ -36,24 +40,89 @@ async def test_a_settled_or_forgotten_waiter_is_left_alone(impl: types.SimpleNam
     assert list(box.queue) == ["a", "b"]
 
 
-async def test_eager_is_offered_only_what_reaches_a_waiting_mailbox(impl: types.SimpleNamespace) -> None:
+async def _in_callback(fn: Any) -> Any:
+    """``fn()`` run in a loop callback, outside every task; what it returned."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.call_soon(lambda: done.set_result(fn()))
+    return await done
+
+
+async def test_an_armed_mailbox_handles_eagerly_only_outside_every_task(
+    impl: types.SimpleNamespace,
+) -> None:
+    if not impl.mailbox.EAGER:
+        pytest.skip("this asyncio lacks what eager handling needs")
+    loop = asyncio.get_running_loop()
+    parked = loop.create_future()
+    task = loop.create_task(asyncio.wait([parked]))  # stands for the actor's task
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="outside")
+    context = contextvars.copy_context()
+    context.run(var.set, "the task's")
+    same, handled, taken = object(), [], []
+
+    async def handler(actor_context: Any, msg: Any) -> Any:
+        handled.append((actor_context, msg, asyncio.current_task() is task, var.get()))
+        if msg == "raise":
+            raise ValueError(msg)
+        if msg == "await":
+            await asyncio.sleep(0)
+        return "other" if msg == "other" else same
+
     box = impl.Mailbox()
     transport = impl.LocalTransport()
     transport.register("/user/a", box)
-    offered: list[str] = []
-    box.eager = lambda msg: offered.append(msg) or msg.startswith("taken")
-    transport.deliver_path("/user/a", "busy")  # nothing waits: queued, not offered
-    waiter = box.wait(asyncio.get_running_loop())
-    transport.deliver_path("/user/a", "taken")  # taken: not queued, the waiter still waits
-    box.put("taken too")
-    assert offered == ["taken", "taken too"] and not waiter.done()
-    transport.deliver_path("/user/a", "declined")  # declined: queued, and the waiter woken
-    assert offered == ["taken", "taken too", "declined"] and waiter.done()
-    assert list(box.queue) == ["busy", "declined"]
-    box.eager = None
-    again = box.wait(asyncio.get_running_loop())
-    box.put("plain")
-    assert again.done() and list(box.queue) == ["busy", "declined", "plain"]
+    assert box.arm_eager(task, loop, context, "ctx", same, lambda *a: taken.append(a)) is True
+    box.handler = handler
+    transport.deliver_path("/user/a", "busy")  # nothing waits: queued
+    waiter = box.wait(loop)
+    for msg in ("same", "other", "raise", "await"):
+        await _in_callback(lambda msg=msg: transport.deliver_path("/user/a", msg))
+    assert handled == [("ctx", m, True, "the task's") for m in ("same", "other", "raise", "await")]
+    assert asyncio.current_task() is not task and var.get() == "outside"
+    assert [(a[0], a[2]) for a in taken] == [(None, "other"), (impl.mailbox.FAILED, "raise"), (taken[2][0], "await")]
+    assert taken[0][1] == "other" and isinstance(taken[1][1], ValueError)
+    assert asyncio.iscoroutine(taken[2][0]) and taken[2][1] is None  # sleep(0) yields None
+    taken[2][0].close()
+    assert list(box.queue) == ["busy"] and not waiter.done()  # take_over wakes, not the box
+
+    box.handler = lambda actor_context, msg: loop.create_future()  # an awaitable, no coroutine
+    await _in_callback(lambda: box.put("future"))
+    assert taken[3][1] is impl.mailbox.NOT_STARTED and isinstance(taken[3][0], asyncio.Future)
+
+    box.put("from a task")  # declined: queued, and the waiter woken
+    assert list(box.queue) == ["busy", "from a task"] and waiter.done()
+    box.disarm_eager()
+    again = box.wait(loop)
+    await _in_callback(lambda: box.put("disarmed"))
+    assert again.done() and list(box.queue) == ["busy", "from a task", "disarmed"]
+    assert len(handled) == 4
+    parked.set_result(None)
+    await task
+
+
+async def test_run_step_twins_agree(impl: types.SimpleNamespace) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="outside")
+    context = contextvars.copy_context()
+
+    async def returns() -> str:
+        var.set("set inside")
+        return "value"
+
+    async def suspends() -> None:
+        await asyncio.sleep(0)
+
+    async def raises() -> None:
+        raise KeyError("k")
+
+    assert impl.mailbox.run_step(returns(), context) == "value"
+    assert context[var] == "set inside" and var.get() == "outside"
+    coro = suspends()
+    step = impl.mailbox.run_step(coro, context)
+    assert type(step) is impl.mailbox.Suspended and step.yielded is None
+    coro.close()
+    with pytest.raises(KeyError):
+        impl.mailbox.run_step(raises(), context)
 
 
 async def test_the_local_transport_delivers_into_a_mailbox(impl: types.SimpleNamespace) -> None:

@@ -40,6 +40,8 @@ from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.stdint cimport uint32_t
 from libc.string cimport memcpy
 
+from casty._fast cimport mailbox
+
 from casty.transport.framing import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_QUEUE_BYTES,
@@ -450,12 +452,15 @@ cdef class FrameProtocolBase:
                 break
             length = _be32(p + off)
             if length == 0 or length > self._max_frame:
+                mailbox.more_to_come = False
                 self._length_ok(length)
                 return 0
             if <unsigned long long>(avail - 4) < length:
                 break
             blen = <Py_ssize_t>length - 1
             frame_type = p[off + 4]
+            # Another frame starts after this one: its messages are handled as a batch.
+            mailbox.more_to_come = <Py_ssize_t>length + 4 < avail
             if frame_type == _T_MESSAGE and self._fast_sink is not None:
                 # What _dispatch does for a message, minus the body's bytes object.
                 self._frames_received += 1
@@ -469,6 +474,7 @@ cdef class FrameProtocolBase:
             else:
                 self._dispatch(frame_type, None, blen)
             off += 4 + blen + 1
+        mailbox.more_to_come = False
         if self._closed or off >= n:
             return 0
         # Less than one frame is left, and its length (when present) passed the check.

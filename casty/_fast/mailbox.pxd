@@ -8,7 +8,16 @@ cimport cython
 cdef class Mailbox:
     cdef readonly object queue
     cdef object _waiter
-    cdef public object eager
+    cdef public object handler
+    cdef bint _armed
+    cdef object _task, _loop, _context, _actor_context, _same, _take_over
 
     cdef int put_c(self, object msg) except -1
+    cdef bint _run_eager(self, object msg) except -1
     cdef int _wake(self) except -1
+
+
+# Set by the frame splitter while the chunk it reads holds more frames after the one
+# being delivered: an idle actor then queues the message instead of handling it
+# eagerly, so a stream is handled in batches by the actor's task.
+cdef bint more_to_come

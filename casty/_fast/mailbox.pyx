@@ -1,10 +1,74 @@
 # cython: language_level=3, auto_pickle=False
 """Mailbox in Cython: the twin of ``casty.transport.mailbox`` (same methods, same order
-of effects).  Final, so the LocalTransport's exact type check covers every instance."""
+of effects).  Final, so the LocalTransport's exact type check covers every instance.
+
+Eager handling runs at C level: the handler's coroutine is stepped with
+``PyIter_Send`` inside ``PyContext_Enter``/``PyContext_Exit``, so a handler that
+returns at once costs no StopIteration and no Python frame of the mailbox's own."""
+
+from cpython.dict cimport PyDict_GetItemWithError
+from cpython.ref cimport Py_DECREF, PyObject
 
 from collections import deque
+from types import CoroutineType
 
-__all__ = ["Mailbox"]
+from casty.transport.mailbox import (
+    EAGER,
+    FAILED,
+    NOT_STARTED,
+    Suspended,
+    _current_task,
+    _current_tasks,
+    _enter_task,
+    _leave_task,
+)
+
+__all__ = ["EAGER", "FAILED", "NOT_STARTED", "Mailbox", "Suspended", "run_step"]
+
+cdef extern from "Python.h":
+    # PYGEN_ERROR (-1) comes with an exception set; PYGEN_RETURN is 0, PYGEN_NEXT 1.
+    int PyIter_Send(object iter, object arg, PyObject** presult) except -1
+    int PyContext_Enter(object ctx) except -1
+    int PyContext_Exit(object ctx) except -1
+
+more_to_come = False
+
+cdef object _Coroutine = CoroutineType
+cdef object _FAILED = FAILED
+cdef object _NOT_STARTED = NOT_STARTED
+cdef object _Suspended = Suspended
+cdef dict _tasks = _current_tasks if type(_current_tasks) is dict else None
+cdef object _task_of = _current_task
+cdef object _enter = _enter_task
+cdef object _leave = _leave_task
+
+
+cdef int _step(object coro, object context, PyObject** out) except -1:
+    """Step ``coro`` once inside ``context``: 0 when it returned, 1 when it yielded;
+    ``out`` gets a new reference to the value either way."""
+    cdef int status
+    PyContext_Enter(context)
+    try:
+        status = PyIter_Send(coro, None, out)
+    finally:
+        PyContext_Exit(context)
+    return status
+
+
+cdef inline object _take(PyObject* out):
+    """The object of a new reference, the reference handed over."""
+    value = <object>out
+    Py_DECREF(value)
+    return value
+
+
+def run_step(coro, context):
+    """Run ``coro`` up to its first suspension, inside ``context`` (see the pure twin):
+    its result, or a Suspended with what it yielded; no StopIteration is raised."""
+    cdef PyObject* out = NULL
+    if _step(coro, context, &out):
+        return _Suspended(_take(out))
+    return _take(out)
 
 
 cdef class Mailbox:
@@ -13,15 +77,52 @@ cdef class Mailbox:
     def __init__(self):
         self.queue = deque()
         self._waiter = None
-        self.eager = None
+        self.handler = None
+        self._armed = False
+        self._task = self._loop = self._context = self._actor_context = None
+        self._same = self._take_over = None
 
     cdef int put_c(self, object msg) except -1:
         if self._waiter is None:
             self.queue.append(msg)
-        elif self.eager is None or not self.eager(msg):
+        elif not self._armed or more_to_come or not self._run_eager(msg):
             self.queue.append(msg)
             self._wake()
         return 0
+
+    cdef bint _run_eager(self, object msg) except -1:
+        cdef object loop = self._loop
+        cdef object task = self._task
+        cdef PyObject* out = NULL
+        cdef PyObject* found
+        cdef int status
+        if _tasks is not None:
+            found = PyDict_GetItemWithError(_tasks, loop)
+            if found is not NULL and <object>found is not None:
+                return False  # put from inside a task: that task goes on, ours wakes later
+        elif _task_of(loop) is not None:
+            return False
+        _enter(loop, task)
+        try:
+            try:
+                coro = self.handler(self._actor_context, msg)
+                if type(coro) is _Coroutine:
+                    status = _step(coro, self._context, &out)
+                    result = _take(out)
+                    if status:
+                        started = coro
+                    elif result is self._same:
+                        return True
+                    else:
+                        started = None
+                else:
+                    started, result = coro, _NOT_STARTED
+            except Exception as exc:
+                started, result = _FAILED, exc
+        finally:
+            _leave(loop, task)
+        self._take_over(started, result, msg)
+        return True
 
     cdef int _wake(self) except -1:
         waiter = self._waiter
@@ -32,7 +133,7 @@ cdef class Mailbox:
         return 0
 
     def put(self, msg):
-        """Queue ``msg`` and wake the waiter, if any (unless ``eager`` took it)."""
+        """Queue ``msg`` and wake the waiter, if any (or handle it eagerly, once armed)."""
         self.put_c(msg)
 
     def __call__(self, msg):
@@ -51,3 +152,20 @@ cdef class Mailbox:
     def forget_waiter(self):
         """Drop the waiter without completing it (its task is gone)."""
         self._waiter = None
+
+    def arm_eager(self, task, loop, context, actor_context, same, take_over):
+        """Handle messages eagerly from now on (see the pure twin); False where asyncio
+        lacks what this needs."""
+        if not EAGER:
+            return False
+        self._task, self._loop, self._context = task, loop, context
+        self._actor_context, self._same, self._take_over = actor_context, same, take_over
+        self._armed = True
+        return True
+
+    def disarm_eager(self):
+        """Stop eager handling and let go of what :meth:`arm_eager` was given."""
+        self._armed = False
+        self._task = self._loop = self._context = self._actor_context = None
+        self._same = self._take_over = None
+        self.handler = None

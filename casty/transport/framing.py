@@ -55,6 +55,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from casty.transport import mailbox as _mailbox
+
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_QUEUE_BYTES",
@@ -498,11 +500,15 @@ class FrameProtocol(asyncio.Protocol):
                 break
             length = _LENGTH.unpack_from(data, pos)[0]
             if not self._length_ok(length):
+                _mailbox.more_to_come = False
                 return
             if avail - 4 < length:
                 break
+            # Another frame starts after this one: its messages are handled as a batch.
+            _mailbox.more_to_come = length + 4 < avail
             self._dispatch(data[pos + 4], data[pos + 5 : pos + 4 + length])
             pos += 4 + length
+        _mailbox.more_to_come = False
         if pos < end and not self._closed:
             self._buf += data[pos:]  # less than one frame: bounded by max_frame_size + 4
 

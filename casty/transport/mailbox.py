@@ -5,16 +5,54 @@ actor's path), so it is on the path of every message: ``put`` is one
 ``deque.append`` while the actor is busy, plus a future's ``set_result`` when the
 actor waits for mail.  This is the pure twin of ``casty._fast.mailbox``, whose
 Mailbox the Cython LocalTransport calls at C level.
+
+Eager handling (see ``casty.actor``): once armed, a message that finds the actor
+waiting, put from outside every task and not while :data:`more_to_come` is set,
+is handled right in ``put``, as the actor's task: the handler runs in the task's
+context, with the task marked current.  A handler that returns the ``same``
+marker without suspending is done there; for anything else the mailbox calls
+``take_over(started, result, msg)`` and wakes the actor's task, which finishes
+the message.  ``started`` is the handler's coroutine with what it yielded as
+``result``, or its awaitable with :data:`NOT_STARTED`, or None with the
+behaviour it returned, or :data:`FAILED` with the exception.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from types import CoroutineType
 from typing import Any
 
-__all__ = ["Mailbox"]
+__all__ = ["EAGER", "FAILED", "NOT_STARTED", "Mailbox", "Suspended", "run_step"]
+
+# What eager handling needs from asyncio: marking a task as the running one while its
+# code runs outside the task's own step (what 3.12's eager tasks do).  Private names,
+# hence looked up with a fallback: without them every message goes through the task.
+_enter_task = getattr(asyncio.tasks, "_enter_task", None)
+_leave_task = getattr(asyncio.tasks, "_leave_task", None)
+_current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
+_current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
+    _current_tasks.get if isinstance(_current_tasks, dict) else asyncio.current_task
+)
+EAGER = _enter_task is not None and _leave_task is not None
+"""True when this asyncio lets a mailbox handle a message as its actor's task."""
+
+more_to_come = False
+"""Set by the frame splitter while the chunk it reads holds more frames after the one
+being delivered: an idle actor then queues the message for its task instead of
+handling it eagerly, so a stream is handled in batches (a request and its reply
+still travel eagerly, one per read)."""
+
+FAILED = object()
+"""``take_over``'s ``started`` when the handler raised."""
+NOT_STARTED = object()
+"""``take_over``'s ``result`` when the handler returned an awaitable that is no coroutine."""
+
+Handler = Callable[[Any, Any], Any]
+TakeOver = Callable[[Any, Any, Any], None]
 
 
 class Mailbox:
@@ -31,20 +69,21 @@ class Mailbox:
     ['hello']
     """
 
-    __slots__ = ("_waiter", "eager", "queue")
+    __slots__ = ("_eager", "_waiter", "handler", "queue")
 
     def __init__(self) -> None:
         self.queue: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        #: ``eager(msg) -> bool``: offered each message that finds the actor waiting;
-        #: True means it was handled on the spot and is not queued.
-        self.eager: Callable[[Any], bool] | None = None
+        #: the actor's current handler, used once eager handling is armed
+        self.handler: Handler | None = None
+        # (task, loop, task context, actor context, same marker, take_over) once armed
+        self._eager: tuple[Any, ...] | None = None
 
     def put(self, msg: Any) -> None:
-        """Queue ``msg`` and wake the waiter, if any (unless ``eager`` took it)."""
+        """Queue ``msg`` and wake the waiter, if any (or handle it eagerly, once armed)."""
         if self._waiter is None:
             self.queue.append(msg)
-        elif self.eager is None or not self.eager(msg):
+        elif self._eager is None or more_to_come or not self._run_eager(msg):
             self.queue.append(msg)
             self.wake()
 
@@ -67,3 +106,82 @@ class Mailbox:
     def forget_waiter(self) -> None:
         """Drop the waiter without completing it (its task is gone)."""
         self._waiter = None
+
+    def arm_eager(
+        self,
+        task: asyncio.Task[Any],
+        loop: asyncio.AbstractEventLoop,
+        context: contextvars.Context,
+        actor_context: Any,
+        same: Any,
+        take_over: TakeOver,
+    ) -> bool:
+        """Handle messages eagerly from now on, as ``task`` in ``context`` (see the module).
+
+        ``handler(actor_context, msg)`` is called; ``same`` is the result that needs
+        nothing more.  Returns False, and changes nothing, where asyncio lacks what
+        this needs (:data:`EAGER`).
+        """
+        if not EAGER:
+            return False
+        self._eager = (task, loop, context, actor_context, same, take_over)
+        return True
+
+    def disarm_eager(self) -> None:
+        """Stop eager handling and let go of what :meth:`arm_eager` was given."""
+        self._eager = None
+        self.handler = None
+
+    def _run_eager(self, msg: Any) -> bool:
+        task, loop, context, actor_context, same, take_over = self._eager  # type: ignore[misc]
+        if _current_task(loop) is not None:
+            return False  # put from inside a task: that task goes on, ours wakes later
+        started: Any
+        _enter_task(loop, task)  # type: ignore[misc]
+        try:
+            try:
+                coro = self.handler(actor_context, msg)  # type: ignore[misc]
+                if type(coro) is CoroutineType:
+                    result = run_step(coro, context)
+                    if result is same:
+                        return True
+                    if type(result) is Suspended:
+                        started, result = coro, result.yielded
+                    else:
+                        started = None
+                else:
+                    started, result = coro, NOT_STARTED
+            except Exception as exc:
+                started, result = FAILED, exc
+        finally:
+            _leave_task(loop, task)  # type: ignore[misc]
+        take_over(started, result, msg)
+        return True
+
+
+class Suspended:
+    """What :func:`run_step` returns when the coroutine awaited instead of returning."""
+
+    __slots__ = ("yielded",)
+
+    def __init__(self, yielded: Any) -> None:
+        #: what the coroutine yielded to its driver (the future it waits on, or None)
+        self.yielded = yielded
+
+
+def run_step(coro: Coroutine[Any, Any, Any], context: contextvars.Context) -> Any:
+    """Run ``coro`` up to its first suspension, inside ``context``.
+
+    Returns the coroutine's result when it returned, or a :class:`Suspended` with
+    what it yielded when it awaited something; what it raised propagates.  The
+    Cython twin gets the result without raising StopIteration.
+
+    >>> async def done() -> str:
+    ...     return "done"
+    >>> run_step(done(), contextvars.copy_context())
+    'done'
+    """
+    try:
+        return Suspended(context.run(coro.send, None))
+    except StopIteration as finished:
+        return finished.value
