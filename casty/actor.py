@@ -82,11 +82,14 @@ class _Resumed:
     on, or None); every later step, and anything thrown in, goes to the coroutine.
     """
 
-    __slots__ = ("_coro", "_yielded")
+    __slots__ = ("_coro", "_throw", "_yielded")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+    def __init__(
+        self, coro: Coroutine[Any, Any, Any], yielded: Any, throw: BaseException | None = None
+    ) -> None:
         self._coro = coro
         self._yielded = yielded
+        self._throw = throw  # thrown in at the first step instead (a cancel that came first)
 
     def __await__(self) -> Generator[Any, Any, Any]:
         return self
@@ -101,6 +104,10 @@ class _Resumed:
         yielded = self._yielded
         if yielded is not _HANDED:
             self._yielded = _HANDED
+            throw = self._throw
+            if throw is not None:
+                self._throw = None
+                return self._coro.throw(throw)
             return yielded
         return self._coro.send(value)
 
@@ -320,7 +327,15 @@ class ActorCell(Generic[M]):
                         await self._become(nxt, msg)
                 else:
                     budget = BATCH
-                    await box.wait(self._loop)
+                    try:
+                        await box.wait(self._loop)
+                    except asyncio.CancelledError as cancel:
+                        # Cancelled while waking to finish an eager message: the cancel
+                        # belongs to that handler, as if the task had been running it.
+                        if not self._has_suspended_handler():
+                            raise
+                        await self._finish_eager(cancel)
+                        continue
                     if self._cont is not None:
                         await self._finish_eager()
         except asyncio.CancelledError:
@@ -333,16 +348,26 @@ class ActorCell(Generic[M]):
         finally:
             await self._finalize()
 
-    async def _finish_eager(self) -> None:
-        """Finish the message that eager handling started (see :meth:`_take_over`)."""
+    def _has_suspended_handler(self) -> bool:
+        cont = self._cont
+        return cont is not None and type(cont[0]) is CoroutineType and cont[1] is not NOT_STARTED
+
+    async def _finish_eager(self, cancel: BaseException | None = None) -> None:
+        """Finish the message that eager handling started (see :meth:`_take_over`);
+        ``cancel``, thrown into its suspended handler first."""
         started, result, msg = self._cont  # type: ignore[misc]
         self._cont = None
         if started is FAILED:
+            if not isinstance(result, Exception):
+                raise result  # a CancelledError stops the actor, as from inside the task
             await self._fail(result, msg)
             return
         if started is not None:
             try:
-                result = await (started if result is NOT_STARTED else _Resumed(started, result))
+                if result is NOT_STARTED:
+                    result = await started
+                else:
+                    result = await _Resumed(started, result, cancel)
             except Exception as exc:
                 await self._fail(exc, msg)
                 return
@@ -352,8 +377,12 @@ class ActorCell(Generic[M]):
     def _drop_eager(self) -> None:
         """Close a handler that eager handling started and the task never resumed."""
         cont, self._cont = self._cont, None
-        if cont is not None and isinstance(cont[0], CoroutineType):
-            cont[0].close()
+        if cont is not None and type(cont[0]) is CoroutineType:
+            try:
+                cont[0].close()
+            except Exception:
+                log.exception("closing the handler of actor %s failed", self.path,
+                              extra={"actor_path": self.path})
 
     async def _become(self, nxt: Behavior[Any], msg: Any) -> None:
         if nxt is UNHANDLED:

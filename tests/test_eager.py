@@ -127,7 +127,10 @@ async def test_an_eager_handler_that_raises_stops_an_unsupervised_actor(
 ) -> None:
     handled: list[Any] = []
 
+    tried: list[Any] = []
+
     async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+        tried.append(msg)
         if msg == "boom":
             raise ValueError("boom")
         handled.append(msg)
@@ -137,7 +140,9 @@ async def test_an_eager_handler_that_raises_stops_an_unsupervised_actor(
         await idle(system, ref)
         cell = system._cells["/user/a"]
         with caplog.at_level(logging.ERROR, logger="casty.actor"):
-            await in_callback(lambda: (ref.tell("boom"), ref.tell("after")))
+            assert await in_callback(lambda: (ref.tell("boom"), ref.tell("after"), list(tried))[2]) == [
+                "boom"
+            ]
             await asyncio.wait_for(asyncio.shield(cell.terminated), WAIT)
     assert handled == []  # the message after the failure was not handled
     failures = [r for r in caplog.records if "failed while handling a str" in r.getMessage()]
@@ -183,7 +188,7 @@ async def test_a_behaviour_returned_eagerly_handles_the_next_message() -> None:
     async with ActorSystem("eager") as system:
         ref = system.spawn(pinging(first), "a")
         await idle(system, ref)
-        await in_callback(lambda: (ref.tell(1), ref.tell(2)))
+        assert await in_callback(lambda: (ref.tell(1), ref.tell(2), list(handled))[2]) == [("first", 1)]
         await idle(system, ref)
     assert handled[:2] == [("first", 1), ("second", 2)]
 
@@ -203,15 +208,17 @@ async def test_stopped_returned_eagerly_stops_the_actor_and_drops_what_follows()
         ref = system.spawn(Behaviors.with_lifecycle(pinging(handle), post_stop=post_stop), "a")
         await idle(system, ref)
         cell = system._cells["/user/a"]
-        await in_callback(lambda: (ref.tell("stop"), ref.tell("after")))
+        assert await in_callback(lambda: (ref.tell("stop"), ref.tell("after"), list(handled))[2]) == ["stop"]
         await asyncio.wait_for(asyncio.shield(cell.terminated), WAIT)
     assert handled == ["stop"] and stopped == ["/user/a"]
 
 
 async def test_context_variables_set_eagerly_are_the_actor_task_own() -> None:
     var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    seen: list[Any] = []
 
     async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+        seen.append(msg) if msg == "set" else None
         if msg == "set":
             var.set("set by the actor")
         else:
@@ -224,8 +231,8 @@ async def test_context_variables_set_eagerly_are_the_actor_task_own() -> None:
     async with ActorSystem("eager") as system:
         ref = system.spawn(pinging(handle), "a")
         await idle(system, ref)
-        in_caller = await in_callback(lambda: (ref.tell("set"), var.get())[1])
-        assert in_caller == "unset"  # the callback's own context was not touched
+        in_caller = await in_callback(lambda: (ref.tell("set"), var.get(), list(seen))[1:])
+        assert in_caller == ("unset", ["set"])  # handled at once; the callback's context untouched
         assert await system.ask(ref, Get, timeout=WAIT) == "set by the actor"
     assert var.get() == "unset"
 
@@ -246,8 +253,7 @@ async def test_a_shutdown_that_cancels_reaches_a_handler_started_eagerly() -> No
     async with system:
         ref = system.spawn(pinging(handle), "a")
         await idle(system, ref)
-        await in_callback(lambda: ref.tell("wait"))
-        await asyncio.wait_for(waiting.wait(), WAIT)
+        assert await in_callback(lambda: (ref.tell("wait"), waiting.is_set())[1])  # started at once
     assert got == ["cancelled"]
 
 
@@ -311,3 +317,135 @@ async def test_a_read_of_several_frames_is_handled_as_a_batch_by_the_task() -> N
         await idle(system, ref)
     # One frame in a read: handled inside it.  Several: the task takes them together.
     assert seen == [(b"one", True), (b"two", False), (b"three", False), (b"four", True)]
+
+
+async def test_a_timeout_in_a_handler_started_eagerly_is_the_handler_own() -> None:
+    log: list[str] = []
+
+    async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+        log.append("started")
+        try:
+            async with asyncio.timeout(0):  # its cancel lands before the task resumes us
+                await asyncio.sleep(1)
+        except TimeoutError:
+            log.append("timed out")
+
+    async with ActorSystem("eager") as system:
+        ref = system.spawn(pinging(handle), "a")
+        await idle(system, ref)
+        assert await in_callback(lambda: (ref.tell("t"), list(log))[1]) == ["started"]
+        await idle(system, ref)  # still alive, and done with "t"
+        assert log == ["started", "timed out"]
+
+
+async def test_a_cancel_before_the_task_resumes_reaches_the_handler_at_shutdown() -> None:
+    log: list[str] = []
+
+    async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            log.append("cancelled")
+            raise
+        finally:
+            await asyncio.sleep(0)  # an awaiting cleanup, which close() would not allow
+            log.append("cleaned up")
+
+    async with ActorSystem("eager") as system:
+        ref = system.spawn(pinging(handle), "a")
+        await idle(system, ref)
+        cell = system._cells["/user/a"]
+        task = cell.task
+        assert task is not None
+        await in_callback(lambda: (ref.tell("x"), task.cancel()))  # in the same loop turn
+        await asyncio.wait_for(asyncio.shield(cell.terminated), WAIT)
+    assert log == ["cancelled", "cleaned up"]
+
+
+async def test_a_cancelled_error_raised_eagerly_stops_the_actor_not_the_sender() -> None:
+    async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+        raise asyncio.CancelledError
+
+    async with ActorSystem("eager") as system:
+        ref = system.spawn(pinging(handle), "a")
+        await idle(system, ref)
+        cell = system._cells["/user/a"]
+        await in_callback(lambda: ref.tell("x"))  # tell itself does not raise
+        await asyncio.wait_for(asyncio.shield(cell.terminated), WAIT)  # as from inside its task
+
+
+async def test_a_plain_function_handler_runs_in_the_actor_context() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    loop = asyncio.get_running_loop()
+
+    def receive(ctx: ActorContext[Any], msg: Any) -> asyncio.Future[Behavior[Any]]:
+        if isinstance(msg, Ping):
+            msg.reply_to.tell(var.get())
+        else:
+            var.set(msg)
+        done: asyncio.Future[Behavior[Any]] = loop.create_future()
+        done.set_result(Behaviors.same())
+        return done
+
+    async with ActorSystem("eager") as system:
+        ref = system.spawn(Behaviors.receive(receive), "a")
+        assert await system.ask(ref, Ping, timeout=WAIT) == "unset"
+        assert await in_callback(lambda: (ref.tell("the actor's"), var.get())[1]) == "unset"
+        assert await system.ask(ref, Ping, timeout=WAIT) == "the actor's"
+
+
+async def test_no_eager_handling_once_the_actor_task_was_cancelled() -> None:
+    seen: list[Any] = []
+
+    async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+        seen.append(msg)
+
+    async with ActorSystem("eager") as system:
+        ref = system.spawn(pinging(handle), "a")
+        await idle(system, ref)
+        cell = system._cells["/user/a"]
+        task = cell.task
+        assert task is not None
+        await in_callback(lambda: (task.cancel(), ref.tell("after the cancel")))
+        await asyncio.wait_for(asyncio.shield(cell.terminated), WAIT)
+    assert seen == []
+
+
+async def test_a_read_cut_short_by_an_error_leaves_eager_handling_on() -> None:
+    from casty import _impl
+
+    reading: list[bool] = [False]
+    seen: list[tuple[Any, bool]] = []
+
+    async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+        seen.append((msg, reading[0]))
+
+    def message(body: bytes) -> bytes:
+        return (len(body) + 1).to_bytes(4, "big") + b"\x01" + body
+
+    async with ActorSystem("eager") as system:
+        ref = system.spawn(pinging(handle), "a")
+
+        def sink(body: bytes) -> None:
+            if body == b"boom":
+                raise asyncio.CancelledError  # not an Exception: it leaves the read
+            ref.tell(body)
+
+        def read(chunk: bytes) -> None:
+            reading[0] = True
+            try:
+                proto.data_received(chunk)
+            except asyncio.CancelledError:
+                pass
+            finally:
+                reading[0] = False
+
+        proto = _impl.FrameProtocol(_Owner())
+        proto.set_message_sink(sink)
+        await idle(system, ref)
+        await in_callback(lambda: read(message(b"boom") + message(b"lost")))
+        proto = _impl.FrameProtocol(_Owner())
+        proto.set_message_sink(sink)
+        await in_callback(lambda: read(message(b"next")))
+        await idle(system, ref)
+    assert seen == [(b"next", True)]

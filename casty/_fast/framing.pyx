@@ -446,35 +446,36 @@ cdef class FrameProtocolBase:
         cdef Py_ssize_t avail, blen
         cdef unsigned char frame_type
         cdef object body
-        while not self._closed:
-            avail = n - off
-            if avail < 4:
-                break
-            length = _be32(p + off)
-            if length == 0 or length > self._max_frame:
-                mailbox.more_to_come = False
-                self._length_ok(length)
-                return 0
-            if <unsigned long long>(avail - 4) < length:
-                break
-            blen = <Py_ssize_t>length - 1
-            frame_type = p[off + 4]
-            # Another frame starts after this one: its messages are handled as a batch.
-            mailbox.more_to_come = <Py_ssize_t>length + 4 < avail
-            if frame_type == _T_MESSAGE and self._fast_sink is not None:
-                # What _dispatch does for a message, minus the body's bytes object.
-                self._frames_received += 1
-                try:
-                    self._fast_sink.on_frame_at(p + off + _HEADER_SIZE, blen, None)
-                except Exception:
-                    log_sink_error(self._peername)
-            elif frame_type == _T_MESSAGE or frame_type == _T_HANDSHAKE:
-                body = PyBytes_FromStringAndSize(<const char*>p + off + _HEADER_SIZE, blen)
-                self._dispatch(frame_type, body, 0)
-            else:
-                self._dispatch(frame_type, None, blen)
-            off += 4 + blen + 1
-        mailbox.more_to_come = False
+        try:
+            while not self._closed:
+                avail = n - off
+                if avail < 4:
+                    break
+                length = _be32(p + off)
+                if length == 0 or length > self._max_frame:
+                    self._length_ok(length)
+                    return 0
+                if <unsigned long long>(avail - 4) < length:
+                    break
+                blen = <Py_ssize_t>length - 1
+                frame_type = p[off + 4]
+                # Another frame starts after this one: its messages are handled as a batch.
+                mailbox.more_to_come = <Py_ssize_t>length + 4 < avail
+                if frame_type == _T_MESSAGE and self._fast_sink is not None:
+                    # What _dispatch does for a message, minus the body's bytes object.
+                    self._frames_received += 1
+                    try:
+                        self._fast_sink.on_frame_at(p + off + _HEADER_SIZE, blen, None)
+                    except Exception:
+                        log_sink_error(self._peername)
+                elif frame_type == _T_MESSAGE or frame_type == _T_HANDSHAKE:
+                    body = PyBytes_FromStringAndSize(<const char*>p + off + _HEADER_SIZE, blen)
+                    self._dispatch(frame_type, body, 0)
+                else:
+                    self._dispatch(frame_type, None, blen)
+                off += 4 + blen + 1
+        finally:
+            mailbox.more_to_come = False
         if self._closed or off >= n:
             return 0
         # Less than one frame is left, and its length (when present) passed the check.

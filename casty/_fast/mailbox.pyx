@@ -9,6 +9,7 @@ returns at once costs no StopIteration and no Python frame of the mailbox's own.
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.ref cimport Py_DECREF, PyObject
 
+from asyncio import CancelledError
 from collections import deque
 from types import CoroutineType
 
@@ -83,9 +84,10 @@ cdef class Mailbox:
         self._same = self._take_over = None
 
     cdef int put_c(self, object msg) except -1:
-        if self._waiter is None:
+        waiter = self._waiter
+        if waiter is None:
             self.queue.append(msg)
-        elif not self._armed or more_to_come or not self._run_eager(msg):
+        elif not self._armed or more_to_come or waiter.done() or not self._run_eager(msg):
             self.queue.append(msg)
             self._wake()
         return 0
@@ -105,9 +107,16 @@ cdef class Mailbox:
         _enter(loop, task)
         try:
             try:
-                coro = self.handler(self._actor_context, msg)
-                if type(coro) is _Coroutine:
-                    status = _step(coro, self._context, &out)
+                PyContext_Enter(self._context)
+                try:
+                    coro = self.handler(self._actor_context, msg)
+                    if type(coro) is _Coroutine:
+                        status = PyIter_Send(coro, None, &out)
+                    else:
+                        status = -1
+                finally:
+                    PyContext_Exit(self._context)
+                if status >= 0:
                     result = _take(out)
                     if status:
                         started = coro
@@ -117,8 +126,8 @@ cdef class Mailbox:
                         started = None
                 else:
                     started, result = coro, _NOT_STARTED
-            except Exception as exc:
-                started, result = _FAILED, exc
+            except (Exception, CancelledError) as exc:
+                started, result = _FAILED, exc  # the task raises a CancelledError again
         finally:
             _leave(loop, task)
         self._take_over(started, result, msg)

@@ -494,21 +494,22 @@ class FrameProtocol(asyncio.Protocol):
             if pos < 0:
                 return
         end = len(data)
-        while not self._closed:
-            avail = end - pos
-            if avail < 4:
-                break
-            length = _LENGTH.unpack_from(data, pos)[0]
-            if not self._length_ok(length):
-                _mailbox.more_to_come = False
-                return
-            if avail - 4 < length:
-                break
-            # Another frame starts after this one: its messages are handled as a batch.
-            _mailbox.more_to_come = length + 4 < avail
-            self._dispatch(data[pos + 4], data[pos + 5 : pos + 4 + length])
-            pos += 4 + length
-        _mailbox.more_to_come = False
+        try:
+            while not self._closed:
+                avail = end - pos
+                if avail < 4:
+                    break
+                length = _LENGTH.unpack_from(data, pos)[0]
+                if not self._length_ok(length):
+                    return
+                if avail - 4 < length:
+                    break
+                # Another frame starts after this one: its messages are handled as a batch.
+                _mailbox.more_to_come = length + 4 < avail
+                self._dispatch(data[pos + 4], data[pos + 5 : pos + 4 + length])
+                pos += 4 + length
+        finally:
+            _mailbox.more_to_come = False
         if pos < end and not self._closed:
             self._buf += data[pos:]  # less than one frame: bounded by max_frame_size + 4
 

@@ -8,8 +8,9 @@ Mailbox the Cython LocalTransport calls at C level.
 
 Eager handling (see ``casty.actor``): once armed, a message that finds the actor
 waiting, put from outside every task and not while :data:`more_to_come` is set,
-is handled right in ``put``, as the actor's task: the handler runs in the task's
-context, with the task marked current.  A handler that returns the ``same``
+is handled right in ``put``, as the actor's task: the handler is called and run
+in the task's context, with the task marked current (not when the task was
+cancelled meanwhile: its waiter is then done).  A handler that returns the ``same``
 marker without suspending is done there; for anything else the mailbox calls
 ``take_over(started, result, msg)`` and wakes the actor's task, which finishes
 the message.  ``started`` is the handler's coroutine with what it yielded as
@@ -81,9 +82,10 @@ class Mailbox:
 
     def put(self, msg: Any) -> None:
         """Queue ``msg`` and wake the waiter, if any (or handle it eagerly, once armed)."""
-        if self._waiter is None:
+        waiter = self._waiter
+        if waiter is None:
             self.queue.append(msg)
-        elif self._eager is None or more_to_come or not self._run_eager(msg):
+        elif self._eager is None or more_to_come or waiter.done() or not self._run_eager(msg):
             self.queue.append(msg)
             self.wake()
 
@@ -140,7 +142,7 @@ class Mailbox:
         _enter_task(loop, task)  # type: ignore[misc]
         try:
             try:
-                coro = self.handler(actor_context, msg)  # type: ignore[misc]
+                coro = context.run(self.handler, actor_context, msg)
                 if type(coro) is CoroutineType:
                     result = run_step(coro, context)
                     if result is same:
@@ -151,8 +153,8 @@ class Mailbox:
                         started = None
                 else:
                     started, result = coro, NOT_STARTED
-            except Exception as exc:
-                started, result = FAILED, exc
+            except (Exception, asyncio.CancelledError) as exc:
+                started, result = FAILED, exc  # the task raises a CancelledError again
         finally:
             _leave_task(loop, task)  # type: ignore[misc]
         take_over(started, result, msg)
