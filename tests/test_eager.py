@@ -57,6 +57,14 @@ async def idle(system: ActorSystem, ref: ActorRef[Any]) -> None:
     assert await system.ask(ref, Ping, timeout=WAIT) == "pong"
 
 
+async def idle_cell(system: ActorSystem, ref: ActorRef[Any]) -> tuple[Any, asyncio.Task[None]]:
+    """``idle``, then the actor's cell and task."""
+    await idle(system, ref)
+    cell = system._cells[ref.address.path]  # type: ignore[attr-defined]
+    assert cell.task is not None
+    return cell, cell.task
+
+
 def pinging(handle: Callable[[ActorContext[Any], Any], Any]) -> Behavior[Any]:
     """A behaviour that answers Ping with "pong" and hands other messages to ``handle``."""
 
@@ -68,6 +76,19 @@ def pinging(handle: Callable[[ActorContext[Any], Any], Any]) -> Behavior[Any]:
         return Behaviors.same() if result is None else result  # type: ignore[no-any-return]
 
     return Behaviors.receive(receive)
+
+
+def recording(seen: list[Any]) -> Behavior[Any]:
+    """``pinging`` that appends every other message to ``seen``."""
+
+    async def handle(ctx: ActorContext[Any], msg: Any) -> None:
+        seen.append(msg)
+
+    return pinging(handle)
+
+
+def message_frame(body: bytes) -> bytes:
+    return (len(body) + 1).to_bytes(4, "big") + b"\x01" + body
 
 
 async def test_a_message_from_a_callback_is_handled_before_the_callback_returns() -> None:
@@ -86,12 +107,8 @@ async def test_a_message_from_a_callback_is_handled_before_the_callback_returns(
 
 async def test_a_tell_from_inside_a_task_is_queued_for_the_actor_task() -> None:
     seen: list[Any] = []
-
-    async def handle(ctx: ActorContext[Any], msg: Any) -> None:
-        seen.append(msg)
-
     async with ActorSystem("eager") as system:
-        ref = system.spawn(pinging(handle), "a")
+        ref = system.spawn(recording(seen), "a")
         await idle(system, ref)
         ref.tell("x")
         assert seen == []  # another task is running: the actor's task takes it later
@@ -301,19 +318,16 @@ async def test_a_read_of_several_frames_is_handled_as_a_batch_by_the_task() -> N
         finally:
             reading[0] = False
 
-    def message(body: bytes) -> bytes:
-        return (len(body) + 1).to_bytes(4, "big") + b"\x01" + body
-
     async with ActorSystem("eager") as system:
         ref = system.spawn(pinging(handle), "a")
         proto = _impl.FrameProtocol(_Owner())
         proto.set_message_sink(ref.tell)
         await idle(system, ref)
-        await in_callback(lambda: read(proto, message(b"one")))
+        await in_callback(lambda: read(proto, message_frame(b"one")))
         await idle(system, ref)
-        await in_callback(lambda: read(proto, message(b"two") + message(b"three")))
+        await in_callback(lambda: read(proto, message_frame(b"two") + message_frame(b"three")))
         await idle(system, ref)
-        await in_callback(lambda: read(proto, message(b"four")))
+        await in_callback(lambda: read(proto, message_frame(b"four")))
         await idle(system, ref)
     # One frame in a read: handled inside it.  Several: the task takes them together.
     assert seen == [(b"one", True), (b"two", False), (b"three", False), (b"four", True)]
@@ -353,10 +367,7 @@ async def test_a_cancel_before_the_task_resumes_reaches_the_handler_at_shutdown(
 
     async with ActorSystem("eager") as system:
         ref = system.spawn(pinging(handle), "a")
-        await idle(system, ref)
-        cell = system._cells["/user/a"]
-        task = cell.task
-        assert task is not None
+        cell, task = await idle_cell(system, ref)
         await in_callback(lambda: (ref.tell("x"), task.cancel()))  # in the same loop turn
         await asyncio.wait_for(asyncio.shield(cell.terminated), WAIT)
     assert log == ["cancelled", "cleaned up"]
@@ -396,16 +407,9 @@ async def test_a_plain_function_handler_runs_in_the_actor_context() -> None:
 
 async def test_no_eager_handling_once_the_actor_task_was_cancelled() -> None:
     seen: list[Any] = []
-
-    async def handle(ctx: ActorContext[Any], msg: Any) -> None:
-        seen.append(msg)
-
     async with ActorSystem("eager") as system:
-        ref = system.spawn(pinging(handle), "a")
-        await idle(system, ref)
-        cell = system._cells["/user/a"]
-        task = cell.task
-        assert task is not None
+        ref = system.spawn(recording(seen), "a")
+        cell, task = await idle_cell(system, ref)
         await in_callback(lambda: (task.cancel(), ref.tell("after the cancel")))
         await asyncio.wait_for(asyncio.shield(cell.terminated), WAIT)
     assert seen == []
@@ -419,9 +423,6 @@ async def test_a_read_cut_short_by_an_error_leaves_eager_handling_on() -> None:
 
     async def handle(ctx: ActorContext[Any], msg: Any) -> None:
         seen.append((msg, reading[0]))
-
-    def message(body: bytes) -> bytes:
-        return (len(body) + 1).to_bytes(4, "big") + b"\x01" + body
 
     async with ActorSystem("eager") as system:
         ref = system.spawn(pinging(handle), "a")
@@ -443,9 +444,9 @@ async def test_a_read_cut_short_by_an_error_leaves_eager_handling_on() -> None:
         proto = _impl.FrameProtocol(_Owner())
         proto.set_message_sink(sink)
         await idle(system, ref)
-        await in_callback(lambda: read(message(b"boom") + message(b"lost")))
+        await in_callback(lambda: read(message_frame(b"boom") + message_frame(b"lost")))
         proto = _impl.FrameProtocol(_Owner())
         proto.set_message_sink(sink)
-        await in_callback(lambda: read(message(b"next")))
+        await in_callback(lambda: read(message_frame(b"next")))
         await idle(system, ref)
     assert seen == [(b"next", True)]
