@@ -350,7 +350,7 @@ class ActorCell(Generic[M]):
 
     def _has_suspended_handler(self) -> bool:
         cont = self._cont
-        return cont is not None and type(cont[0]) is CoroutineType and cont[1] is not NOT_STARTED
+        return cont is not None and type(cont[0]) is CoroutineType  # only coroutines suspend
 
     async def _finish_eager(self, cancel: BaseException | None = None) -> None:
         """Finish the message that eager handling started (see :meth:`_take_over`);

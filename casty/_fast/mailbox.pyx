@@ -44,18 +44,6 @@ cdef object _enter = _enter_task
 cdef object _leave = _leave_task
 
 
-cdef int _step(object coro, object context, PyObject** out) except -1:
-    """Step ``coro`` once inside ``context``: 0 when it returned, 1 when it yielded;
-    ``out`` gets a new reference to the value either way."""
-    cdef int status
-    PyContext_Enter(context)
-    try:
-        status = PyIter_Send(coro, None, out)
-    finally:
-        PyContext_Exit(context)
-    return status
-
-
 cdef inline object _take(PyObject* out):
     """The object of a new reference, the reference handed over."""
     value = <object>out
@@ -65,11 +53,16 @@ cdef inline object _take(PyObject* out):
 
 def run_step(coro, context):
     """Run ``coro`` up to its first suspension, inside ``context`` (see the pure twin):
-    its result, or a Suspended with what it yielded; no StopIteration is raised."""
+    its result, or a Suspended with what it yielded; no StopIteration is raised.
+    Mailbox._run_eager does the same step inline."""
     cdef PyObject* out = NULL
-    if _step(coro, context, &out):
-        return _Suspended(_take(out))
-    return _take(out)
+    cdef int status
+    PyContext_Enter(context)
+    try:
+        status = PyIter_Send(coro, None, &out)
+    finally:
+        PyContext_Exit(context)
+    return _Suspended(_take(out)) if status else _take(out)
 
 
 cdef class Mailbox:
