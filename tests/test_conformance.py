@@ -185,9 +185,11 @@ class _FakeNode:
         return True
 
 
-def test_the_handover_to_the_direct_path_keeps_send_order() -> None:
+@pytest.mark.parametrize("node_given", [False, True])
+def test_the_handover_to_the_direct_path_keeps_send_order(node_given: bool) -> None:
     # Each step of the handover, driven by hand: messages told as DeliverToNode before the
-    # actor shared its node, then held until those reached the node, then sent direct.
+    # actor shared its serializer (and node), then held until those reached the node, then
+    # sent direct.  Given a node but no serializer, the transport keeps that node.
     from casty import DeliverToNode
     from casty._impl import EnvelopeWriter
     from casty.transport.messages import ShareNode
@@ -196,22 +198,26 @@ def test_the_handover_to_the_direct_path_keeps_send_order() -> None:
     node = _FakeNode(ser)
     told: list[Any] = []
     tcp = type("Tcp", (), {"tell": staticmethod(told.append)})()
-    remote = RemoteTransport(local=None, tcp=tcp, local_host="127.0.0.1", local_port=1, system_name="a")
+    remote = RemoteTransport(local=None, tcp=tcp, local_host="127.0.0.1", local_port=1, system_name="a",
+                             **({"node": node} if node_given else {}))  # type: ignore[arg-type]
     target = ActorAddress("b", "/user/x", "127.0.0.1", 2)
     assert [type(m) for m in told] == [ShareNode]
     remote.deliver(target, Ping(0))
     remote.deliver(target, Ping(1))
     assert [type(m) for m in told] == [ShareNode, DeliverToNode, DeliverToNode]
 
-    told.pop(0).receiver(node, EnvelopeWriter(ser))  # the actor handles ShareNode: first in its mailbox
+    actor_node = _FakeNode(ser) if node_given else node
+    told.pop(0).receiver(actor_node, EnvelopeWriter(ser))  # the actor handles ShareNode: first in its mailbox
     remote.deliver(target, Ping(2))  # must not overtake Ping(0), Ping(1), still in the mailbox
     assert node.sent == [] and [type(m) for m in told] == [DeliverToNode, DeliverToNode, ShareNode]
-    for relayed in told[:2]:  # the actor hands them to the node, then answers the second ShareNode
-        node.send_message_to((relayed.host, relayed.port), EnvelopeWriter(ser).encode(
+    for relayed in told[:2]:  # the actor hands them to its node, then answers the second ShareNode
+        actor_node.send_message_to((relayed.host, relayed.port), EnvelopeWriter(ser).encode(
             relayed.target, relayed.sender, relayed.msg))
-    told[2].receiver(node, EnvelopeWriter(ser))
+    assert node.sent == ([] if node_given else [Ping(0), Ping(1)])
+    told[2].receiver(actor_node, EnvelopeWriter(ser))
     remote.deliver(target, Ping(3))
-    assert node.sent == [Ping(0), Ping(1), Ping(2), Ping(3)]
+    assert actor_node.sent[:2] == [Ping(0), Ping(1)]
+    assert node.sent[-2:] == [Ping(2), Ping(3)] and len(node.sent) == (2 if node_given else 4)
     assert len(told) == 3  # nothing more went through the actor
 
 

@@ -39,13 +39,14 @@ class RemoteTransport:
     * ``node`` (a :class:`TcpNode`) and ``serializer`` (as RemoteActorSystem does):
       encoded here and written straight to the node, no mailbox hop per message;
     * ``serializer`` only: encoded here and told to ``tcp`` as ``SendToNode``;
-    * neither (the reference page's arguments, as casty 0.21's clustered system
-      wires it): the transport tells ``tcp`` :class:`ShareNode` at once and, until
-      the actor has answered, tells it ``DeliverToNode`` for each message, which the
-      actor serializes with the serializer given to ``tcp_transport``.  Once every
-      message told that way has been handed to the node, later ones take the direct
-      path above with the actor's node and serializer, in order.  A ``tcp`` actor
-      that does not know ``ShareNode`` keeps getting ``DeliverToNode``.
+    * no ``serializer`` (the reference page's arguments, as casty 0.21's clustered
+      system wires it): the transport tells ``tcp`` :class:`ShareNode` at once and,
+      until the actor has answered, tells it ``DeliverToNode`` for each message,
+      which the actor serializes with the serializer given to ``tcp_transport``.
+      Once every message told that way has been handed to the node, later ones take
+      the direct path above with the actor's serializer and node (``node`` if
+      given), in order.  A ``tcp`` actor that does not know ``ShareNode`` keeps
+      getting ``DeliverToNode``.
 
     Failures (a message that cannot be serialized, an unknown node id, and every
     drop the node reports) are logged whether or not ``on_send_failure`` is set,
@@ -87,6 +88,7 @@ class RemoteTransport:
         self._relayed = 0
         #: encoded messages waiting for the relayed ones to reach the node (during the handover)
         self._held: list[tuple[tuple[str, int], bytes | list[bytes]]] | None = None
+        self._handover_node: TcpNode | None = None  # the node to use once they have
         #: messages dropped here (not by the node), by reason
         self.drops: dict[str, int] = {}
         self._node_index: dict[str, tuple[str, int]] = {}
@@ -101,7 +103,7 @@ class RemoteTransport:
         self._last: tuple[ActorAddress, tuple[str, int], str] | None = None
         if node is not None:
             node.add_failure_listener(self._report)
-        elif serializer is None:
+        if serializer is None:
             tcp.tell(ShareNode(self._adopt))
 
     @property
@@ -192,19 +194,26 @@ class RemoteTransport:
     def _adopt(self, node: TcpNode, writer: EnvelopeWriterType) -> None:
         """ShareNode's answer: the actor's node and writer (it runs before any DeliverToNode
         this transport told, since ShareNode was told first)."""
-        node.add_failure_listener(self._report)
+        if self._node is None:
+            node.add_failure_listener(self._report)
+        else:
+            node = self._node  # the one given: it gets the messages the actor's node does not
         self._writer = writer
         if self._relayed == 0:
             self._node = node
             return
         # Those DeliverToNode wait in the actor's mailbox behind ShareNode: a message sent
-        # straight to the node now would overtake them.  Hold what comes next until a
-        # second ShareNode, told behind them, says they reached the node.
+        # straight to a node now would overtake them.  Hold what comes next (deliver holds
+        # while there is no node) until a second ShareNode, told behind them, says they
+        # reached the node.
+        self._node = None
+        self._handover_node = node
         self._held = []
         self._tcp.tell(ShareNode(self._drained))
 
     def _drained(self, node: TcpNode, writer: EnvelopeWriterType) -> None:
-        held, self._held = self._held or [], None
+        node = self._handover_node or node
+        held, self._held, self._handover_node = self._held or [], None, None
         self._node = node
         for hp, data in held:
             node.send_message_to(hp, data)
