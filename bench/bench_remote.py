@@ -92,15 +92,19 @@ def collect(quick: bool) -> list[Table]:
     raw_rtt = pair("raw-echo", "raw-pingpong", n_ask, pure=False)
     raw_spin = pair("raw-echo", "raw-pingpong", n_ask, pure=False, busy_poll=BUSY_POLL)
     tell = {p: pair("casty-sink", "casty-tell", n_tell, pure=p) for p in (False, True)}
+    page_tell = {p: pair("casty-sink", "page-tell", n_tell, pure=p) for p in (False, True)}
     ask = {p: pair("casty-sink", "casty-ask", n_ask, pure=p) for p in (False, True)}
+    page_ask = {p: pair("casty-sink", "page-ask", n_ask, pure=p) for p in (False, True)}
     busy = {p: pair("casty-sink", "casty-ask", n_ask, pure=p, busy_poll=BUSY_POLL) for p in (False, True)}
-    for p, r in tell.items():
+    for p, r in [*tell.items(), *page_tell.items()]:
         if r["received"] != r["n"]:
             raise RuntimeError(f"tell benchmark lost messages ({'pure' if p else 'Cython'}): {r}")
 
     t = Table("remote, two processes on loopback")
     t.add("tell Tick(int, str), msgpack", tell[False]["rate"], tell[True]["rate"])
+    t.add("tell, node wired by hand (seed page)", page_tell[False]["rate"], page_tell[True]["rate"])
     t.add("ask round trip p50", ask[False]["p50_us"], ask[True]["p50_us"], unit="µs")
+    t.add("ask round trip p50, node wired by hand", page_ask[False]["p50_us"], page_ask[True]["p50_us"], unit="µs")
     t.add("ask round trip p99", ask[False]["p99_us"], ask[True]["p99_us"], unit="µs")
     bp = f"busy_poll={BUSY_POLL * 1e6:.0f} µs"
     t.add(f"ask round trip p50, {bp}", busy[False]["p50_us"], busy[True]["p50_us"], unit="µs")
@@ -122,6 +126,9 @@ def collect(quick: bool) -> list[Table]:
         f"{busy[False]['p50_us'] / raw_spin['p50_us']:.1f}x spinning raw ping-pong, "
         f"pure {busy[True]['p50_us']:.0f} µs = {busy[True]['p50_us'] / raw_spin['p50_us']:.1f}x "
         f"(Cython p50 without busy_poll / with: {ask[False]['p50_us'] / busy[False]['p50_us']:.1f}x)",
+        "'node wired by hand': ActorSystem + LocalTransport + InboundMessageHandler + tcp_transport + "
+        "RemoteTransport on the seed page's arguments only (casty 0.21's wiring); the other rows use "
+        "RemoteActorSystem",
         "busy_poll rows and the spinning ping-pong pin the two processes to different cores "
         f"({'done' if spin_cores()[0] is not None else 'not possible here'}); the other rows are not "
         "pinned. The price: a core held busy on each node while asks flow",

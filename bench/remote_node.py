@@ -2,6 +2,8 @@
 
 Roles print one line of JSON (a sink prints its port first).  The implementation
 (Cython or pure twin) is chosen by the CASTY_NO_EXTENSIONS the parent sets.
+``page-tell``/``page-ask`` are ``casty-tell``/``casty-ask`` from a node wired by hand
+from the seed page's pieces (the casty 0.21 way) instead of a RemoteActorSystem.
 ``casty-sink``/``casty-ask`` take an optional busy_poll window in seconds (default 0,
 off); ``raw-echo``/``raw-pingpong`` take one too and then poke a BusyPoller on every
 write, the same spin casty uses, so the two compare like for like.
@@ -10,11 +12,13 @@ write, the same spin casty uses, so the two compare like for like.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
 import struct
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,11 +79,59 @@ async def casty_sink(busy_poll: float = 0.0) -> None:
         await wait_stdin()
 
 
-async def casty_tell(port: int, n: int) -> dict[str, Any]:
-    from casty import EXTENSIONS_ACTIVE, RemoteActorSystem
+@contextlib.asynccontextmanager
+async def client_system(page: bool) -> AsyncIterator[tuple[Any, Callable[[str], Any]]]:
+    """(system, ref by URI): a RemoteActorSystem, or with ``page`` an ActorSystem wired by
+    hand from the seed page's pieces as casty 0.21's clustered system does (RemoteTransport
+    on the page's arguments only, so it sends with tcp_transport's serializer)."""
+    from casty import (
+        ActorAddress,
+        ActorSystem,
+        GetPort,
+        InboundMessageHandler,
+        LocalTransport,
+        MsgpackSerializer,
+        RemoteActorSystem,
+        RemoteTransport,
+        TcpTransportConfig,
+        tcp_transport,
+    )
 
-    async with RemoteActorSystem("src", "127.0.0.1", 0, registry=registry()) as system:
-        sink = system.ref(f"casty://sink@127.0.0.1:{port}/user/sink")
+    if not page:
+        async with RemoteActorSystem("src", "127.0.0.1", 0, registry=registry()) as remote_system:
+            yield remote_system, remote_system.ref
+        return
+
+    class PageSystem(ActorSystem):
+        # Refs that travel name this node, as casty 0.21's clustered system stamps them.
+        remote: Any = None
+        port = 0
+
+        def address_of(self, path: str) -> Any:
+            return super().address_of(path) if self.remote is None else (
+                ActorAddress(self.name, path, "127.0.0.1", self.port))
+
+        def make_ref(self, address: Any) -> Any:
+            return super().make_ref(address) if self.remote is None else self.remote.make_ref(address)
+
+    ser = MsgpackSerializer(registry())
+    system = PageSystem("src", local_transport=LocalTransport())
+    inbound = InboundMessageHandler(local=system.local, serializer=ser, system_name="src")
+    tcp = system.spawn(tcp_transport(TcpTransportConfig("127.0.0.1", 0), inbound, serializer=ser), "tcp")
+    system.port = await system.ask(tcp, lambda r: GetPort(r), timeout=5)
+    remote = RemoteTransport(local=system.local, tcp=tcp, local_host="127.0.0.1", local_port=system.port,
+                             system_name="src")
+    inbound.ref_factory = remote.make_ref
+    system.remote = remote
+    async with system:
+        yield system, lambda uri: remote.make_ref(ActorAddress.from_uri(uri))
+
+
+async def casty_tell(port: int, n: int, page: bool = False) -> dict[str, Any]:
+    from casty import EXTENSIONS_ACTIVE
+
+    async with client_system(page) as (system, ref):
+        sink = ref(f"casty://sink@127.0.0.1:{port}/user/sink")
         await system.ask(sink, lambda r: Done(r), timeout=30)  # connect before timing
         msg = Tick(1, "hello")
         window: asyncio.Task[Any] | None = None
@@ -101,8 +153,7 @@ async def casty_tell(port: int, n: int) -> dict[str, Any]:
             await window
         got = await system.ask(sink, lambda r: Done(r), timeout=120)
         dt = time.perf_counter() - t0
-        return {"ext": EXTENSIONS_ACTIVE, "n": n, "received": got, "rate": n / dt,
-                "dropped": sum(system.node.drops.values())}
+        return {"ext": EXTENSIONS_ACTIVE, "n": n, "received": got, "rate": n / dt}
 
 
 async def casty_ask(port: int, n: int, busy_poll: float = 0.0) -> dict[str, Any]:
@@ -110,15 +161,29 @@ async def casty_ask(port: int, n: int, busy_poll: float = 0.0) -> dict[str, Any]
 
     async with RemoteActorSystem("src", "127.0.0.1", 0, registry=registry(), busy_poll=busy_poll) as system:
         sink = system.ref(f"casty://sink@127.0.0.1:{port}/user/sink")
-        for i in range(200):  # warm up: connection, caches
-            await system.ask(sink, lambda r, i=i: Echo(i, r), timeout=30)
-        samples = []
-        for i in range(n):
-            t0 = time.perf_counter()
-            await system.ask(sink, lambda r, i=i: Echo(i, r), timeout=30)
-            samples.append(time.perf_counter() - t0)
+        p = await ask_round_trips(system, sink, n)
         poller = system.node.busy_poller
-        return {"ext": EXTENSIONS_ACTIVE, **percentiles(samples), "spins": poller.spins if poller else 0}
+        return {"ext": EXTENSIONS_ACTIVE, **p, "spins": poller.spins if poller else 0}
+
+
+async def page_ask(port: int, n: int) -> dict[str, Any]:
+    from casty import EXTENSIONS_ACTIVE
+
+    async with client_system(page=True) as (system, ref):
+        p = await ask_round_trips(system, ref(f"casty://sink@127.0.0.1:{port}/user/sink"), n)
+        return {"ext": EXTENSIONS_ACTIVE, **p}
+
+
+async def ask_round_trips(system: Any, sink: Any, n: int) -> dict[str, float]:
+    """p50/p99 of ``n`` asks to ``sink``, after a warm-up."""
+    for i in range(200):  # warm up: connection, caches
+        await system.ask(sink, lambda r, i=i: Echo(i, r), timeout=30)
+    samples = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        await system.ask(sink, lambda r, i=i: Echo(i, r), timeout=30)
+        samples.append(time.perf_counter() - t0)
+    return percentiles(samples)
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -277,6 +342,8 @@ def main() -> None:
         "casty-sink": lambda: casty_sink(busy(0)),
         "casty-tell": lambda: casty_tell(int(args[0]), int(args[1])),
         "casty-ask": lambda: casty_ask(int(args[0]), int(args[1]), busy(2)),
+        "page-tell": lambda: casty_tell(int(args[0]), int(args[1]), page=True),
+        "page-ask": lambda: page_ask(int(args[0]), int(args[1])),
         "raw-sink": lambda: raw_sink("frames"),
         "raw-bytes": lambda: raw_sink("bytes"),
         "raw-echo": lambda: raw_sink("echo", busy(0)),

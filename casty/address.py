@@ -110,8 +110,15 @@ def split_uri(uri: str) -> tuple[str, str | None, int | None, str]:
 
     What :meth:`ActorAddress.from_uri` reads, without building the address.
 
-    >>> split_uri("casty://app@[::1]:7/user/a"), split_uri("casty://app")
+    A URI needs a path, ``/`` at least: ``casty://app`` names no actor (casty 0.21
+    refuses it too, and no casty writes one).
+
+    >>> split_uri("casty://app@[::1]:7/user/a"), split_uri("casty://app/")
     (('app', '::1', 7, '/user/a'), ('app', None, None, '/'))
+    >>> split_uri("casty://app")
+    Traceback (most recent call last):
+    ...
+    ValueError: actor URI has no path (expected 'casty://system[@host:port]/path'): 'casty://app'
     """
     if not isinstance(uri, str):
         raise ValueError(f"actor URI must be a str, got {type(uri).__name__}: {_show(uri)}")
@@ -120,7 +127,9 @@ def split_uri(uri: str) -> tuple[str, str | None, int | None, str]:
     # The first '/' after the scheme starts the path (no other part may hold one), so
     # the part before it is parsed once and cached: a node's URIs differ only in paths.
     cut = uri.find("/", _SCHEME_LENGTH)
-    head, path = (uri[_SCHEME_LENGTH:], "/") if cut < 0 else (uri[_SCHEME_LENGTH:cut], uri[cut:])
+    if cut < 0:
+        raise ValueError(f"actor URI has no path (expected 'casty://system[@host:port]/path'): {_show(uri)}")
+    head, path = uri[_SCHEME_LENGTH:cut], uri[cut:]
     parsed = _HEADS.get(head)
     if parsed is None:
         parsed = _parse_head(head, uri)

@@ -13,15 +13,15 @@ from casty.address import ActorAddress
     ("uri", "expected"),
     [
         ("casty://sys/user/a", ActorAddress("sys", "/user/a")),
-        ("casty://sys", ActorAddress("sys", "/")),
+        ("casty://sys/", ActorAddress("sys", "/")),
         ("casty://my-system/user/a/b/c", ActorAddress("my-system", "/user/a/b/c")),
         ("casty://sys@127.0.0.1:25520/user/a", ActorAddress("sys", "/user/a", "127.0.0.1", 25520)),
         ("casty://sys@node-1.example.org:1/x", ActorAddress("sys", "/x", "node-1.example.org", 1)),
-        ("casty://sys@h:0", ActorAddress("sys", "/", "h", 0)),
+        ("casty://sys@h:0/", ActorAddress("sys", "/", "h", 0)),
         ("casty://sys@h:65535/temp/ask-3", ActorAddress("sys", "/temp/ask-3", "h", 65535)),
         ("casty://sys@[::1]:7/user/a", ActorAddress("sys", "/user/a", "::1", 7)),
         ("casty://sys@[fe80::1%eth0]:80/a", ActorAddress("sys", "/a", "fe80::1%eth0", 80)),
-        ("casty://sys@[2001:db8::42]:9000", ActorAddress("sys", "/", "2001:db8::42", 9000)),
+        ("casty://sys@[2001:db8::42]:9000/", ActorAddress("sys", "/", "2001:db8::42", 9000)),
     ],
 )
 def test_from_uri(uri: str, expected: ActorAddress) -> None:
@@ -81,6 +81,9 @@ BAD_URIS = [
     "casty://sys\n",
     "casty://sys@host:80\n",
     "casty://sys[1]/user/a",
+    "casty://sys",  # no path: a URI names an actor, "/" at least
+    "casty://sys@h:0",
+    "casty://sys@[::1]:7",
 ]
 
 
@@ -89,6 +92,15 @@ def test_bad_uri_raises_naming_it(uri: str) -> None:
     with pytest.raises(ValueError) as info:
         ActorAddress.from_uri(uri)
     assert repr(uri) in str(info.value)
+
+
+def test_a_uri_without_a_path_is_refused_even_when_its_head_was_seen() -> None:
+    # The parsed head ("sys@h:1") is cached per node; the missing path must not slip past it.
+    assert ActorAddress.from_uri("casty://sys@h:1/user/a").path == "/user/a"
+    for uri in ("casty://sys@h:1", "casty://sys"):
+        with pytest.raises(ValueError, match="no path") as info:
+            ActorAddress.from_uri(uri)
+        assert repr(uri) in str(info.value)
 
 
 @pytest.mark.parametrize("value", [None, b"casty://sys/user/a", 42])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from casty import ActorAddress, RemoteTransport
+from casty import ActorAddress, MsgpackSerializer, RemoteTransport
 from casty.transport.envelope import MessageEnvelope
 from casty.transport.messages import SendFailure, SendToNode
 
@@ -26,8 +26,9 @@ class Recorder:
 def transport(**kw: Any) -> tuple[RemoteTransport, Recorder, list[SendFailure]]:
     rec = Recorder()
     failures: list[SendFailure] = []
+    # With a serializer and no node, remote messages reach the tcp actor as SendToNode.
     rt = RemoteTransport(local=rec, tcp=rec, local_host="10.0.0.1", local_port=7000, system_name="app",
-                         on_send_failure=failures.append, **kw)  # type: ignore[arg-type]
+                         on_send_failure=failures.append, serializer=MsgpackSerializer(), **kw)  # type: ignore[arg-type]
     return rt, rec, failures
 
 
@@ -71,12 +72,12 @@ def test_the_tcp_actor_gets_a_large_message_as_one_bytes() -> None:
     rec = Recorder()
     rec.tell = got.append  # type: ignore[method-assign]
     rt = RemoteTransport(local=rec, tcp=rec, local_host="10.0.0.1", local_port=7000,  # type: ignore[arg-type]
-                         system_name="app")
+                         system_name="app", serializer=MsgpackSerializer())
     big = b"\x01" * 200_000
     rt.deliver(ActorAddress("app", "/user/a", "10.0.0.2", 7000), big)
     assert len(got) == 1 and type(got[0].data) is bytes
     env = MessageEnvelope.from_bytes(got[0].data)
-    assert rt._writer.serializer.deserialize(env.payload) == big
+    assert rt._writer is not None and rt._writer.serializer.deserialize(env.payload) == big
 
 
 def test_unknown_node_id_with_a_host_goes_to_that_host() -> None:

@@ -2,20 +2,48 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 __all__ = ["AddressMap", "TcpTransportConfig"]
 
-AddressMap = Callable[[str, int], tuple[str, int]]
+#: casty 0.21's form takes one ``(host, port)`` tuple, the other host and port as two
+#: arguments; both return a ``(host, port)`` tuple
+AddressMap = Callable[[tuple[str, int]], tuple[str, int]] | Callable[[str, int], tuple[str, int]]
 
 MiB = 1024 * 1024
 
 
-def _identity_address(host: str, port: int) -> tuple[str, int]:
-    return host, port
+def _identity_address(address: tuple[str, int]) -> tuple[str, int]:
+    return address
+
+
+def _takes_host_and_port(fn: Callable[..., Any]) -> bool | None:
+    """True for an ``address_map`` called as ``fn(host, port)``, False for ``fn((host, port))``,
+    None when it can be called neither way.
+
+    Two required positional parameters make the two-argument form; one, or none but
+    ``*args`` or a defaulted one, casty 0.21's one-tuple form (so is a callable whose
+    signature cannot be read, such as some builtins).
+    """
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    kinds = inspect.Parameter
+    if any(p.kind is kinds.KEYWORD_ONLY and p.default is p.empty for p in params):
+        return None
+    positional = [p for p in params if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+    required = sum(p.default is p.empty for p in positional)
+    if required == 2:
+        return True
+    if required == 1 or (required == 0 and (positional or any(p.kind is kinds.VAR_POSITIONAL for p in params))):
+        return False
+    return None
 
 
 @dataclass(frozen=True)
@@ -24,7 +52,11 @@ class TcpTransportConfig:
 
     ``self_address`` is advertised as is in handshakes (for NAT); otherwise the
     bound host and the real port are.  ``address_map`` rewrites every outbound
-    connect target (for port forwarding, containers, tests).
+    connect target (for port forwarding, containers, tests); it takes the target
+    either as one ``(host, port)`` tuple (casty 0.21's form; the default is the
+    identity) or as two arguments ``host, port`` (a callable with exactly two
+    required positional parameters), and returns a ``(host, port)`` tuple.  Which
+    form is read once, here, from its signature.
 
     ``frame_timeout``: a frame whose first bytes arrived must be complete within this
     many seconds, or its connection is closed (a slow-loris defence; ``math.inf`` turns
@@ -65,6 +97,8 @@ class TcpTransportConfig:
     write_low_water: int = 64 * 1024
     #: seconds to keep polling after the last send (0: off); costs CPU, see above
     busy_poll: float = 0.0
+    #: address_map is the two-argument form (set by __post_init__; not a field)
+    _address_map_takes_two: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         def bad(name: str, what: str) -> ValueError:
@@ -99,8 +133,22 @@ class TcpTransportConfig:
         for name in ("server_ssl", "client_ssl"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), ssl.SSLContext):
                 raise bad(name, "None or an ssl.SSLContext")
-        if not callable(self.address_map):
-            raise bad("address_map", "a callable (host, port) -> (host, port)")
+        form = _takes_host_and_port(self.address_map) if callable(self.address_map) else None
+        if form is None:
+            raise bad("address_map", "a callable taking one (host, port) tuple, or host and port, "
+                                     "and returning a (host, port) tuple")
+        object.__setattr__(self, "_address_map_takes_two", form)
+
+    def map_address(self, address: tuple[str, int]) -> tuple[str, int]:
+        """``address_map`` applied to an outbound connect target, whichever its form.
+
+        >>> TcpTransportConfig("::1", 0, address_map=lambda a: ("10.0.0.1", a[1])).map_address(("h", 7))
+        ('10.0.0.1', 7)
+        >>> TcpTransportConfig("::1", 0, address_map=lambda h, p: (h, p + 1)).map_address(("h", 7))
+        ('h', 8)
+        """
+        mapper: Callable[..., tuple[str, int]] = self.address_map  # its form was read in __post_init__
+        return mapper(*address) if self._address_map_takes_two else mapper(address)
 
 
 def _is_port(value: object) -> bool:

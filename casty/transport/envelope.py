@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError, dataclass
 
 __all__ = [
     "EnvelopeDecodeError",
@@ -177,3 +177,25 @@ class MessageEnvelope:
         end = 4 + header_len
         target, sender, type_hint = decode_header_slow(view[4:end])
         return MessageEnvelope(target, sender, bytes(view[end:]), type_hint)
+
+
+# dataclass(frozen=True, slots=True) writes a __setattr__/__delattr__ that names the class
+# the slots rebuild replaced, so on CPython 3.11 an attribute the envelope does not have
+# raised TypeError.  These raise AttributeError for every name, as the Cython twin does.
+_FIELDS = frozenset(("target", "sender", "payload", "type_hint"))
+
+
+def _refuse_set(self: MessageEnvelope, name: str, value: object) -> None:
+    if name in _FIELDS:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+    raise AttributeError(f"'MessageEnvelope' object has no attribute {name!r}")
+
+
+def _refuse_delete(self: MessageEnvelope, name: str) -> None:
+    if name in _FIELDS:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+    raise AttributeError(f"'MessageEnvelope' object has no attribute {name!r}")
+
+
+setattr(MessageEnvelope, "__setattr__", _refuse_set)  # noqa: B010 (mypy refuses a method assignment)
+setattr(MessageEnvelope, "__delattr__", _refuse_delete)  # noqa: B010

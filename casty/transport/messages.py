@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ __all__ = [
     "SendFailure",
     "SendFrameToNode",
     "SendToNode",
+    "ShareNode",
     "TcpTransportMsg",
 ]
 
@@ -94,6 +96,19 @@ class LogSerializationFailure:
     target: str
     type_name: str
     error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShareNode:
+    """Call ``receiver(node, writer)`` with the actor's TcpNode and its EnvelopeWriter.
+
+    Not part of ``TcpTransportMsg`` (casty 0.21 has no such message): a
+    RemoteTransport built without ``node`` tells it to take over the direct send
+    path.  The actor handles it in mailbox order, so every message told to the
+    actor before it has been handed to the node by the time ``receiver`` runs.
+    """
+
+    receiver: Callable[[Any, Any], None]
 
 
 TcpTransportMsg = (

@@ -347,7 +347,7 @@ class TcpNode:
     # -- connecting ------------------------------------------------------------
 
     async def _connect(self, peer: _Peer, key: Key) -> None:
-        host, port = self.config.address_map(*key)
+        host, port = self.config.map_address(key)
         # When this task is cancelled (peer_down, a simultaneous connect the peer won) the
         # connect call itself runs on, shielded: uvloop closes the transport of a
         # create_connection cancelled around connection_made without ever calling

@@ -11,9 +11,10 @@ from typing import Any
 from casty._impl import EnvelopeWriter, InboundMessageHandler
 from casty.address import TEMP_PREFIX, ActorAddress
 from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
-from casty.serialization import MsgpackSerializer, SerializationError, Serializer
-from casty.transport.messages import ClearNodeBlacklist, SendFailure, SendToNode
+from casty.serialization import SerializationError, Serializer
+from casty.transport.messages import ClearNodeBlacklist, DeliverToNode, SendFailure, SendToNode, ShareNode
 from casty.transport.node import TcpNode
+from casty.transport.outbound import EnvelopeWriter as EnvelopeWriterType  # either twin's shape
 
 __all__ = ["InboundMessageHandler", "RemoteTransport"]  # the handler lives in casty.transport.inbound
 
@@ -33,13 +34,26 @@ class RemoteTransport:
     is ours, or it has no host, or its host:port is ours or our advertised one; a
     ``node_id`` naming another node resolves through :meth:`update_node_index`.
 
-    Sends go straight to ``node`` (a :class:`TcpNode`) when one is given, which
-    avoids a mailbox hop per message; otherwise they are told to ``tcp`` as
-    ``SendToNode``.  Failures (a message that cannot be serialized, an unknown
-    node id, and every drop the node reports) are logged and passed to
-    ``on_send_failure`` as a :class:`SendFailure`; when that callback is a
-    coroutine function its coroutines are started with ``task_runner``
-    (default: ``loop.create_task``).
+    How a remote message leaves, by what the transport was given:
+
+    * ``node`` (a :class:`TcpNode`) and ``serializer`` (as RemoteActorSystem does):
+      encoded here and written straight to the node, no mailbox hop per message;
+    * ``serializer`` only: encoded here and told to ``tcp`` as ``SendToNode``;
+    * no ``serializer`` (the reference page's arguments, as casty 0.21's clustered
+      system wires it): the transport tells ``tcp`` :class:`ShareNode` at once and,
+      until the actor has answered, tells it ``DeliverToNode`` for each message,
+      which the actor serializes with the serializer given to ``tcp_transport``.
+      Once every message told that way has been handed to the node, later ones take
+      the direct path above with the actor's serializer and node (``node`` if
+      given), in order.  A ``tcp`` actor that does not know ``ShareNode`` keeps
+      getting ``DeliverToNode``.
+
+    Failures (a message that cannot be serialized, an unknown node id, and every
+    drop the node reports) are logged whether or not ``on_send_failure`` is set,
+    and passed to it as a :class:`SendFailure`; when that callback is a coroutine
+    function its coroutines are started with ``task_runner`` (default:
+    ``loop.create_task``).  Drops the node reports reach the callback once the
+    transport has the node (given, or shared by the actor).
     """
 
     def __init__(
@@ -68,8 +82,15 @@ class RemoteTransport:
         self._task_runner = task_runner
         self._on_send_failure = on_send_failure
         self._local_node_id = local_node_id
-        self._writer = EnvelopeWriter(serializer if serializer is not None else MsgpackSerializer())
+        self._writer: EnvelopeWriterType | None = EnvelopeWriter(serializer) if serializer is not None else None
         self._node = node
+        #: DeliverToNode messages told after ShareNode (the page path, before the handover)
+        self._relayed = 0
+        #: encoded messages waiting for the relayed ones to reach the node (during the handover)
+        self._held: list[tuple[tuple[str, int], bytes | list[bytes]]] | None = None
+        self._handover_node: TcpNode | None = None  # the node to use once they have
+        #: messages dropped here (not by the node), by reason
+        self.drops: dict[str, int] = {}
         self._node_index: dict[str, tuple[str, int]] = {}
         self._own: set[tuple[str, int]] = {(local_host, local_port)}
         if advertised_host is not None or advertised_port is not None:
@@ -82,6 +103,8 @@ class RemoteTransport:
         self._last: tuple[ActorAddress, tuple[str, int], str] | None = None
         if node is not None:
             node.add_failure_listener(self._report)
+        if serializer is None:
+            tcp.tell(ShareNode(self._adopt))
 
     @property
     def sender_host(self) -> str:
@@ -108,7 +131,7 @@ class RemoteTransport:
             if hp is not None:
                 return None if hp in self._own else hp
             if address.host is None:
-                raise LookupError(f"unknown node id {node_id!r} for {address.path}")
+                raise LookupError(f"unknown node id {node_id!r:.100} for {address.path!r:.200}")
         if address.host is None:
             return None
         hp = (address.host, address.port)  # type: ignore[assignment]
@@ -130,7 +153,7 @@ class RemoteTransport:
             try:
                 route = self._route(address)
             except LookupError as exc:
-                self._report(SendFailure("", 0, "unknown_node", 1, str(exc)))
+                self._dropped(SendFailure("", 0, "unknown_node", 1, str(exc)))
                 return
             if route is None:
                 self._local.deliver(address, msg)
@@ -146,19 +169,54 @@ class RemoteTransport:
                         self._targets.clear()
                     target = self._targets[address] = address.to_uri()
                 self._last = (address, hp, target)
+        writer = self._writer
+        if writer is None:  # the page path before the handover: the actor serializes
+            self._relayed += 1
+            self._tcp.tell(DeliverToNode(hp[0], hp[1], msg, target, self._sender))
+            return
         try:
-            data = self._writer.encode_parts(target, self._sender, msg)
+            data = writer.encode_parts(target, self._sender, msg)
         except SerializationError as exc:
             log.error("cannot send %s to %s: %s", type(msg).__qualname__, target, exc)
             self._report(SendFailure(hp[0], hp[1], "serialization", 1,
                                      f"{type(msg).__qualname__}: {exc}"))
             return
-        if self._node is not None:
-            self._node.send_message_to(hp, data)
+        node = self._node
+        if node is not None:
+            node.send_message_to(hp, data)
+        elif self._held is not None:
+            self._held.append((hp, data))
         else:
             if isinstance(data, list):
                 data = b"".join(data)
             self._tcp.tell(SendToNode(hp[0], hp[1], data))
+
+    def _adopt(self, node: TcpNode, writer: EnvelopeWriterType) -> None:
+        """ShareNode's answer: the actor's node and writer (it runs before any DeliverToNode
+        this transport told, since ShareNode was told first)."""
+        if self._node is None:
+            node.add_failure_listener(self._report)
+        else:
+            node = self._node  # the one given: it gets the messages the actor's node does not
+        self._writer = writer
+        if self._relayed == 0:
+            self._node = node
+            return
+        # Those DeliverToNode wait in the actor's mailbox behind ShareNode: a message sent
+        # straight to a node now would overtake them.  Hold what comes next (deliver holds
+        # while there is no node) until a second ShareNode, told behind them, says they
+        # reached the node.
+        self._node = None
+        self._handover_node = node
+        self._held = []
+        self._tcp.tell(ShareNode(self._drained))
+
+    def _drained(self, node: TcpNode, writer: EnvelopeWriterType) -> None:
+        node = self._handover_node or node
+        held, self._held, self._handover_node = self._held or [], None, None
+        self._node = node
+        for hp, data in held:
+            node.send_message_to(hp, data)
 
     def make_ref(self, address: ActorAddress) -> ActorRef[Any]:
         """An ActorRef for ``address``: local refs skip the remote routing."""
@@ -177,6 +235,17 @@ class RemoteTransport:
             self._node.clear_blacklist(host, port)
         else:
             self._tcp.tell(ClearNodeBlacklist(host, port))
+
+    def _dropped(self, failure: SendFailure) -> None:
+        """Count and log a drop decided here, then report it: a warning at counts
+        1, 2, 4, 8, ... per reason (debug otherwise), callback or not."""
+        count = self.drops[failure.reason] = self.drops.get(failure.reason, 0) + failure.count
+        if count & (count - 1) == 0:
+            log.warning("dropped a message (%s: %s); %d dropped for this reason so far",
+                        failure.reason, failure.detail, count)
+        else:
+            log.debug("dropped a message (%s: %s)", failure.reason, failure.detail)
+        self._report(failure)
 
     def _report(self, failure: SendFailure) -> None:
         callback = self._on_send_failure

@@ -24,6 +24,7 @@ from casty.transport.messages import (
     PeerDown,
     SendFrameToNode,
     SendToNode,
+    ShareNode,
     TcpTransportMsg,
 )
 from casty.transport.node import InboundHandler, TcpNode
@@ -44,9 +45,11 @@ def tcp_transport(
     """Actor managing TCP connections to all peers.
 
     On start it listens (unless ``config.client_only``); inbound message frames go
-    to ``handler``.  With no ``serializer`` it uses :class:`MsgpackSerializer`
-    for ``DeliverToNode``.  Pass ``node`` to share a :class:`TcpNode` with a
-    :class:`~casty.transport.remote.RemoteTransport` (its direct send path).
+    to ``handler``.  ``DeliverToNode`` is serialized with ``serializer`` (default:
+    :class:`MsgpackSerializer`).  Pass ``node`` to share a :class:`TcpNode` with a
+    :class:`~casty.transport.remote.RemoteTransport` (its direct send path); a
+    RemoteTransport given neither ``node`` nor ``serializer`` gets this actor's
+    node and serializer by telling it ``ShareNode``.
     """
     the_log = logger or log
     the_node = node if node is not None else TcpNode(config, handler, logger=the_log)
@@ -59,7 +62,7 @@ def tcp_transport(
         )
         the_node.report((msg.host, msg.port), "serialization", 1, f"{msg.type_name}: {msg.error}")
 
-    async def receive(ctx: Any, msg: TcpTransportMsg) -> Behavior[TcpTransportMsg]:
+    async def receive(ctx: Any, msg: TcpTransportMsg | ShareNode) -> Behavior[TcpTransportMsg]:
         match msg:
             case SendToNode(host, port, data):
                 the_node.send_message(host, port, data)
@@ -83,6 +86,11 @@ def tcp_transport(
                 reply_to.tell(the_node.port)
             case LogSerializationFailure():
                 report_serialization(msg)
+            case ShareNode(receiver):
+                try:
+                    receiver(the_node, writer)
+                except Exception:
+                    the_log.exception("a ShareNode receiver raised")
             case _:
                 the_log.error("tcp_transport got an unknown message of type %s: %r",
                               type(msg).__qualname__, msg)
