@@ -459,7 +459,8 @@ def _encode_error(obj: Any, exc: Exception) -> SerializationError:
 
 
 def _int_to_bytes(n: int) -> bytes:
-    return n.to_bytes((n.bit_length() + 8) // 8, "big", signed=True)
+    """The shortest big-endian two's complement of ``n`` (-2**8191 fits 1024 bytes)."""
+    return n.to_bytes(((n if n >= 0 else ~n).bit_length() + 8) // 8, "big", signed=True)
 
 
 class MsgpackSerializer:
