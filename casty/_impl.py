@@ -55,9 +55,9 @@ IMPORT_ERROR: ImportError | None = None
 
 from casty.plain_codec import decode_plain as _py_decode_plain  # noqa: E402
 from casty.plain_codec import dict_from_pairs as _py_dict_from_pairs  # noqa: E402
+from casty.plain_codec import encode_plain as _py_encode_plain  # noqa: E402
 from casty.plain_codec import keys_safe_within as _py_keys_safe_within  # noqa: E402
 from casty.plain_codec import safe_members as _py_safe_members  # noqa: E402
-from casty.plain_codec import encode_plain as _py_encode_plain  # noqa: E402
 from casty.transport.envelope import MessageEnvelope as _PyMessageEnvelope  # noqa: E402
 from casty.transport.envelope import encode_header as _py_encode_header  # noqa: E402
 from casty.transport.framing import FrameProtocol as _PyFrameProtocol  # noqa: E402

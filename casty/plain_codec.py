@@ -51,6 +51,7 @@ True
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Collection, Mapping
 from enum import STRICT, Enum, Flag
 from typing import Any, Final
@@ -225,7 +226,9 @@ def _decode_plain_value(data: bytes, ref_factory: Callable[[ActorAddress], Any] 
 
 # -- hash-safe keys -------------------------------------------------------------------
 
-_SAFE_KEY_TYPES: Final = frozenset({type(None), str, bytes}) | REF_TYPES
+_SAFE_KEY_TYPES: Final = frozenset({type(None), bool, str, bytes}) | REF_TYPES
+_SAFE_OR_INT: Final = _SAFE_KEY_TYPES | {int}
+_first: Final = operator.itemgetter(0)
 
 
 def _safe_key(key: object) -> bool:
@@ -244,6 +247,9 @@ def safe_members(items: Collection[Any]) -> bool:
     kinds = set(map(type, items))  # at C speed; the usual case ends here
     if kinds <= _SAFE_KEY_TYPES:
         return True
+    if kinds <= _SAFE_OR_INT:  # exact ints among them: their range, at C speed
+        ints = items if len(kinds) == 1 else [x for x in items if type(x) is int]
+        return -KEY_INT_LIMIT < min(ints) and max(ints) < KEY_INT_LIMIT
     return all(map(_safe_key, items))
 
 
@@ -252,7 +258,7 @@ def dict_from_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any] | None:
 
     ``pairs`` is what msgpack's ``object_pairs_hook`` receives: a list of 2-tuples.
     """
-    if not safe_members([pair[0] for pair in pairs]):
+    if not safe_members(list(map(_first, pairs))):
         return None
     return dict(pairs)
 
@@ -265,20 +271,21 @@ def keys_safe_within(value: object, depth: int = 0) -> bool:
     KEYS_DEPTH levels it stops looking (and answers True): the packer refuses that nesting.
     """
     kind = type(value)
-    if kind is list:
-        items: Any = value
-    elif kind is dict:
+    if kind is dict:
         if not safe_members(value):  # type: ignore[arg-type]
             return False
-        items = value.values()  # type: ignore[attr-defined]
+        children: Collection[Any] = value.values()  # type: ignore[attr-defined]
+    elif kind is list:
+        children = value  # type: ignore[assignment]
     else:
         return True
     if depth >= KEYS_DEPTH:
         return True
-    kinds = set(map(type, items))
-    if list not in kinds and dict not in kinds:
-        return True  # nothing to look into, found at C speed
-    for item in items:
+    if len(children) > 8:  # one scan of the types at C speed may spare the loop
+        kinds = set(map(type, children))
+        if list not in kinds and dict not in kinds:
+            return True
+    for item in children:
         kind = type(item)
         if (kind is list or kind is dict) and not keys_safe_within(item, depth + 1):
             return False

@@ -58,10 +58,10 @@ from casty.plain_codec import dataclass_ext_body, ext_header
 from casty.ref import ActorRef, LocalActorRef, RemoteActorRef, _TransportRef
 
 __all__ = [
+    "MAX_INT_BYTES",
     "JsonSerializer",
     "MsgpackSerializer",
     "RefFactory",
-    "MAX_INT_BYTES",
     "SerializationError",
     "Serializer",
     "TypeRegistry",
@@ -725,6 +725,12 @@ def _reject_constant(name: str) -> Any:
     raise SerializationError(f"non-standard JSON constant {name}")
 
 
+# A run of more digits than a JSON int may have: without one, no number needs _parse_int.
+# Found by mapping every digit to "0" and anything else to "." (both at C speed).
+_DIGITS_TO_ZERO: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
+_LONG_DIGITS: Final = b"0" * (_JSON_INT_DIGITS + 1)
+
+
 def _parse_int(text: str) -> int:
     # int() of n decimal digits takes O(n**2): bound n, since the encoder never writes more.
     digits = len(text) - (text[0] == "-")
@@ -820,10 +826,13 @@ class JsonSerializer:
     def deserialize(self, data: Payload, *, ref_factory: RefFactory | None = None) -> Any:
         """Decode UTF-8 JSON ``data``; every failure is a SerializationError."""
         try:
-            text = str(data, "utf-8")
+            raw = data if type(data) is bytes else bytes(data)
+            text = str(raw, "utf-8")
+            # The hook costs a Python call per int: only when a number may be too long.
+            long_run = _LONG_DIGITS in raw.translate(_DIGITS_TO_ZERO)
             return json.loads(
                 text, object_hook=self._object_hook(ref_factory), parse_constant=_reject_constant,
-                parse_int=_parse_int,
+                parse_int=_parse_int if long_run else None,
             )
         except SerializationError:
             raise

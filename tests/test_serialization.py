@@ -675,12 +675,12 @@ def test_msgpack_colliding_dict_keys_are_refused() -> None:
 def test_json_colliding_set_members_and_dict_keys_are_refused() -> None:
     s = make("json")
     for tag in ("s", "fs"):
-        with pytest.raises(UnsafeKeyError, match="set member of type 'builtins.int'"):
+        with pytest.raises(UnsafeKeyError, match=r"set member of type 'builtins\.int'"):
             s.deserialize(json.dumps({"__t": tag, "v": COLLIDING_INTS}).encode())
     pairs = [[k, 1] for k in COLLIDING_INTS]
-    with pytest.raises(UnsafeKeyError, match="dict key of type 'builtins.int'"):
+    with pytest.raises(UnsafeKeyError, match=r"dict key of type 'builtins\.int'"):
         s.deserialize(json.dumps({"__t": "m", "v": pairs}).encode())
-    with pytest.raises(UnsafeKeyError, match="dict key of type 'builtins.float'"):
+    with pytest.raises(UnsafeKeyError, match=r"dict key of type 'builtins\.float'"):
         s.deserialize(json.dumps({"__t": "m", "v": [[x, 1] for x in COLLIDING_FLOATS]}).encode())
 
 
@@ -742,7 +742,7 @@ def test_msgpack_big_int_ext_is_capped_on_decode() -> None:
     ok = msgpack.packb(msgpack.ExtType(7, b"\x7f" + b"\xff" * (MAX_INT_BYTES - 1)))
     assert s.deserialize(ok) == 2 ** (8 * MAX_INT_BYTES - 1) - 1
     for body in (b"\x00" * (MAX_INT_BYTES + 1), b"\x01" * 400_000):
-        with pytest.raises(SerializationError, match="big int ext of .* bytes is too large"):
+        with pytest.raises(SerializationError, match=r"big int ext of \d+ bytes is too large"):
             s.deserialize(msgpack.packb(msgpack.ExtType(7, body)))
 
 
