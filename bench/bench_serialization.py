@@ -1,22 +1,39 @@
-"""MsgpackSerializer against JsonSerializer on the same messages.
+"""MsgpackSerializer against JsonSerializer on the same messages, and hostile payloads.
 
-This module compares two serializers, not a Cython/pure twin pair: its table puts
-msgpack in the first figure column and JSON in the second, and says so in its header.
+The first table compares two serializers, not a Cython/pure twin pair: it puts msgpack
+in the first figure column and JSON in the second, and says so in its header.
 Messages: ``Ping(seq, text)``, a small frozen dataclass, and a ~1 KiB nested batch of
 dataclasses with tuples, lists, dicts, floats, bytes and an enum.
+
+The second table is the worst case known for decoding time (issue 20): a ~400 KB set
+or map of ints whose hashes collide, which took seconds to build before keys had to be
+hash-safe and is now refused after one linear pass, against an ordinary payload of the
+same size; the key checks come from the Cython twin or the pure one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from itertools import repeat
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped]
+
 from bench._harness import Table, rate
-from casty.serialization import JsonSerializer, MsgpackSerializer, Serializer, TypeRegistry
+from casty import serialization
+from casty.serialization import (
+    JsonSerializer,
+    MsgpackSerializer,
+    SerializationError,
+    Serializer,
+    TypeRegistry,
+)
 
 
 @dataclass(frozen=True)
@@ -116,7 +133,107 @@ def collect(quick: bool) -> list[Table]:
     for label, (mp_len, js_len) in sizes.items():
         table.notes.append(f"{label}: {mp_len} bytes as msgpack, {js_len} bytes as JSON")
     table.notes.append("columns: msgpack | json (not Cython | pure); ratio = msgpack/json")
-    return [table]
+    return [table, collect_hostile(quick)]
+
+
+# --- hostile payloads ----------------------------------------------------------------------
+
+_M61 = 2**61 - 1  # hash(k * _M61) == 0 for every int k
+_TARGET = 400_000  # bytes: the red team's frame held 415 KB
+_CODEC_NAMES = ("decode_plain", "dict_from_pairs", "keys_safe_within", "safe_members")
+
+
+@contextlib.contextmanager
+def _codec_twin(module: str) -> Iterator[None]:
+    """The serializers use the plain codec functions of ``module`` for a while."""
+    mod = importlib.import_module(module)
+    real = {name: getattr(serialization, name) for name in _CODEC_NAMES}
+    for name in _CODEC_NAMES:
+        setattr(serialization, name, getattr(mod, name))
+    try:
+        yield
+    finally:
+        for name, fn in real.items():
+            setattr(serialization, name, fn)
+
+
+def _sized(make: Callable[[int], bytes]) -> bytes:
+    """``make(n)`` for the n that brings it nearest _TARGET bytes (it grows linearly in n)."""
+    per_item = len(make(1000)) / 1000
+    return make(int(_TARGET / per_item))
+
+
+def _msgpack_set(ints: Callable[[int], list[int]]) -> Callable[[int], bytes]:
+    def make(n: int) -> bytes:
+        big = msgpack.packb(ints(n), default=lambda v: msgpack.ExtType(
+            7, v.to_bytes((v.bit_length() + 8) // 8, "big", signed=True)))
+        return bytes(msgpack.packb(msgpack.ExtType(4, big)))
+    return make
+
+
+def _msgpack_map(ints: Callable[[int], list[int]]) -> Callable[[int], bytes]:
+    def make(n: int) -> bytes:
+        return bytes(msgpack.packb(dict.fromkeys(ints(n), 0), default=lambda v: msgpack.ExtType(
+            7, v.to_bytes((v.bit_length() + 8) // 8, "big", signed=True))))
+    return make
+
+
+def _json_set(ints: Callable[[int], list[int]]) -> Callable[[int], bytes]:
+    def make(n: int) -> bytes:  # past 64 bits as the encoder writes them: 'i' tags
+        items = [v if v < 2**63 else {"__t": "i", "v": hex(v)} for v in ints(n)]
+        return json.dumps({"__t": "s", "v": items}).encode()
+    return make
+
+
+def _colliding(n: int) -> list[int]:
+    return [k * _M61 for k in range(1, n + 1)]  # mostly past 64 bits: ext 7, JSON 'i' tags
+
+
+def _ordinary(n: int) -> list[int]:
+    return [2**59 + 7919 * k for k in range(n)]  # hash-safe, the same size on the wire
+
+
+def _decode_time(deserialize: Callable[[bytes], Any], data: bytes, runs: int) -> float:
+    """Best µs to decode (or refuse) ``data``."""
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        try:
+            deserialize(data)
+        except SerializationError:
+            pass
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e6
+
+
+def collect_hostile(quick: bool) -> Table:
+    runs = 2 if quick else 5
+    mp, js = MsgpackSerializer(), JsonSerializer()
+    table = Table("decoding in linear time: ~400 KB of colliding ints (refused) vs ordinary ints",
+                  unit="µs")
+    cases = [
+        ("msgpack set", mp, _msgpack_set), ("msgpack map keys", mp, _msgpack_map),
+        ("json set", js, _json_set),
+    ]
+    for label, ser, form in cases:
+        for kind, ints in (("colliding, refused", _colliding), ("ordinary", _ordinary)):
+            data = _sized(form(ints))
+            figures = []
+            for module in ("casty._fast.plain_codec", "casty.plain_codec"):
+                with _codec_twin(module):
+                    figures.append(_decode_time(ser.deserialize, data, runs))
+            table.add(f"{label} {len(data) // 1000} KB, {kind}", *figures, unit="µs")
+    n = 2000
+    t0 = time.perf_counter()
+    set(_colliding(n))  # what decoding did before the rule, on a set 20x smaller
+    took = time.perf_counter() - t0
+    table.notes.append(f"before the rule: set() of {n} colliding ints took {took * 1e3:.0f} ms "
+                       f"(quadratic: ~{took * (_TARGET / 13 / n) ** 2:.0f} s at 400 KB)")
+    table.notes.append("colliding ints lie past 64 bits (ext 7 / 'i' tags, a hook call each), "
+                       "ordinary ones are native: both are one linear pass")
+    table.notes.append("figures: µs to decode or refuse one payload, best of "
+                       f"{runs}; key checks from the Cython | pure twin")
+    return table
 
 
 if __name__ == "__main__":

@@ -19,9 +19,12 @@ __all__ = [
     "Mailbox",
     "MessageEnvelope",
     "decode_plain",
+    "dict_from_pairs",
     "encode_header",
     "encode_plain",
     "extensions_disabled",
+    "keys_safe_within",
+    "safe_members",
 ]
 
 log = logging.getLogger("casty")
@@ -51,7 +54,10 @@ NO_EXTENSIONS = extensions_disabled(os.environ.get("CASTY_NO_EXTENSIONS"))
 IMPORT_ERROR: ImportError | None = None
 
 from casty.plain_codec import decode_plain as _py_decode_plain  # noqa: E402
+from casty.plain_codec import dict_from_pairs as _py_dict_from_pairs  # noqa: E402
 from casty.plain_codec import encode_plain as _py_encode_plain  # noqa: E402
+from casty.plain_codec import keys_safe_within as _py_keys_safe_within  # noqa: E402
+from casty.plain_codec import safe_members as _py_safe_members  # noqa: E402
 from casty.transport.envelope import MessageEnvelope as _PyMessageEnvelope  # noqa: E402
 from casty.transport.envelope import encode_header as _py_encode_header  # noqa: E402
 from casty.transport.framing import FrameProtocol as _PyFrameProtocol  # noqa: E402
@@ -65,6 +71,9 @@ FrameProtocol: type[_PyFrameProtocol] = _PyFrameProtocol
 decode_plain = _py_decode_plain
 encode_header = _py_encode_header
 encode_plain = _py_encode_plain
+dict_from_pairs = _py_dict_from_pairs
+keys_safe_within = _py_keys_safe_within
+safe_members = _py_safe_members
 EXTENSIONS_ACTIVE = False
 
 if not NO_EXTENSIONS:
@@ -75,7 +84,10 @@ if not NO_EXTENSIONS:
         from casty._fast.local import LocalTransport as _CLocalTransport
         from casty._fast.mailbox import Mailbox as _CMailbox
         from casty._fast.plain_codec import decode_plain as _c_decode_plain
+        from casty._fast.plain_codec import dict_from_pairs as _c_dict_from_pairs
         from casty._fast.plain_codec import encode_plain as _c_encode_plain
+        from casty._fast.plain_codec import keys_safe_within as _c_keys_safe_within
+        from casty._fast.plain_codec import safe_members as _c_safe_members
     except ImportError as exc:
         IMPORT_ERROR = exc
         log.debug("casty extensions unavailable, using the pure twins: %s", exc)
@@ -87,6 +99,9 @@ if not NO_EXTENSIONS:
         decode_plain = _c_decode_plain
         encode_header = _c_encode_header
         encode_plain = _c_encode_plain
+        dict_from_pairs = _c_dict_from_pairs
+        keys_safe_within = _c_keys_safe_within
+        safe_members = _c_safe_members
         EXTENSIONS_ACTIVE = True
 
 # The inbound handler and the envelope writer go through the serializers, which import

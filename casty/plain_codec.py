@@ -10,6 +10,20 @@ for anything else (nested values, other ext types, malformed input), and the cal
 falls back to the generic path, which also owns every error message: the fast path
 never raises for bad input, it declines.
 
+Hash-safe keys.  A peer must not be able to choose values whose hashes collide: a
+set or dict of n such values takes O(n**2) to build.  Dict keys and set/frozenset
+members that travel must therefore be *hash-safe*: ``None``, ``str``, ``bytes``
+(their hashes are randomised per process), an ``int`` (``bool``, ``IntEnum`` and
+``IntFlag`` members included) with ``-2**60 < n < 2**60`` (its hash is itself: distinct
+values, distinct hashes, but for -1 and -2), an Enum member (a class has a fixed
+number of them; a Flag only with the default ``STRICT`` boundary, as others accept any
+bits, and a member with unknown bits has no name to hash), or an actor ref (its
+address is strings and a port below 65536).  Floats, other ints, tuples, frozensets
+and dataclasses are not: their hashes can be made to collide.  :func:`safe_members`,
+:func:`dict_from_pairs` and :func:`keys_safe_within` check the rule; the serializers
+report what they refuse.  The fast path itself builds no dict or set (its unpacking
+keeps msgpack's default of str/bytes map keys).
+
 This module is the pure twin of ``casty._fast.plain_codec``; the serializer uses
 whichever ``casty._impl`` picked.
 
@@ -29,11 +43,17 @@ b'\\xc7\\x0f\\x01\\x93\\xa9demo.Tick\\x01\\xa2hi'
 Tick(seq=1, text='hi')
 >>> encode_plain("demo.Tick", (1, ["not", "plain"])) is None
 True
+>>> safe_members([None, "a", b"b", 2**60 - 1, -(2**60) + 1]), safe_members([2**60]), safe_members([1.5])
+(True, False, False)
+>>> dict_from_pairs([("a", 1), (2, 3)]), dict_from_pairs([((1, 2), 3)]) is None
+({'a': 1, 2: 3}, True)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import operator
+from collections.abc import Callable, Collection, Mapping
+from enum import STRICT, Enum, Flag
 from typing import Any, Final
 
 from msgpack import ExtType, Packer, unpackb  # type: ignore[import-untyped]
@@ -41,12 +61,27 @@ from msgpack import ExtType, Packer, unpackb  # type: ignore[import-untyped]
 from casty.address import ActorAddress
 from casty.ref import LocalActorRef, RemoteActorRef
 
-__all__ = ["PLAIN_TYPES", "REF_TYPES", "decode_plain", "encode_plain"]
+__all__ = [
+    "KEY_INT_LIMIT",
+    "PLAIN_TYPES",
+    "REF_TYPES",
+    "decode_plain",
+    "dict_from_pairs",
+    "encode_plain",
+    "keys_safe_within",
+    "safe_members",
+]
 
 #: exact types a plain message's fields may hold, besides the actor refs
 PLAIN_TYPES: Final = frozenset({type(None), bool, int, float, str, bytes})
 #: actor refs travel as ext 6 holding their URI, as the generic path writes them
 REF_TYPES: Final = frozenset({LocalActorRef, RemoteActorRef})
+
+#: a hash-safe int key lies strictly between -KEY_INT_LIMIT and KEY_INT_LIMIT; there
+#: hash(n) == n (hashes are taken modulo 2**61 - 1), so a peer cannot make two collide
+KEY_INT_LIMIT: Final = 2**60
+#: how deep keys_safe_within looks; msgpack's packer refuses deeper nesting (511) anyway
+KEYS_DEPTH: Final = 512
 
 _EXT_DATACLASS: Final = 1
 _EXT_REF: Final = 6
@@ -187,3 +222,71 @@ def _decode_plain_value(data: bytes, ref_factory: Callable[[ActorAddress], Any] 
         return None
     value = _plain_value(value, ref_factory)
     return None if value is _DECLINE else value
+
+
+# -- hash-safe keys -------------------------------------------------------------------
+
+_SAFE_KEY_TYPES: Final = frozenset({type(None), bool, str, bytes}) | REF_TYPES
+_SAFE_OR_INT: Final = _SAFE_KEY_TYPES | {int}
+_first: Final = operator.itemgetter(0)
+
+
+def _safe_key(key: object) -> bool:
+    """Whether ``key`` may be a dict key or set member that travels (see the module doc)."""
+    kind = type(key)
+    if kind in _SAFE_KEY_TYPES:
+        return True
+    if isinstance(key, int):  # int.__index__: the value itself, whatever a subclass overrides
+        return -KEY_INT_LIMIT < int.__index__(key) < KEY_INT_LIMIT
+    # A Flag with another boundary takes any bits, and hashes a member's name: None for some.
+    return isinstance(key, Enum) and (not isinstance(key, Flag) or getattr(kind, "_boundary_", None) is STRICT)
+
+
+def safe_members(items: Collection[Any]) -> bool:
+    """True when every item of ``items`` (a list, set or dict: its keys) is a hash-safe key."""
+    kinds = set(map(type, items))  # at C speed; the usual case ends here
+    if kinds <= _SAFE_KEY_TYPES:
+        return True
+    if kinds <= _SAFE_OR_INT:  # exact ints among them: their range, at C speed
+        ints = items if len(kinds) == 1 else [x for x in items if type(x) is int]
+        return -KEY_INT_LIMIT < min(ints) and max(ints) < KEY_INT_LIMIT
+    return all(map(_safe_key, items))
+
+
+def dict_from_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any] | None:
+    """``dict(pairs)`` when every key is hash-safe, else None (the caller names the key).
+
+    ``pairs`` is what msgpack's ``object_pairs_hook`` receives: a list of 2-tuples.
+    """
+    if not safe_members(list(map(_first, pairs))):
+        return None
+    return dict(pairs)
+
+
+def keys_safe_within(value: object, depth: int = 0) -> bool:
+    """False when a dict reached from ``value`` through lists and dicts (exact types, what
+    msgpack packs natively) has a key that is not hash-safe.
+
+    Other containers are left out: the serializer packs each through its own call.  Past
+    KEYS_DEPTH levels it stops looking (and answers True): the packer refuses that nesting.
+    """
+    kind = type(value)
+    if kind is dict:
+        if not safe_members(value):  # type: ignore[arg-type]
+            return False
+        children: Collection[Any] = value.values()  # type: ignore[attr-defined]
+    elif kind is list:
+        children = value  # type: ignore[assignment]
+    else:
+        return True
+    if depth >= KEYS_DEPTH:
+        return True
+    if len(children) > 8:  # one scan of the types at C speed may spare the loop
+        kinds = set(map(type, children))
+        if list not in kinds and dict not in kinds:
+            return True
+    for item in children:
+        kind = type(item)
+        if (kind is list or kind is dict) and not keys_safe_within(item, depth + 1):
+            return False
+    return True

@@ -10,6 +10,16 @@ Decoding is safe against hostile payloads: it never imports a module or calls an
 peer names except registered classes (or dataclass/Enum classes of allowed modules that
 are already imported), and every failure is a :class:`SerializationError`.
 
+Decoding takes time linear in the payload, so a peer cannot choose values whose hashes
+collide.  Dict keys and set/frozenset members must be hash-safe: ``None``, ``str``,
+``bytes``, an ``int`` (``bool``, ``IntEnum``/``IntFlag`` members too) with
+``-2**60 < n < 2**60``, an Enum member (a Flag's only with the default STRICT boundary),
+or an actor ref (the rule and why: ``casty.plain_codec``).  Anything else there (a float, a larger int, a tuple, a
+frozenset, a dataclass) is refused both ways with :class:`UnsafeKeyError`, so what
+encodes also decodes.  Ints travel up to :data:`MAX_INT_BYTES` of two's complement
+(``-2**8191 <= n < 2**8191``); JSON numbers up to 20 digits (larger ints use the ``i``
+tag).
+
 >>> from dataclasses import dataclass
 >>> @dataclass(frozen=True)
 ... class Move:
@@ -42,18 +52,20 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from msgpack import ExtType, Packer, Unpacker, unpackb  # type: ignore[import-untyped]
 
-from casty._impl import decode_plain, encode_plain
+from casty._impl import decode_plain, dict_from_pairs, encode_plain, keys_safe_within, safe_members
 from casty.address import ActorAddress
 from casty.plain_codec import dataclass_ext_body, ext_header
 from casty.ref import ActorRef, LocalActorRef, RemoteActorRef, _TransportRef
 
 __all__ = [
+    "MAX_INT_BYTES",
     "JsonSerializer",
     "MsgpackSerializer",
     "RefFactory",
     "SerializationError",
     "Serializer",
     "TypeRegistry",
+    "UnsafeKeyError",
     "type_hint",
 ]
 
@@ -80,10 +92,52 @@ _EXT_BIGINT: Final = 7  # big-endian two's complement
 
 _INT_MIN: Final = -(2**63)  # msgpack's native int range: int64 min .. uint64 max
 _INT_END: Final = 2**64
+#: the largest int that travels, in bytes of two's complement: -2**8191 <= n < 2**8191.
+#: Its decimal form (2466 digits) stays within Python's int/str limit of 4300 digits.
+MAX_INT_BYTES: Final = 1024
+_BIG_INT_MIN: Final = -(2 ** (8 * MAX_INT_BYTES - 1))
+_BIG_INT_END: Final = 2 ** (8 * MAX_INT_BYTES - 1)
+# The longest JSON number that is an int: what the encoder writes is int64/uint64 (20 digits).
+_JSON_INT_DIGITS: Final = 20
 
 
 class SerializationError(ValueError):
     """A value could not be encoded, or a payload could not be decoded."""
+
+
+class UnsafeKeyError(SerializationError):
+    """A dict key or set member is not hash-safe (a peer could make such hashes collide)."""
+
+
+def _unsafe_key(items: Any, what: str) -> UnsafeKeyError:
+    """The error naming the first item of ``items`` that is not a hash-safe key."""
+    bad = next((item for item in items if not safe_members((item,))), None)
+    return UnsafeKeyError(
+        f"{what} of type {type_hint(bad)!r} ({_show_value(bad)}) is not hash-safe: dict keys "
+        "and set members must be None, str, bytes, an int with -2**60 < n < 2**60, an Enum "
+        "member (a Flag's only if its boundary is STRICT), or an actor ref"
+    )
+
+
+def _unsafe_nested_key(value: Any) -> UnsafeKeyError:
+    """The error for the first unsafe key in a dict reached from ``value`` (lists and dicts)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            if not safe_members(item):
+                return _unsafe_key(item, "dict key")
+            stack.extend(reversed(list(item.values())))
+        elif type(item) is list:
+            stack.extend(reversed(item))
+    return UnsafeKeyError("a dict key is not hash-safe")  # unreachable: keys_safe_within said so
+
+
+def _int_too_large(n: int) -> SerializationError:
+    return SerializationError(
+        f"int of {n.bit_length()} bits is too large: ints travel up to {MAX_INT_BYTES} bytes "
+        f"(-2**{8 * MAX_INT_BYTES - 1} <= n < 2**{8 * MAX_INT_BYTES - 1})"
+    )
 
 
 def type_hint(obj: object) -> str:
@@ -111,6 +165,16 @@ def _show(value: object, limit: int = 120) -> str:
     """``repr(value)`` cut short: names in payloads come from peers."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+def _show_value(value: object) -> str:
+    """:func:`_show`, but an int too long for ``repr`` (or any repr that fails) is described."""
+    if type(value) is int and value.bit_length() > 256:
+        return f"an int of {value.bit_length()} bits"
+    try:
+        return _show(value)
+    except Exception:
+        return f"a {type_hint(value)} whose repr fails"
 
 
 @runtime_checkable
@@ -395,7 +459,8 @@ def _encode_error(obj: Any, exc: Exception) -> SerializationError:
 
 
 def _int_to_bytes(n: int) -> bytes:
-    return n.to_bytes((n.bit_length() + 8) // 8, "big", signed=True)
+    """The shortest big-endian two's complement of ``n`` (-2**8191 fits 1024 bytes)."""
+    return n.to_bytes(((n if n >= 0 else ~n).bit_length() + 8) // 8, "big", signed=True)
 
 
 class MsgpackSerializer:
@@ -408,8 +473,12 @@ class MsgpackSerializer:
     nested inside one another (a ``__post_init__`` that serializes) are fine.
 
     >>> s = MsgpackSerializer()
-    >>> s.deserialize(s.serialize({(1, 2): frozenset({b"x"}), "n": 2**80}))
-    {(1, 2): frozenset({b'x'}), 'n': 1208925819614629174706176}
+    >>> s.deserialize(s.serialize({1: frozenset({b"x"}), "n": (2**80, 1.5)}))
+    {1: frozenset({b'x'}), 'n': (1208925819614629174706176, 1.5)}
+    >>> s.serialize({(1, 2): "a tuple key"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    casty.serialization.UnsafeKeyError: dict key of type 'builtins.tuple' ((1, 2)) is not hash-safe: ...
     """
 
     __slots__ = (
@@ -465,6 +534,8 @@ class MsgpackSerializer:
         depth = self._depth
         if depth > MAX_NESTING:
             raise SerializationError(f"value nested deeper than {MAX_NESTING} levels")
+        if not keys_safe_within(value):  # what msgpack packs natively, it packs unchecked
+            raise _unsafe_nested_key(value)
         packers = self._packers
         if depth == len(packers):
             packers.append(self._new_packer())
@@ -488,7 +559,13 @@ class MsgpackSerializer:
             data = obj.address.to_uri().encode()
         elif code == _EXT_BIGINT:  # msgpack hands over only the ints it cannot hold
             data = _int_to_bytes(obj)
-        else:  # tuple, set, frozenset
+            if len(data) > MAX_INT_BYTES:
+                raise _int_too_large(obj)
+        elif code == _EXT_TUPLE:
+            data = self._pack(list(obj))
+        else:  # set, frozenset
+            if not safe_members(obj):
+                raise _unsafe_key(obj, "set member")
             data = self._pack(list(obj))
         return _new_ext(ExtType, (code, data))
 
@@ -517,7 +594,10 @@ class MsgpackSerializer:
                 body = dataclass_ext_body(data)
                 if body is not None:  # the whole payload is one dataclass ext: skip unpackb
                     return self._ext_hook(_EXT_DATACLASS, body)
-            return unpackb(data, ext_hook=self._hook, raw=False, strict_map_key=False)
+            return unpackb(
+                data, ext_hook=self._hook, object_pairs_hook=_dict_hook, raw=False,
+                strict_map_key=False,
+            )
         except SerializationError:
             raise
         except Exception as exc:
@@ -530,7 +610,8 @@ class MsgpackSerializer:
         if not data:
             raise SerializationError("empty ext body")
         unpacker = Unpacker(
-            None, ext_hook=self._hook, raw=False, strict_map_key=False, max_buffer_size=len(data)
+            None, ext_hook=self._hook, object_pairs_hook=_dict_hook, raw=False,
+            strict_map_key=False, max_buffer_size=len(data),
         )
         unpacker.feed(data)
         value = unpacker.unpack()
@@ -546,7 +627,10 @@ class MsgpackSerializer:
         try:
             if _EXT_DATACLASS <= code <= _EXT_FROZENSET:  # every ext with a msgpack body
                 if depth < _C_STACK_LEVELS:
-                    items = unpackb(data, ext_hook=self._hook, raw=False, strict_map_key=False)
+                    items = unpackb(
+                        data, ext_hook=self._hook, object_pairs_hook=_dict_hook, raw=False,
+                        strict_map_key=False,
+                    )
                 else:
                     items = self._unpack_deep(data)
                 if type(items) is not list:
@@ -554,6 +638,8 @@ class MsgpackSerializer:
                 if code == _EXT_TUPLE:
                     return tuple(items)
                 if code == _EXT_SET or code == _EXT_FROZENSET:
+                    if not safe_members(items):  # checked before anything is hashed
+                        raise _unsafe_key(items, "set member")
                     return set(items) if code == _EXT_SET else frozenset(items)
                 is_enum = code == _EXT_ENUM
                 plan = self._plans.get(items[0]) if items and type(items[0]) is str else None
@@ -568,10 +654,23 @@ class MsgpackSerializer:
             if code == _EXT_BIGINT:
                 if not data:
                     raise SerializationError("empty big int ext")
+                if len(data) > MAX_INT_BYTES:
+                    raise SerializationError(
+                        f"big int ext of {len(data)} bytes is too large: ints travel up to "
+                        f"{MAX_INT_BYTES} bytes"
+                    )
                 return int.from_bytes(data, "big", signed=True)
             raise SerializationError(f"unknown msgpack ext type code {code}")
         finally:
             self._decode_depth = depth
+
+
+def _dict_hook(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """msgpack's ``object_pairs_hook``: a map becomes a dict only if its keys are hash-safe."""
+    result = dict_from_pairs(pairs)
+    if result is None:
+        raise _unsafe_key([pair[0] for pair in pairs], "dict key")
+    return result
 
 
 def _kind_mismatch(plan: _Plan) -> SerializationError:
@@ -626,6 +725,23 @@ def _reject_constant(name: str) -> Any:
     raise SerializationError(f"non-standard JSON constant {name}")
 
 
+# A run of more digits than a JSON int may have: without one, no number needs _parse_int.
+# Found by mapping every digit to "0" and anything else to "." (both at C speed).
+_DIGITS_TO_ZERO: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x2E for b in range(256))
+_LONG_DIGITS: Final = b"0" * (_JSON_INT_DIGITS + 1)
+
+
+def _parse_int(text: str) -> int:
+    # int() of n decimal digits takes O(n**2): bound n, since the encoder never writes more.
+    digits = len(text) - (text[0] == "-")
+    if digits > _JSON_INT_DIGITS:
+        raise SerializationError(
+            f"JSON number of {digits} digits is too long: integers up to {_JSON_INT_DIGITS} "
+            "digits travel as numbers, larger ones as an 'i' tag"
+        )
+    return int(text)
+
+
 class JsonSerializer:
     """The same value model as JSON text (UTF-8, compact separators).
 
@@ -671,7 +787,11 @@ class JsonSerializer:
         if cls is str or cls is bool or obj is None:
             return obj
         if cls is int:
-            return obj if _INT_MIN <= obj < _INT_END else {_TAG: "i", "v": hex(obj)}
+            if _INT_MIN <= obj < _INT_END:
+                return obj
+            if not _BIG_INT_MIN <= obj < _BIG_INT_END:
+                raise _int_too_large(obj)
+            return {_TAG: "i", "v": hex(obj)}
         if cls is float:
             return obj if math.isfinite(obj) else {_TAG: "f", "v": repr(obj)}
         enc = self._encode
@@ -680,13 +800,15 @@ class JsonSerializer:
         if cls is dict:
             if _TAG not in obj and all(type(k) is str for k in obj):
                 return {k: enc(v) for k, v in obj.items()}
+            if not safe_members(obj):
+                raise _unsafe_key(obj, "dict key")
             return {_TAG: "m", "v": [[enc(k), enc(v)] for k, v in obj.items()]}
         if cls is tuple:
             return {_TAG: "t", "v": [enc(x) for x in obj]}
-        if cls is set:
-            return {_TAG: "s", "v": [enc(x) for x in obj]}
-        if cls is frozenset:
-            return {_TAG: "fs", "v": [enc(x) for x in obj]}
+        if cls is set or cls is frozenset:
+            if not safe_members(obj):
+                raise _unsafe_key(obj, "set member")
+            return {_TAG: "s" if cls is set else "fs", "v": [enc(x) for x in obj]}
         if cls is bytes or cls is bytearray or cls is memoryview:
             return {_TAG: "b", "v": base64.b64encode(obj).decode("ascii")}
         if isinstance(obj, _TransportRef):
@@ -704,9 +826,13 @@ class JsonSerializer:
     def deserialize(self, data: Payload, *, ref_factory: RefFactory | None = None) -> Any:
         """Decode UTF-8 JSON ``data``; every failure is a SerializationError."""
         try:
-            text = str(data, "utf-8")
+            raw = data if type(data) is bytes else bytes(data)
+            text = str(raw, "utf-8")
+            # The hook costs a Python call per int: only when a number may be too long.
+            long_run = _LONG_DIGITS in raw.translate(_DIGITS_TO_ZERO)
             return json.loads(
-                text, object_hook=self._object_hook(ref_factory), parse_constant=_reject_constant
+                text, object_hook=self._object_hook(ref_factory), parse_constant=_reject_constant,
+                parse_int=_parse_int if long_run else None,
             )
         except SerializationError:
             raise
@@ -731,23 +857,28 @@ class JsonSerializer:
             value = obj["v"]
             if tag == "t":
                 return tuple(_list(value, tag))
-            if tag == "s":
-                return set(_list(value, tag))
-            if tag == "fs":
-                return frozenset(_list(value, tag))
+            if tag == "s" or tag == "fs":
+                if not safe_members(_list(value, tag)):  # checked before anything is hashed
+                    raise _unsafe_key(value, "set member")
+                return set(value) if tag == "s" else frozenset(value)
             if tag == "b":
                 return base64.b64decode(_str(value, tag), validate=True)
             if tag == "m":
-                result = {}
-                for pair in _list(value, tag):
+                pairs = _list(value, tag)
+                for pair in pairs:
                     if type(pair) is not list or len(pair) != 2:
                         raise SerializationError("malformed 'm' tag: pairs must be [key, value]")
-                    result[pair[0]] = pair[1]
-                return result
+                keys = [pair[0] for pair in pairs]
+                if not safe_members(keys):
+                    raise _unsafe_key(keys, "dict key")
+                return {key: pair[1] for key, pair in zip(keys, pairs, strict=True)}
             if tag == "r":
                 return _make_ref(value, ref_factory)
             if tag == "i":
-                return int(_str(value, tag), 16)
+                n = int(_str(value, tag), 16)  # linear: a power-of-two base
+                if not _BIG_INT_MIN <= n < _BIG_INT_END:
+                    raise _int_too_large(n)
+                return n
             if tag == "f":
                 f = _NON_FINITE.get(_str(value, tag))
                 if f is None:

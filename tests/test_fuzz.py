@@ -12,7 +12,9 @@ written here from the wire format in DESIGN.md:
 * ``MessageEnvelope.from_bytes``;
 * ``MsgpackSerializer`` / ``JsonSerializer`` ``.deserialize``: a value or a
   SerializationError, never another exception, never an import, never a call to
-  anything a peer names that is not registered;
+  anything a peer names that is not registered; dict keys and set members that are
+  not hash-safe (colliding ints and floats among them) refused alike by both twins of
+  the plain codec's key checks, which also agree with a model of the rule;
 * ``InboundMessageHandler.on_frame``, which chains the last two (the Cython twin
   with its own in-place header and plain-message readers): same deliveries, same
   drops.
@@ -185,6 +187,8 @@ def _mutate(draw: st.DrawFn, data: bytes, anchors: Sequence[int] = ()) -> bytes:
     return bytes(buf)
 
 
+# Around the hash-safe int range (|n| < 2**60), and ints whose hashes collide (hash 0, -2).
+_KEY_EDGES = [2**60 - 1, 2**60, -(2**60) + 1, -(2**60), 2**61 - 1, 2 * (2**61 - 1), -1, -2, 2.0**61, 1.0]
 _PLAIN_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"\\'), max_size=24)
 _ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=12)  # lone surrogates too
 _ODD_TEXT = st.sampled_from(["", '"', "\\", "\x7f", "\x00", "\n", "é", "\u2028", "\U0001f600", "\ud800", "\udfff"])
@@ -192,6 +196,7 @@ _TEXT = st.one_of(_PLAIN_TEXT, _PLAIN_TEXT, _ANY_TEXT, _ODD_TEXT)
 _JSON_SCALAR = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(), _PLAIN_TEXT,
     st.sampled_from([2**64, -(2**63) - 1, 1e308, -0.0]),
+    st.sampled_from(_KEY_EDGES),
 )
 _JSON_VALUE = st.recursive(
     _JSON_SCALAR,
@@ -763,7 +768,10 @@ _SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(), st.integers(-(2**100), 2**100), st.floats(), st.text(max_size=8),
     st.binary(max_size=8), st.sampled_from(list(Color)),
 )
-_KEYS = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8), st.binary(max_size=8))
+# Hash-safe keys (see casty.plain_codec), which encode; _KEYS adds what a peer may send.
+_SAFE_KEYS = st.one_of(st.none(), st.booleans(), st.integers(-(2**60) + 1, 2**60 - 1), st.text(max_size=8),
+                       st.binary(max_size=8), st.sampled_from(list(Color)))
+_KEYS = st.one_of(_SAFE_KEYS, st.integers(), st.floats(), st.sampled_from(_KEY_EDGES))
 
 
 def _ext(code: int, body: bytes) -> msgpack.ExtType:
@@ -777,6 +785,8 @@ def _hostile_ext(draw: st.DrawFn, depth: int) -> Any:
     kind = draw(st.integers(0, 5))
     if kind == 0:
         body = draw(st.binary(max_size=16))
+    elif code in (4, 5) and kind == 1:  # a set of keys, hash-safe or not
+        body = msgpack.packb(draw(st.lists(_KEYS, max_size=4)), use_bin_type=True, default=_default)
     elif code == 6:
         body = draw(_URIS).encode("utf-8", "surrogatepass")
     elif code == 7:
@@ -826,8 +836,8 @@ _VALUES = st.recursive(
                                                              st.sampled_from(["casty://s/user/a",
                                                                               "casty://s@h:1/user/b"]))),
     lambda inner: st.lists(inner, max_size=3) | st.lists(inner, max_size=3).map(tuple)
-    | st.frozensets(_SCALARS, max_size=3)
-    | st.dictionaries(_KEYS | st.sampled_from(list(Color)), inner, max_size=3)
+    | st.frozensets(_SAFE_KEYS, max_size=3)
+    | st.dictionaries(_SAFE_KEYS, inner, max_size=3)
     | st.builds(Point, inner, inner),
     max_leaves=8,
 )
@@ -1010,6 +1020,23 @@ def _deserialize(ser: Any, data: bytes, factory: Any) -> tuple[str, Any]:
     return ("ok", _canon(value))
 
 
+# What serialization takes from the plain codec twin casty._impl picked; swapped per twin.
+_CODEC_NAMES = ("decode_plain", "dict_from_pairs", "keys_safe_within", "safe_members")
+
+
+@contextlib.contextmanager
+def _codec_twin(mod: types.ModuleType) -> Iterator[None]:
+    """Make the serializers use ``mod``'s plain codec functions for a while."""
+    real = {name: getattr(serialization, name) for name in _CODEC_NAMES}
+    for name in _CODEC_NAMES:
+        setattr(serialization, name, getattr(mod, name))
+    try:
+        yield
+    finally:
+        for name, fn in real.items():
+            setattr(serialization, name, fn)
+
+
 # Decoding this after every example shows no state (nesting depth, ref factory) was left behind.
 _CANARY = Point((1, frozenset({b"x"})), [Color.GREEN, Loose(2**70)])
 
@@ -1022,20 +1049,22 @@ _CANARY = Point((1, frozenset({b"x"})), [Color.GREEN, Loose(2**70)])
 @example(data=msgpack.packb(_ext(1, msgpack.packb(["casty_fuzz_forbidden.Trap", 1]))), with_factory=False)
 @example(data=msgpack.packb(_ext(1, msgpack.packb(["antigravity.Fly"]))), with_factory=False)
 @example(data=msgpack.packb(_ext(1, msgpack.packb(["fz.Checked", -1]))), with_factory=False)
+@example(data=msgpack.packb(_ext(4, msgpack.packb([k * (2**61 - 1) for k in range(1, 9)]))), with_factory=False)
+@example(data=msgpack.packb({k * (2**61 - 1): k for k in range(1, 9)}), with_factory=False)
+@example(data=msgpack.packb([{2**60 - 1: 1, -(2**60) + 1: 2}, _ext(5, msgpack.packb([-1, -2]))]),
+         with_factory=False)
 def test_msgpack_deserialize(data: bytes, with_factory: bool) -> None:
     """The top-level fast path (``decode_plain``) comes from each twin in turn."""
     _tried("msgpack deserialize", PLAIN)
     factory = _ref_factory if with_factory else None
     outcomes = {}
     for kind, mod in PLAIN.items():
-        real = serialization.decode_plain
-        serialization.decode_plain = mod.decode_plain
-        try:
+        with _codec_twin(mod):
             outcomes[kind] = _deserialize(_MSGPACK, data, factory)
             assert _MSGPACK.deserialize(_MSGPACK.serialize(_CANARY)) == _CANARY
-        finally:
-            serialization.decode_plain = real
     event(f"msgpack {outcomes['pure'][0]}")
+    if "hash-safe" in outcomes["pure"][1]:
+        event("msgpack refused a key")
     assert all(o == outcomes["pure"] for o in outcomes.values()), outcomes
 
 
@@ -1045,11 +1074,84 @@ def test_msgpack_deserialize(data: bytes, with_factory: bool) -> None:
 @example(data=b'{"__t":"i","v":"' + b"1" * 5000 + b'"}', with_factory=False)
 @example(data=b'{"__t":"dc","n":"os.system","f":["true"]}', with_factory=False)
 @example(data=b"[" * 5000, with_factory=False)
+@example(data=b'{"__t":"s","v":[2305843009213693951,4611686018427387902]}', with_factory=False)
+@example(data=b'{"__t":"m","v":[[1152921504606846975,1],[1152921504606846976,2]]}', with_factory=False)
+@example(data=b"[100000000000000000000]", with_factory=False)
 def test_json_deserialize(data: bytes, with_factory: bool) -> None:
-    """One implementation (no twin): a value or a SerializationError, nothing imported or called."""
-    _tried("json deserialize", ["no twin"])
-    event(f"json {_deserialize(_JSON, data, _ref_factory if with_factory else None)[0]}")
-    assert _JSON.deserialize(_JSON.serialize(_CANARY)) == _CANARY
+    """A value or a SerializationError, nothing imported or called; the key checks come
+    from each plain codec twin in turn (the rest of the decoder has no twin)."""
+    _tried("json deserialize", PLAIN)
+    outcomes = {}
+    for kind, mod in PLAIN.items():
+        with _codec_twin(mod):
+            outcomes[kind] = _deserialize(_JSON, data, _ref_factory if with_factory else None)
+            assert _JSON.deserialize(_JSON.serialize(_CANARY)) == _CANARY
+    event(f"json {outcomes['pure'][0]}")
+    assert all(o == outcomes["pure"] for o in outcomes.values()), outcomes
+
+
+# --- the hash-safe key rule, directly ------------------------------------------------------------
+
+
+def _model_safe_key(key: Any) -> bool:
+    """The rule in casty.plain_codec's docstring, written again from its text."""
+    if key is None or type(key) in (str, bytes, RemoteActorRef):
+        return True
+    if isinstance(key, int):
+        return abs(int.__index__(key)) < 2**60
+    if isinstance(key, enum.Flag):
+        return type(key)._boundary_ is enum.STRICT
+    return isinstance(key, enum.Enum)
+
+
+class _KeepFlag(enum.Flag, boundary=enum.KEEP):
+    A = 1
+
+
+class _StrictFlag(enum.Flag):
+    A = 1
+    B = 2
+
+
+class _Mask(enum.IntFlag):
+    A = 1
+
+
+_ANY_KEYS = st.one_of(
+    _KEYS, st.integers(-(2**62), 2**62), st.floats(allow_nan=False),
+    st.builds(_KeepFlag, st.integers(0, 2**70)), st.builds(_StrictFlag, st.integers(0, 3)),
+    st.builds(_Mask, st.integers(0, 2**62)), st.sampled_from([(), (1,), frozenset({1}), Point(1, 2)]),
+    st.sampled_from([_ref_factory(ActorAddress.from_uri("casty://s@h:1/user/b"))]),
+)
+_KEY_NESTS = st.recursive(
+    _ANY_KEYS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_ANY_KEYS, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@FUZZ
+@given(items=st.lists(_ANY_KEYS, max_size=8), value=_KEY_NESTS)
+def test_hash_safe_keys(items: list[Any], value: Any) -> None:
+    """Both twins' key checks agree with each other and with the model; what they refuse,
+    both serializers refuse to encode, and what they accept in a set encodes and decodes."""
+    _tried("hash-safe keys", PLAIN)
+    safe = all(map(_model_safe_key, items))
+    pairs = [(k, i) for i, k in enumerate(items)]
+    for mod in PLAIN.values():
+        assert mod.safe_members(items) is safe
+        assert mod.dict_from_pairs(pairs) == (dict(pairs) if safe else None)
+        assert mod.keys_safe_within(value) is PLAIN["pure"].keys_safe_within(value)
+    event(f"keys {'safe' if safe else 'refused'}")
+    members = set(items)  # (False and 0.0 are one member)
+    safe = all(map(_model_safe_key, members))
+    for ser in (_MSGPACK, _JSON):
+        try:
+            data = ser.serialize(members)
+        except serialization.UnsafeKeyError:
+            assert not safe
+            continue
+        assert safe
+        assert ser.deserialize(data, ref_factory=_ref_factory) == members
 
 
 # --- the inbound message handler ------------------------------------------------------------------

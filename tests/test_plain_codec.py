@@ -8,6 +8,8 @@ build and the pure twin must give the same answer for every input.
 from __future__ import annotations
 
 import dataclasses
+import enum
+import importlib
 import math
 import types
 from dataclasses import dataclass, field
@@ -406,3 +408,116 @@ def test_frozen_messages_of_scalars_stay_out_of_the_cycle_collector(impl: types.
     assert with_ref == Frozen(1, ref) and gc.is_tracked(with_ref)
     mutable = impl.decode_plain(generic_bytes("t.Plain", ("x",)), reg._named)
     assert mutable == Plain("x") and gc.is_tracked(mutable)
+
+
+# -- hash-safe keys: safe_members, dict_from_pairs, keys_safe_within ----------------------------
+
+
+def codec(impl: types.SimpleNamespace) -> types.ModuleType:
+    """The plain codec module of the twin ``impl`` names."""
+    return importlib.import_module("casty._fast.plain_codec" if impl.kind == "fast" else "casty.plain_codec")
+
+
+class Hue(enum.Enum):
+    RED = 1
+
+
+class Strict(enum.Flag):
+    A = 1
+    B = 2
+
+
+class Keep(enum.Flag, boundary=enum.KEEP):
+    A = 1
+
+
+class Small(enum.IntEnum):
+    ONE = 1
+
+
+class Mask(enum.IntFlag):
+    A = 1
+
+
+class MyInt(int):
+    def __index__(self) -> int:  # the rule reads the value itself, not what this says
+        return 0
+
+
+LIMIT = 2**60
+SAFE = [
+    None, True, False, "", "s", b"", b"b", 0, 1, -1, -2, LIMIT - 1, -LIMIT + 1, Hue.RED, Strict.A,
+    Strict.A | Strict.B, Small.ONE, Mask.A, Mask(LIMIT - 1), MyInt(5), _ref("/user/a"),
+    LocalActorRef(ActorAddress("s", "/user/a"), None),  # type: ignore[arg-type]
+]
+UNSAFE = [
+    LIMIT, -LIMIT, LIMIT + 1, 2**64, -(2**63), 2**61 - 1, 2**200, 0.0, 1.5, -0.0, math.inf, math.nan,
+    (), (1,), frozenset(), frozenset({1}), Keep(2), Keep.A, Mask(LIMIT), MyInt(LIMIT),
+    ActorAddress("s", "/a"), Tick(1, "x"), [1], {},
+]
+
+
+@pytest.mark.parametrize("key", SAFE, ids=repr)
+def test_hash_safe_keys_are_accepted(impl: types.SimpleNamespace, key: Any) -> None:
+    mod = codec(impl)
+    assert mod.safe_members([key]) and mod.safe_members({key}) and mod.safe_members({key: 1})
+    assert mod.dict_from_pairs([("a", 1), (key, 2)]) == {"a": 1, key: 2}
+    assert mod.keys_safe_within([{"a": [{key: 1}]}])
+
+
+@pytest.mark.parametrize("key", UNSAFE, ids=repr)
+def test_other_keys_are_refused(impl: types.SimpleNamespace, key: Any) -> None:
+    mod = codec(impl)
+    assert not mod.safe_members(["a", key, 1])
+    assert mod.dict_from_pairs([("a", 1), (key, 2)]) is None
+    if not isinstance(key, list | dict):  # (unhashable: no dict holds them)
+        assert not mod.keys_safe_within([1, {"a": [{"b": 1, key: 1}]}])
+        assert not mod.keys_safe_within({key: 1})
+
+
+def test_the_int_limit_is_what_the_docs_say(impl: types.SimpleNamespace) -> None:
+    mod = codec(impl)
+    assert mod.KEY_INT_LIMIT == 2**60
+    assert [mod.safe_members([n]) for n in (2**60 - 1, 2**60, -(2**60) + 1, -(2**60))] == [True, False, True, False]
+    # Inside the limit hash(n) == n: distinct values, distinct hashes (but for -1 and -2).
+    assert hash(2**60 - 1) == 2**60 - 1 and hash(-(2**60) + 1) == -(2**60) + 1
+
+
+def test_keys_safe_within_looks_only_through_lists_and_dicts(impl: types.SimpleNamespace) -> None:
+    mod = codec(impl)
+    # Tuples, sets and dataclasses are packed through calls of their own, each checked there.
+    assert mod.keys_safe_within(({1.5: 1},)) and mod.keys_safe_within(Plain({1.5: 1}))
+    assert mod.keys_safe_within([1, "x", 2.5, (1.5,), [[[]]], {"k": {"j": [None]}}])
+    deep: Any = {1.5: 1}
+    for _ in range(600):  # past KEYS_DEPTH it stops looking (msgpack refuses 512 levels)
+        deep = [deep]
+    assert mod.keys_safe_within(deep)
+    shallow: Any = {1.5: 1}
+    for _ in range(400):
+        shallow = [shallow]
+    assert not mod.keys_safe_within(shallow)
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    assert mod.keys_safe_within(cyclic)  # bounded by the depth; the packer refuses it
+
+
+hashables = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(-(2**61), 2**61), st.floats(), st.text(max_size=3),
+    st.binary(max_size=3), st.sampled_from([Hue.RED, Strict.A, Keep(4), Small.ONE, Mask.A, (), (1,), frozenset()]),
+)
+nested = st.recursive(
+    hashables,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(hashables, inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@FIXTURE_OK
+@given(st.lists(hashables, max_size=6), nested)
+def test_twins_agree_on_hash_safety(impl: types.SimpleNamespace, items: list[Any], value: Any) -> None:
+    mod, pure = codec(impl), importlib.import_module("casty.plain_codec")
+    expected = all(pure._safe_key(x) for x in items)
+    assert mod.safe_members(items) is expected
+    pairs = [(x, i) for i, x in enumerate(items)]
+    assert mod.dict_from_pairs(pairs) == (dict(pairs) if expected else None)
+    assert mod.keys_safe_within(value) is pure.keys_safe_within(value)

@@ -17,15 +17,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from casty import serialization
 from casty.address import ActorAddress
 from casty.ref import LocalActorRef, RemoteActorRef, _TransportRef
 from casty.serialization import (
+    MAX_INT_BYTES,
     MAX_NESTING,
     JsonSerializer,
     MsgpackSerializer,
     SerializationError,
     Serializer,
     TypeRegistry,
+    UnsafeKeyError,
     type_hint,
 )
 from casty.transport.messages import SendToNode  # a dataclass from another module
@@ -141,9 +144,19 @@ class Mood(enum.StrEnum):
     HAPPY = "happy"
 
 
+class Bits(enum.Flag, boundary=enum.KEEP):
+    """Any int is a member; those with only unknown bits are nameless, and hash alike."""
+
+    A = 1
+
+
+class Mask(enum.IntFlag):
+    A = 1
+
+
 REGISTERED = (
     Ping, Mutable, Nested, Slotted, Empty, KwOnly, Derived, WithInitVar, HandInit, Positive,
-    Box, WithRef, Color, Level, Perm, Mood,
+    Box, WithRef, Color, Level, Perm, Mood, Bits, Mask,
 )
 
 # Not registered: only travel through allow_module, or not at all.
@@ -273,20 +286,21 @@ SCALARS = [
 
 CONTAINERS = [
     [], [1, [2, [3]]], (), (1,), (1, (2, (3, "x"))), [(1, 2), [1, 2]], ([],),
-    {}, {"a": 1, "b": [1.5, None]}, {(1, 2): "tuple key", 3: "int", None: 0, b"k": 1.0},
-    {frozenset({1, 2}): {"x"}, True: False, 2.5: (), "s": b"b"},
+    {}, {"a": 1, "b": [1.5, None]}, {3: "int", None: 0, b"k": 1.0, "t": (1, 2)},
+    {True: False, -1: {"x"}, -2: (), 2**60 - 1: 2.5, -(2**60) + 1: "s", "s": b"b"},
     {"__t": "dc", "n": "os.system", "f": ["echo pwned"]},  # a user dict that looks like a tag
     {"__t": 1}, {"v": {"__t": "t", "v": []}},
-    set(), {1, 2, 3}, {"a", (1, 2), b"c", None}, frozenset(), frozenset({frozenset({1}), "a"}),
+    set(), {1, 2, 3}, {"a", -1, -2, b"c", None}, frozenset(), frozenset({2**60 - 1, "a"}),
     [set(), frozenset(), (), [], {}],
 ]
 
 MESSAGES = [
-    Ping(1, "x"), Ping(-5), Mutable([1, (2, 3), {4}], {(1,): [b"z"]}), Slotted(1, b"\x00"),
+    Ping(1, "x"), Ping(-5), Mutable([1, (2, 3), {4}], {1: [b"z"]}), Slotted(1, b"\x00"),
     Empty(), KwOnly(a=3, b="y"), Derived(21), WithInitVar(5, 3), Positive(0),
     Nested(Ping(1), (2, "two"), (Nested(Ping(3), (4, "four"), color=Color.GREEN),), Color.RED),
     Color.RED, Color.GREEN, Level.HIGH, Perm.R | Perm.W, Perm.X, Mood.HAPPY,
-    [Level.LOW, Ping(2)], {Color.RED: Level.LOW, Ping(1): Empty()}, frozenset({Ping(1), Color.RED}),
+    [Level.LOW, Ping(2)], {Color.RED: Level.LOW, Level.HIGH: Empty(), Mood.HAPPY: 1, Perm.R | Perm.W: 2},
+    frozenset({Level.LOW, Color.RED, Perm.X}),
     ActorAddress("sys", "/user/a", "10.0.0.1", 25520), Box(Box(Box((1, [2], {3: {4}})))),
 ]
 
@@ -612,6 +626,140 @@ def test_wrong_argument_types_raise_serialization_error(ser: Serializer) -> None
             ser.deserialize(data)  # type: ignore[arg-type]
 
 
+# --- hash-safe keys and bounded ints: decoding stays linear in the payload ----------------
+
+# hash(n) == n % (2**61 - 1) for ints: these all hash to 0, and a set of them takes O(n**2).
+COLLIDING_INTS = [k * (2**61 - 1) for k in range(1, 9)]  # within msgpack's native uint64
+# hash(x) == hash(x * 2**61) for floats, and a float equal to an int hashes like it.
+COLLIDING_FLOATS = [2.0 ** (61 * k) for k in range(5)]
+SAFE_KEYS = [
+    None, True, False, "", "k", b"", b"k", 0, 2**60 - 1, -(2**60) + 1, -1, -2,
+    Color.RED, Level.HIGH, Mood.HAPPY, Perm.R | Perm.W, Mask.A,
+]
+UNSAFE_KEYS = [
+    2**60, -(2**60), 2**64 - 1, 2**80, 1.5, 0.0, math.inf, (1,), (), frozenset(), frozenset({1}),
+    Ping(1), Empty(), ActorAddress("s", "/a"), Bits(2), Mask(2**60),
+]
+
+
+def packed_set(items: list[Any], code: int = 4) -> bytes:
+    """A msgpack set (ext 4) or frozenset (ext 5) of ``items``, made by hand."""
+    return msgpack.packb(msgpack.ExtType(code, msgpack.packb(items)))
+
+
+def test_colliding_ints_really_collide() -> None:
+    assert len({hash(n) for n in COLLIDING_INTS}) == 1
+    assert len({hash(x) for x in COLLIDING_FLOATS}) == 1
+    assert hash(-1) == hash(-2)  # the one pair inside the safe range: harmless
+
+
+@pytest.mark.parametrize("code", [4, 5])
+def test_msgpack_colliding_set_members_are_refused(code: int) -> None:
+    s = make("msgpack")
+    for items in (COLLIDING_INTS, COLLIDING_FLOATS):
+        with pytest.raises(UnsafeKeyError, match=r"set member of type 'builtins\.(int|float)'"):
+            s.deserialize(packed_set(items, code))
+
+
+def test_msgpack_colliding_dict_keys_are_refused() -> None:
+    s = make("msgpack")
+    for keys in (COLLIDING_INTS, COLLIDING_FLOATS):
+        data = msgpack.packb(dict.fromkeys(keys, 1))
+        with pytest.raises(UnsafeKeyError, match="dict key of type"):
+            s.deserialize(data)
+        nested = msgpack.packb(msgpack.ExtType(3, msgpack.packb([[{"ok": dict.fromkeys(keys)}]])))
+        with pytest.raises(UnsafeKeyError, match="dict key"):
+            s.deserialize(nested)  # inside a tuple, a list and a dict: the hook sees every map
+
+
+def test_json_colliding_set_members_and_dict_keys_are_refused() -> None:
+    s = make("json")
+    for tag in ("s", "fs"):
+        with pytest.raises(UnsafeKeyError, match=r"set member of type 'builtins\.int'"):
+            s.deserialize(json.dumps({"__t": tag, "v": COLLIDING_INTS}).encode())
+    pairs = [[k, 1] for k in COLLIDING_INTS]
+    with pytest.raises(UnsafeKeyError, match=r"dict key of type 'builtins\.int'"):
+        s.deserialize(json.dumps({"__t": "m", "v": pairs}).encode())
+    with pytest.raises(UnsafeKeyError, match=r"dict key of type 'builtins\.float'"):
+        s.deserialize(json.dumps({"__t": "m", "v": [[x, 1] for x in COLLIDING_FLOATS]}).encode())
+
+
+@pytest.mark.parametrize("key", SAFE_KEYS, ids=repr)
+def test_safe_keys_and_members_travel(ser: Serializer, key: Any) -> None:
+    assert_round_trip(ser, {key: [key], "x": 1})
+    assert_round_trip(ser, {key, "x"})
+    assert_round_trip(ser, Mutable([frozenset({key})], {key: {key}}))
+
+
+def test_minus_one_and_minus_two_share_a_hash_and_still_travel(ser: Serializer) -> None:
+    assert_round_trip(ser, {-1: "a", -2: "b"})
+    assert_round_trip(ser, frozenset({-1, -2}))
+
+
+@pytest.mark.parametrize("key", UNSAFE_KEYS, ids=repr)
+def test_unsafe_keys_are_refused_on_encode(ser: Serializer, key: Any) -> None:
+    for value in ({key: 1}, {key}, frozenset({key}), [{"a": [{key: 1}]}], Box({key: 2}),
+                  (1, {"x": {key}})):
+        with pytest.raises(UnsafeKeyError, match=rf"of type '{type_hint(key)}' .* is not hash-safe"):
+            ser.serialize(value)
+
+
+@pytest.mark.parametrize("key", UNSAFE_KEYS, ids=repr)
+def test_unsafe_keys_are_refused_on_decode(kind: str, key: Any) -> None:
+    s = make(kind)
+    # Encoded as if the key were allowed: the bytes a peer could send.
+    real = serialization.keys_safe_within, serialization.safe_members
+    serialization.keys_safe_within = serialization.safe_members = lambda *a: True
+    try:
+        payloads = [s.serialize({key: 1}), s.serialize({key, "x"}), s.serialize(Box(frozenset({key})))]
+    finally:
+        serialization.keys_safe_within, serialization.safe_members = real
+    for data in payloads:
+        with pytest.raises(UnsafeKeyError, match=rf"of type '{type_hint(key)}' .* is not hash-safe"):
+            s.deserialize(data)
+
+
+def test_unsafe_key_error_is_a_serialization_error_naming_the_value(ser: Serializer) -> None:
+    with pytest.raises(SerializationError) as info:
+        ser.serialize({"a": 1, 2**70: 2})
+    assert isinstance(info.value, UnsafeKeyError)
+    assert str(info.value).startswith(f"dict key of type 'builtins.int' ({2**70}) is not hash-safe")
+    with pytest.raises(UnsafeKeyError, match=r"\(an int of 8000 bits\)"):
+        ser.serialize({2**7999: 1})  # too long to repr: described
+
+
+def test_ints_travel_up_to_max_int_bytes(ser: Serializer) -> None:
+    top = 2 ** (8 * MAX_INT_BYTES - 1)
+    for n in (top - 1, -top, 2**64, -(2**63) - 1):
+        assert_round_trip(ser, n)
+    for n in (top, -top - 1, 10**5000):
+        with pytest.raises(SerializationError, match="too large: ints travel up to 1024 bytes"):
+            ser.serialize([n])
+
+
+def test_msgpack_big_int_ext_is_capped_on_decode() -> None:
+    s = make("msgpack")
+    ok = msgpack.packb(msgpack.ExtType(7, b"\x7f" + b"\xff" * (MAX_INT_BYTES - 1)))
+    assert s.deserialize(ok) == 2 ** (8 * MAX_INT_BYTES - 1) - 1
+    for body in (b"\x00" * (MAX_INT_BYTES + 1), b"\x01" * 400_000):
+        with pytest.raises(SerializationError, match=r"big int ext of \d+ bytes is too large"):
+            s.deserialize(msgpack.packb(msgpack.ExtType(7, body)))
+
+
+def test_json_numbers_and_int_tags_are_capped_on_decode() -> None:
+    s = make("json")
+    assert s.deserialize(b"[18446744073709551615,-9223372036854775808]") == [2**64 - 1, -(2**63)]
+    assert s.deserialize(b"99999999999999999999") == 10**20 - 1  # 20 digits
+    for text in (b"100000000000000000000", b"-100000000000000000000", b"[" + b"7" * 4000 + b"]"):
+        with pytest.raises(SerializationError, match=r"JSON number of \d+ digits is too long"):
+            s.deserialize(text)
+    top = 2 ** (8 * MAX_INT_BYTES - 1)
+    assert s.deserialize(json.dumps({"__t": "i", "v": hex(-top)}).encode()) == -top
+    for n in (top, -top - 1):
+        with pytest.raises(SerializationError, match="too large: ints travel up to"):
+            s.deserialize(json.dumps({"__t": "i", "v": hex(n)}).encode())
+
+
 # --- nesting ------------------------------------------------------------------------------
 
 
@@ -757,21 +905,26 @@ _refs = st.builds(
     st.text("abc-_", min_size=1, max_size=5),
     st.integers(0, 65535),
 )
-_hashable_scalars = (
+# What may be a dict key or set member on the wire (see casty.plain_codec: hash-safe).
+_safe_keys = (
     st.none()
     | st.booleans()
-    | st.integers()
-    | st.integers(min_value=-(2**130), max_value=2**130)
-    | st.floats(allow_nan=False)
+    | st.integers(min_value=-(2**60) + 1, max_value=2**60 - 1)
     | st.text(max_size=8)
     | st.binary(max_size=8)
     | st.sampled_from([*Color, *Level, *Mood, Perm.R | Perm.W, Perm.X])
     | _refs
 )
+_hashable_scalars = (
+    _safe_keys
+    | st.integers()
+    | st.integers(min_value=-(2**130), max_value=2**130)
+    | st.floats(allow_nan=False)
+)
 _hashable = st.recursive(
     _hashable_scalars,
     lambda inner: st.lists(inner, max_size=3).map(tuple)
-    | st.frozensets(inner, max_size=3)
+    | st.frozensets(_safe_keys, max_size=3)
     | st.builds(Ping, st.integers(), st.text(max_size=5))
     | st.builds(Box, inner),
     max_leaves=6,
@@ -780,10 +933,10 @@ _values = st.recursive(
     _hashable,
     lambda inner: st.lists(inner, max_size=4)
     | st.lists(inner, max_size=4).map(tuple)
-    | st.dictionaries(_hashable, inner, max_size=4)
+    | st.dictionaries(_safe_keys, inner, max_size=4)
     | st.dictionaries(st.text(max_size=4) | st.just("__t"), inner, max_size=4)
-    | st.sets(_hashable, max_size=4)
-    | st.builds(Mutable, st.lists(inner, max_size=3), st.dictionaries(_hashable, inner, max_size=2))
+    | st.sets(_safe_keys, max_size=4)
+    | st.builds(Mutable, st.lists(inner, max_size=3), st.dictionaries(_safe_keys, inner, max_size=2))
     | st.builds(Box, inner),
     max_leaves=20,
 )

@@ -4,7 +4,9 @@
 Same contract as the pure module: byte-identical output to the generic packer, and
 ``None`` (decline, use the generic path) for anything that is not a plain message.
 Decoding reads peer bytes, so every read is checked by hand against the end of the
-buffer (the module is compiled with bounds checking off).
+buffer (the module is compiled with bounds checking off).  The hash-safe key checks
+(``safe_members``, ``dict_from_pairs``, ``keys_safe_within``) follow the rule in the
+pure module's docstring exactly.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -20,13 +22,17 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, u
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
 from casty.address import _HEADS, ActorAddress
-from casty.plain_codec import PLAIN_TYPES, REF_TYPES
+from enum import STRICT, Enum, Flag
+
+from casty.plain_codec import KEY_INT_LIMIT, KEYS_DEPTH, PLAIN_TYPES, REF_TYPES
 from casty.ref import LocalActorRef, RemoteActorRef
 
 cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
     bint PyUnicode_CheckExact(object o)
     bint PyLong_CheckExact(object o)
+    bint PyLong_Check(object o)
+    bint PyList_CheckExact(object o)
     bint PyFloat_CheckExact(object o)
     bint PyBool_Check(object o)
     bint PyTuple_CheckExact(object o)
@@ -39,7 +45,16 @@ cdef extern from "Python.h":
     PyObject* PyBytes_FromStringAndSize_raw "PyBytes_FromStringAndSize"(const char* v, Py_ssize_t n)
     void PyObject_GC_UnTrack(void* o)
 
-__all__ = ["PLAIN_TYPES", "REF_TYPES", "decode_plain", "encode_plain"]
+__all__ = [
+    "KEY_INT_LIMIT",
+    "PLAIN_TYPES",
+    "REF_TYPES",
+    "decode_plain",
+    "dict_from_pairs",
+    "encode_plain",
+    "keys_safe_within",
+    "safe_members",
+]
 
 cdef enum:
     _EXT_DATACLASS = 1
@@ -763,3 +778,82 @@ cdef object decode_plain_at(const unsigned char* data, Py_ssize_t size, object p
         return build(*values)
     except Exception:
         return None  # the generic path rebuilds it again and reports why it fails
+
+
+# -- hash-safe keys (see casty.plain_codec) -------------------------------------------
+
+cdef long long _KEY_INT_LIMIT = KEY_INT_LIMIT
+cdef int _KEYS_DEPTH = KEYS_DEPTH
+cdef object _Enum = Enum
+cdef object _Flag = Flag
+cdef object _STRICT = STRICT
+
+
+cdef bint _safe_key(object key) except -1:
+    """Whether ``key`` may be a dict key or set member that travels."""
+    cdef int overflow = 0
+    cdef long long x
+    if PyUnicode_CheckExact(key) or PyBytes_CheckExact(key) or key is None:
+        return True
+    if PyLong_Check(key):  # the value itself, whatever a subclass overrides (as int.__index__)
+        x = PyLong_AsLongLongAndOverflow(key, &overflow)
+        return overflow == 0 and -_KEY_INT_LIMIT < x < _KEY_INT_LIMIT
+    if type(key) is _RemoteRef or type(key) is _LocalRef:
+        return True
+    return isinstance(key, _Enum) and (not isinstance(key, _Flag) or getattr(type(key), "_boundary_", None) is _STRICT)
+
+
+cdef bint _all_safe(object items) except -1:
+    cdef object item
+    if PyList_CheckExact(items):
+        for item in <list>items:
+            if not _safe_key(item):
+                return False
+        return True
+    for item in items:
+        if not _safe_key(item):
+            return False
+    return True
+
+
+def safe_members(items):
+    """True when every item of ``items`` (a list, set or dict: its keys) is a hash-safe key."""
+    return _all_safe(items)
+
+
+def dict_from_pairs(list pairs):
+    """``dict(pairs)`` when every key is hash-safe, else None (the caller names the key)."""
+    cdef dict result = {}
+    cdef object pair
+    for pair in pairs:
+        key, value = pair  # msgpack's object_pairs_hook gives 2-tuples
+        if not _safe_key(key):
+            return None  # before the key is hashed into anything
+        result[key] = value
+    return result
+
+
+cdef bint _keys_safe_within(object value, int depth) except -1:
+    cdef object item
+    if PyList_CheckExact(value):
+        if depth >= _KEYS_DEPTH:
+            return True
+        for item in <list>value:
+            if (PyList_CheckExact(item) or PyDict_CheckExact(item)) and not _keys_safe_within(item, depth + 1):
+                return False
+        return True
+    if PyDict_CheckExact(value):
+        if not _all_safe(value):
+            return False
+        if depth >= _KEYS_DEPTH:
+            return True
+        for item in (<dict>value).values():
+            if (PyList_CheckExact(item) or PyDict_CheckExact(item)) and not _keys_safe_within(item, depth + 1):
+                return False
+    return True
+
+
+def keys_safe_within(value, int depth=0):
+    """False when a dict reached from ``value`` through lists and dicts (exact types) has a
+    key that is not hash-safe; past KEYS_DEPTH levels it stops looking (True)."""
+    return _keys_safe_within(value, depth)
