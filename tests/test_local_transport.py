@@ -20,7 +20,15 @@ from casty.address import ActorAddress
 from casty.transport import local as pure_local
 
 LOGGER = "casty.transport.local"
-NO_DROPS = {"dead": 0, "overflow": 0, "too_many_paths": 0}
+NO_DROPS = {
+    "dead": 0,
+    "overflow": 0,
+    "too_many_paths": 0,
+    "no_such_ask": 0,
+    "pending_bytes": 0,
+    "expired": 0,
+    "mailbox_full": 0,
+}
 
 
 def addr(path: str) -> ActorAddress:
@@ -255,10 +263,11 @@ def test_dead_paths_stay_the_most_recent_ones_through_long_churn(impl: types.Sim
     for i in (4_000, *range(4_901, 5_000)):
         t.deliver_path(f"/temp/ask-{i}", i)
     assert t.drops == {**NO_DROPS, "dead": 100}
-    t.deliver_path("/temp/ask-4900", "forgotten")  # the 101st most recent: buffered again
+    t.deliver_path("/temp/ask-4900", "forgotten")  # the 101st most recent: no longer dead,
+    assert t.drops == {**NO_DROPS, "dead": 100, "no_such_ask": 1}  # but a temp path: dropped
     got: list[Any] = []
     t.register("/temp/ask-4900", got.append)
-    assert got == ["forgotten"]
+    assert got == []
 
 
 def test_zero_dead_paths_remembers_none(impl: types.SimpleNamespace) -> None:
@@ -518,7 +527,7 @@ def test_each_reason_counts_and_logs_separately(
         t.deliver_path("/a", 2)  # overflow #1
         t.deliver_path("/b", 3)  # too_many_paths #1
         t.unregister("/a")  # dead #1 (the buffered message)
-    assert t.drops == {"dead": 1, "overflow": 1, "too_many_paths": 1}
+    assert t.drops == {**NO_DROPS, "dead": 1, "overflow": 1, "too_many_paths": 1}
     assert t.dropped == 3
     reasons = [r.args[1] for r in caplog.records if r.name == LOGGER]  # type: ignore[index]
     assert reasons == ["overflow", "too_many_paths", "dead"]
