@@ -13,12 +13,13 @@ from casty.address import TEMP_PREFIX, ActorAddress, _trusted
 from casty.ask_deadlines import AskDeadlines
 from casty.behavior import SAME, UNHANDLED, Behavior
 from casty.ref import ActorRef, LocalActorRef
+from casty.transport.mailbox import check_capacity
 
 if TYPE_CHECKING:
     # Both twins share this interface; the pure one carries the type.
     from casty.transport.local import LocalTransport as LocalTransportType
 
-__all__ = ["ActorSystem"]
+__all__ = ["DEFAULT_MAILBOX_CAPACITY", "ActorSystem"]
 
 log = logging.getLogger("casty.system")
 
@@ -26,6 +27,9 @@ M = TypeVar("M")
 R = TypeVar("R")
 
 _BAD_SYSTEM_CHARS = frozenset("/@:[]")
+
+DEFAULT_MAILBOX_CAPACITY = 65_536
+"""Messages an actor's mailbox queues before local senders are refused and peers paused."""
 _NUMBERS = (int, float)
 
 
@@ -50,7 +54,10 @@ class ActorSystem:
     'HI'
 
     ``stop_timeout`` is how long :meth:`shutdown` lets busy actors finish the
-    message they are handling before it cancels them.
+    message they are handling before it cancels them.  ``mailbox_capacity`` (0 =
+    unbounded) is how many queued messages an actor's mailbox takes from local
+    senders before the LocalTransport drops their messages (reason
+    ``mailbox_full``); at that length a peer's reading is paused instead.
     """
 
     def __init__(
@@ -59,6 +66,7 @@ class ActorSystem:
         *,
         local_transport: LocalTransportType | None = None,
         stop_timeout: float = 5.0,
+        mailbox_capacity: int = DEFAULT_MAILBOX_CAPACITY,
     ) -> None:
         if not isinstance(name, str) or not name or any(
             ch in _BAD_SYSTEM_CHARS or ch.isspace() or not ch.isprintable() for ch in name
@@ -73,6 +81,8 @@ class ActorSystem:
             raise ValueError(
                 f"stop_timeout must be a positive number of seconds, got {stop_timeout!r}"
             )
+        #: the capacity each actor's mailbox gets (0 = unbounded)
+        self.mailbox_capacity = check_capacity(mailbox_capacity, "mailbox_capacity")
         self.name = name
         self._root = ActorAddress(name, "/")
         self.local: LocalTransportType = (

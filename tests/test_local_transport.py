@@ -6,6 +6,10 @@ import asyncio
 import gc
 import importlib
 import logging
+import math
+import sys
+import time
+import tracemalloc
 import types
 import weakref
 from collections.abc import Callable
@@ -20,7 +24,15 @@ from casty.address import ActorAddress
 from casty.transport import local as pure_local
 
 LOGGER = "casty.transport.local"
-NO_DROPS = {"dead": 0, "overflow": 0, "too_many_paths": 0}
+NO_DROPS = {
+    "dead": 0,
+    "overflow": 0,
+    "too_many_paths": 0,
+    "no_such_ask": 0,
+    "pending_bytes": 0,
+    "expired": 0,
+    "mailbox_full": 0,
+}
 
 
 def addr(path: str) -> ActorAddress:
@@ -255,10 +267,11 @@ def test_dead_paths_stay_the_most_recent_ones_through_long_churn(impl: types.Sim
     for i in (4_000, *range(4_901, 5_000)):
         t.deliver_path(f"/temp/ask-{i}", i)
     assert t.drops == {**NO_DROPS, "dead": 100}
-    t.deliver_path("/temp/ask-4900", "forgotten")  # the 101st most recent: buffered again
+    t.deliver_path("/temp/ask-4900", "forgotten")  # the 101st most recent: no longer dead,
+    assert t.drops == {**NO_DROPS, "dead": 100, "no_such_ask": 1}  # but a temp path: dropped
     got: list[Any] = []
     t.register("/temp/ask-4900", got.append)
-    assert got == ["forgotten"]
+    assert got == []
 
 
 def test_zero_dead_paths_remembers_none(impl: types.SimpleNamespace) -> None:
@@ -518,10 +531,213 @@ def test_each_reason_counts_and_logs_separately(
         t.deliver_path("/a", 2)  # overflow #1
         t.deliver_path("/b", 3)  # too_many_paths #1
         t.unregister("/a")  # dead #1 (the buffered message)
-    assert t.drops == {"dead": 1, "overflow": 1, "too_many_paths": 1}
+    assert t.drops == {**NO_DROPS, "dead": 1, "overflow": 1, "too_many_paths": 1}
     assert t.dropped == 3
     reasons = [r.args[1] for r in caplog.records if r.name == LOGGER]  # type: ignore[index]
     assert reasons == ["overflow", "too_many_paths", "dead"]
+
+
+# ---------------------------------------------------------------- bounds against untrusted peers
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Bounded polling, for state no event announces (a loop timer's effect)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+def pass_deadline(seconds: float) -> None:
+    """Block until ``seconds`` of monotonic time have gone by (no loop runs meanwhile)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() <= deadline:
+        time.sleep(seconds / 4)
+
+
+def test_temp_paths_are_never_buffered_nor_given_to_a_factory(
+    impl: types.SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A peer's pre-sent "replies" must not answer an ask that registers the path later.
+    t = impl.LocalTransport()
+    made: list[str] = []
+    t.register_path_factory("/", made.append)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        t.deliver_path("/temp/ask-0", "spoofed", 10)
+        t.deliver(addr("/temp/ask-1"), "spoofed")
+    got: list[Any] = []
+    t.register("/temp/ask-0", got.append)
+    t.register("/temp/ask-1", got.append)
+    assert got == [] and made == []
+    assert t.drops == {**NO_DROPS, "no_such_ask": 2}
+    assert t.pending_bytes == 0
+    assert [r.args[:2] for r in caplog.records] == [  # type: ignore[index]
+        ("/temp/ask-0", "no_such_ask"),
+        ("/temp/ask-1", "no_such_ask"),
+    ]
+    t.deliver_path("/temp/ask-0", "reply")  # while registered it is an ordinary path
+    assert got == ["reply"]
+    t.deliver_path("/user/temporary", 1)  # only the /temp/ prefix is special
+    assert made == ["/user/temporary"]
+
+
+def test_pending_buffers_are_bounded_in_total_bytes(
+    impl: types.SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    t = impl.LocalTransport(max_pending_bytes=1000)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert t.deliver_path("/a", "a1", 600) is None
+        t.deliver_path("/b", "b1", 401)  # 1001 > 1000: dropped
+        t.deliver_path("/b", "b2", 400)  # exactly 1000: kept
+        t.deliver_path("/a", "a2", 0)
+        t.deliver_path("/a", "a3", 1)  # nothing is free
+    assert t.pending_bytes == 1000
+    assert t.drops == {**NO_DROPS, "pending_bytes": 2}
+    assert [r.args[1] for r in caplog.records] == ["pending_bytes"] * 2  # type: ignore[index]
+    got: list[Any] = []
+    t.register("/a", got.append)  # the flush gives the bytes back
+    assert got == ["a1", "a2"] and t.pending_bytes == 400
+    t.deliver_path("/c", "c1", 600)
+    t.unregister("/b")  # so does a drop
+    assert t.pending_bytes == 600 and t.drops["dead"] == 1
+
+
+def test_pending_bytes_default_to_8_mib_and_sizeof_when_size_unknown(
+    impl: types.SimpleNamespace,
+) -> None:
+    t = impl.LocalTransport()
+    mib = 1024 * 1024
+    for i in range(9):
+        t.deliver_path(f"/peer/{i}", i, mib)
+    assert t.pending_bytes == 8 * mib and t.drops == {**NO_DROPS, "pending_bytes": 1}
+    u = impl.LocalTransport()
+    blob = b"x" * 5000
+    u.deliver(addr("/a"), blob)  # local: no wire size, the shallow size is charged
+    u.deliver_path("/a", [blob, blob])  # shallow: the list, not what it holds
+    u.deliver_path("/a", "s", -7)  # any negative size means "not known"
+    assert u.pending_bytes == sys.getsizeof(blob) + sys.getsizeof([blob, blob]) + sys.getsizeof("s")
+
+
+def test_buffers_expire_lazily_without_a_loop(
+    impl: types.SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    t = impl.LocalTransport(pending_ttl=0.02)
+    for i in range(3):
+        t.deliver_path("/a", i, 100)
+    t.deliver_path("/c", "c", 5)
+    pass_deadline(0.02)
+    assert t.pending_bytes == 305 and t.drops == NO_DROPS  # no loop: nothing ran meanwhile
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        t.deliver_path("/b", "fresh", 10)  # the next deliver expires the due buffers
+    assert t.drops == {**NO_DROPS, "expired": 4}
+    assert t.pending_bytes == 10
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2  # one line per buffer, at the 1st and the 4th drop
+    assert "3 messages to /a" in warnings[0] and "expired" in warnings[0]
+    assert "1 messages to /c" in warnings[1]
+    got: list[Any] = []
+    t.register("/a", got.append)
+    assert got == []
+    pass_deadline(0.02)
+    t.register("/b", got.append)  # register expires them too: nothing is flushed
+    assert got == [] and t.pending_bytes == 0 and t.drops["expired"] == 5
+
+
+async def test_buffers_expire_on_a_loop_timer_with_no_more_traffic(
+    impl: types.SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    ttl = 0.1
+    t = impl.LocalTransport(pending_ttl=ttl)
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        t.deliver_path("/a", 1, 10)
+        t.deliver_path("/a", 2, 10)
+        first = time.monotonic()
+        await wait_until(lambda: time.monotonic() > first + ttl / 2)
+        t.deliver_path("/b", 3, 10)  # due later than /a: the timer is set again for it
+        await wait_until(lambda: t.pending_bytes == 0)
+    assert t.drops == {**NO_DROPS, "expired": 3}
+    assert [r.args[:2] for r in caplog.records] == [(2, "/a"), (1, "/b")]  # type: ignore[index]
+    t.deliver_path("/c", 4, 10)  # a buffer after all expired starts a new timer
+    await wait_until(lambda: t.drops["expired"] == 4)
+    assert t.pending_bytes == 0
+
+
+async def test_expired_buffers_give_their_memory_back(impl: types.SimpleNamespace) -> None:
+    t = impl.LocalTransport(pending_ttl=0.1, max_pending_bytes=64 * 1024 * 1024)
+    size = 64 * 1024
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(200):
+            t.deliver_path(f"/peer/{i}", bytes(size), size)  # only the buffer holds them
+        held = tracemalloc.get_traced_memory()[0] - before
+        await wait_until(lambda: t.pending_bytes == 0)
+        after = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held > 200 * size
+    assert after < 256 * 1024, f"{after} bytes still held after expiry"
+    assert t.drops["expired"] == 200
+
+
+def test_an_infinite_ttl_never_expires(impl: types.SimpleNamespace) -> None:
+    t = impl.LocalTransport(pending_ttl=math.inf)
+    t.deliver_path("/a", 1)
+    pass_deadline(0.01)
+    t.deliver_path("/b", 2)
+    got: list[Any] = []
+    t.register("/a", got.append)
+    assert got == [1] and t.drops == NO_DROPS
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, math.nan, True, "5", None])
+def test_bad_pending_ttl_is_named(impl: types.SimpleNamespace, bad: object) -> None:
+    with pytest.raises(ValueError, match="pending_ttl"):
+        impl.LocalTransport(pending_ttl=bad)
+
+
+def test_local_senders_are_refused_by_a_full_mailbox(
+    impl: types.SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    t = impl.LocalTransport()
+    box = impl.Mailbox(capacity=2)
+    t.register("/user/a", box)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        for i in range(4):
+            t.deliver(addr("/user/a"), i)
+    assert list(box.queue) == [0, 1]
+    assert t.drops == {**NO_DROPS, "mailbox_full": 2}
+    assert [r.args[:2] for r in caplog.records] == [  # type: ignore[index]
+        ("/user/a", "mailbox_full"),
+        ("/user/a", "mailbox_full"),
+    ]
+    box.queue.popleft()
+    t.deliver(addr("/user/a"), 4)
+    assert list(box.queue) == [1, 4]
+
+
+def test_deliver_path_queues_and_returns_a_full_mailbox(impl: types.SimpleNamespace) -> None:
+    t = impl.LocalTransport()
+    box = impl.Mailbox(capacity=2)
+    t.register("/user/a", box)
+    assert t.deliver_path("/user/a", 1, 10) is None
+    assert t.deliver_path("/user/a", 2, 10) is box  # at capacity: the peer should pause
+    assert t.deliver_path("/user/a", 3) is box  # never refused: peers are paused, not dropped
+    assert list(box.queue) == [1, 2, 3] and t.dropped == 0
+    unbounded = impl.Mailbox()
+    t.register("/user/b", unbounded)
+    assert all(t.deliver_path("/user/b", i) is None for i in range(100))
+    got: list[Any] = []
+    t.register("/user/c", got.append)
+    assert t.deliver_path("/user/c", 1) is None  # not a mailbox: always None
+
+
+def test_flush_into_a_mailbox_is_not_refused(impl: types.SimpleNamespace) -> None:
+    t = impl.LocalTransport()
+    for i in range(5):
+        t.deliver(addr("/user/a"), i)
+    box = impl.Mailbox(capacity=2)
+    t.register("/user/a", box)
+    assert list(box.queue) == [0, 1, 2, 3, 4] and t.dropped == 0
 
 
 # ---------------------------------------------------------------- protocol, construction, class
@@ -544,7 +760,9 @@ def test_message_transport_protocol(impl: types.SimpleNamespace) -> None:
     )
 
 
-@pytest.mark.parametrize("name", ["max_pending_per_path", "max_pending_paths", "max_dead_paths"])
+@pytest.mark.parametrize(
+    "name", ["max_pending_per_path", "max_pending_paths", "max_dead_paths", "max_pending_bytes"]
+)
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "3", None])
 def test_bad_constructor_args_name_the_argument(
     impl: types.SimpleNamespace, name: str, bad: object
@@ -609,8 +827,11 @@ def _fast_module() -> types.ModuleType | None:
 
 
 FAST = _fast_module()
-PATHS = ["/a", "/b", "/w/1", "/w/2", "/x/1"]
+PATHS = ["/a", "/b", "/w/1", "/w/2", "/x/1", "/temp/1"]
 LIMIT = st.integers(min_value=0, max_value=3)
+MAILBOXES = [importlib.import_module("casty._fast.mailbox") if FAST else None, importlib.import_module(
+    "casty.transport.mailbox"
+)]
 
 
 class TwinsAgree(RuleBasedStateMachine):
@@ -621,12 +842,17 @@ class TwinsAgree(RuleBasedStateMachine):
         self.twins: list[Any] = []
         self.logs: list[list[tuple[Any, ...]]] = []
 
-    @initialize(per_path=LIMIT, paths=LIMIT, dead=LIMIT)
-    def make(self, per_path: int, paths: int, dead: int) -> None:
+    @initialize(per_path=LIMIT, paths=LIMIT, dead=LIMIT, nbytes=st.integers(0, 40))
+    def make(self, per_path: int, paths: int, dead: int, nbytes: int) -> None:
         assert FAST is not None
+        self.boxes: list[list[Any]] = [[], []]
         for module in (FAST, pure_local):
             t = module.LocalTransport(
-                max_pending_per_path=per_path, max_pending_paths=paths, max_dead_paths=dead
+                max_pending_per_path=per_path,
+                max_pending_paths=paths,
+                max_dead_paths=dead,
+                max_pending_bytes=nbytes,
+                pending_ttl=math.inf,  # time must not tell the twins apart
             )
             self.twins.append(t)
             self.logs.append([])
@@ -652,14 +878,32 @@ class TwinsAgree(RuleBasedStateMachine):
     def register(self, path: str, name: str, raises: bool) -> None:
         self._each(lambda i, t: t.register(path, self._handler(i, f"{name}{path}", raises)))
 
+    @rule(path=st.sampled_from(PATHS), capacity=LIMIT)
+    def register_mailbox(self, path: str, capacity: int) -> None:
+        def install(i: int, t: Any) -> None:
+            box = MAILBOXES[i].Mailbox(capacity)  # type: ignore[union-attr]
+            self.boxes[i].append(box)
+            t.register(path, box)
+
+        self._each(install)
+
     @rule(path=st.sampled_from(PATHS))
     def unregister(self, path: str) -> None:
         self._each(lambda i, t: t.unregister(path))
 
-    @rule(path=st.sampled_from(PATHS), msg=st.integers(0, 99), by_path=st.booleans())
-    def deliver(self, path: str, msg: int, by_path: bool) -> None:
+    @rule(
+        path=st.sampled_from(PATHS),
+        msg=st.integers(0, 99),
+        by_path=st.booleans(),
+        nbytes=st.integers(-1, 15),
+    )
+    def deliver(self, path: str, msg: int, by_path: bool, nbytes: int) -> None:
         if by_path:
-            self._each(lambda i, t: t.deliver_path(path, msg))
+            def send(i: int, t: Any) -> None:
+                full = t.deliver_path(path, msg, nbytes)
+                self.logs[i].append(("full", None if full is None else self.boxes[i].index(full)))
+
+            self._each(send)
         else:
             self._each(lambda i, t: t.deliver(addr(path), msg))
 
@@ -687,6 +931,8 @@ class TwinsAgree(RuleBasedStateMachine):
         assert self.logs[0] == self.logs[1]
         assert fast.drops == pure.drops
         assert fast.dropped == pure.dropped
+        assert fast.pending_bytes == pure.pending_bytes
+        assert [list(b.queue) for b in self.boxes[0]] == [list(b.queue) for b in self.boxes[1]]
         assert [fast.is_registered(p) for p in PATHS] == [pure.is_registered(p) for p in PATHS]
 
 

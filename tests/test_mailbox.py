@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
+import sys
 import types
 from typing import Any
 
@@ -152,3 +154,83 @@ async def test_actors_run_on_the_chosen_mailbox() -> None:
         ref = system.spawn(Behaviors.receive(echo), "echo")
         assert type(system._cells["/user/echo"].mailbox) is _impl.Mailbox
         assert [await system.ask(ref, lambda r, i=i: (i, r)) for i in range(3)] == [0, 1, 2]
+
+
+# ---------------------------------------------------------------- capacity and on_space
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3", None])
+def test_bad_capacity_is_named(impl: types.SimpleNamespace, bad: object) -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        impl.Mailbox(bad)
+
+
+def test_capacity_bounds_offer_but_never_put(impl: types.SimpleNamespace) -> None:
+    assert impl.Mailbox().capacity == 0
+    assert impl.Mailbox(2**70).capacity == sys.maxsize  # no queue can reach more
+    box = impl.Mailbox(capacity=2)
+    assert box.capacity == 2 and not box.full
+    assert box.offer("a") and box.offer("b")
+    assert box.full and not box.offer("refused")
+    box.put("c")  # a peer's message: queued over capacity
+    assert list(box.queue) == ["a", "b", "c"] and box.full
+    unbounded = impl.Mailbox()
+    assert all(unbounded.offer(i) for i in range(1000)) and not unbounded.full
+
+
+def test_on_space_fires_once_when_drained_to_half(impl: types.SimpleNamespace) -> None:
+    box = impl.Mailbox(capacity=4)
+    for i in range(5):
+        box.put(i)
+    calls: list[tuple[str, int]] = []
+    box.on_space(lambda: calls.append(("a", len(box.queue))))
+    box.on_space(lambda: calls.append(("b", len(box.queue))))
+    assert box.space_wanted and calls == []
+    drained = []
+    while box.queue:
+        drained.append(box.queue.popleft())
+        box.notify_space()  # what the actor's loop does after each message while space_wanted
+    assert calls == [("a", 2), ("b", 2)]  # at capacity // 2, once each
+    assert not box.space_wanted and drained == [0, 1, 2, 3, 4]
+    box.notify_space()
+    assert len(calls) == 2
+
+
+def test_on_space_runs_at_once_when_there_is_space_or_the_box_is_closed(
+    impl: types.SimpleNamespace,
+) -> None:
+    box = impl.Mailbox(capacity=4)
+    box.put(1)
+    box.put(2)
+    calls: list[str] = []
+    box.on_space(lambda: calls.append("now"))  # already at capacity // 2
+    assert calls == ["now"] and not box.space_wanted
+    for i in range(3):
+        box.put(i)
+    box.on_space(lambda: calls.append("closed"))
+    assert calls == ["now"]
+    box.close()  # the actor stopped: nothing will drain it
+    assert calls == ["now", "closed"] and not box.space_wanted
+    box.on_space(lambda: calls.append("after"))
+    assert calls == ["now", "closed", "after"]
+
+
+def test_a_raising_on_space_callback_is_logged_not_propagated(
+    impl: types.SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    box = impl.Mailbox(capacity=2)
+    box.put(1)
+    box.put(2)
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    calls: list[str] = []
+    box.on_space(boom)
+    box.on_space(lambda: calls.append("next"))
+    box.queue.clear()
+    with caplog.at_level(logging.ERROR, logger="casty.transport.mailbox"):
+        box.notify_space()
+    assert calls == ["next"]
+    [record] = caplog.records
+    assert record.exc_info is not None and "on_space" in record.getMessage()

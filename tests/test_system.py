@@ -507,3 +507,90 @@ async def test_system_stop_of_own_ancestor_from_inside_is_refused() -> None:
     async with ActorSystem("t") as system:
         system.spawn(Behaviors.setup(setup), "p")
         assert "use ctx.stop()" in await asyncio.wait_for(result, WAIT)
+
+
+# ---------------------------------------------------------------- mailbox capacity
+
+
+@pytest.mark.parametrize("bad", [-1, 2.0, True, "8", None])
+def test_mailbox_capacity_is_validated(bad: Any) -> None:
+    with pytest.raises(ValueError, match="mailbox_capacity"):
+        ActorSystem("t", mailbox_capacity=bad)
+
+
+def gated(gate: asyncio.Event, got: list[Any], entered: asyncio.Event | None = None) -> Behavior[Any]:
+    """Records each message once ``gate`` is set (the first one waits for it); sets
+    ``entered`` when a handler runs."""
+
+    async def receive(ctx: Any, msg: Any) -> Behavior[Any]:
+        if entered is not None:
+            entered.set()
+        await gate.wait()
+        got.append(msg)
+        return Behaviors.same()
+
+    return Behaviors.receive(receive)
+
+
+async def test_local_tells_beyond_the_mailbox_capacity_are_dropped_and_counted() -> None:
+    gate = asyncio.Event()
+    got: list[Any] = []
+    async with ActorSystem("t", mailbox_capacity=4) as system:
+        assert ActorSystem("u").mailbox_capacity == 65_536
+        ref = system.spawn(gated(gate, got), "slow")
+        for i in range(10):
+            ref.tell(i)  # from inside a task: queued, none handled yet
+        assert system.local.drops["mailbox_full"] == 6
+        gate.set()
+        while len(got) < 4:
+            await asyncio.sleep(0)
+        ref.tell("after")  # room again
+        while len(got) < 5:
+            await asyncio.sleep(0)
+    assert got == [0, 1, 2, 3, "after"]
+
+
+async def test_a_peer_is_told_to_pause_and_on_space_fires_once_drained() -> None:
+    gate = asyncio.Event()
+    got: list[Any] = []
+    async with ActorSystem("t", mailbox_capacity=4) as system:
+        system.spawn(gated(gate, got), "slow")
+        returned = [system.local.deliver_path("/user/slow", i, 8) for i in range(6)]
+        box = returned[-1]
+        assert returned[:3] == [None] * 3 and all(r is box for r in returned[3:])
+        assert box is system._cells["/user/slow"].mailbox and system.local.dropped == 0
+        resumed = asyncio.get_running_loop().create_future()
+        lengths: list[int] = []
+
+        def on_space() -> None:
+            lengths.append(len(box.queue))
+            resumed.set_result(None)
+
+        box.on_space(on_space)
+        await asyncio.sleep(0)
+        assert not resumed.done()  # nothing drained while the handler waits
+        gate.set()
+        await asyncio.wait_for(resumed, WAIT)
+        assert lengths == [2]  # capacity // 2
+        while len(got) < 6:
+            await asyncio.sleep(0)
+    assert got == list(range(6)) and lengths == [2]
+
+
+async def test_on_space_fires_when_the_actor_stops() -> None:
+    gate = asyncio.Event()
+    got: list[Any] = []
+    async with ActorSystem("t", mailbox_capacity=2) as system:
+        entered = asyncio.Event()
+        ref = system.spawn(gated(gate, got, entered), "slow")
+        for i in range(5):
+            box = system.local.deliver_path("/user/slow", i)
+        assert box is not None
+        await asyncio.wait_for(entered.wait(), WAIT)  # handling message 0
+        fired = asyncio.get_running_loop().create_future()
+        box.on_space(lambda: fired.set_result(len(box.queue)))
+        stopping = asyncio.ensure_future(system.stop(ref))
+        gate.set()  # the message being handled finishes; the rest are dropped
+        assert await asyncio.wait_for(fired, WAIT) == 0
+        await asyncio.wait_for(stopping, WAIT)
+    assert got == [0]

@@ -1,19 +1,27 @@
 # cython: language_level=3
 """LocalTransport in Cython: the twin of ``casty.transport.local``.
 
-Routing rules for ``deliver(address, msg)``, in order (the same as the pure twin):
+Routing rules (the same as the pure twin, whose module docstring has them in full):
 
-1. a handler is registered for ``address.path``: call it with ``msg``;
+1. a handler is registered for the path: call it with ``msg`` (an actor's Mailbox
+   at capacity: ``deliver`` drops the message as ``mailbox_full``,
+   ``deliver_path`` queues it and returns the mailbox, for the peer to pause);
 2. the path was unregistered (a dead actor): drop;
-3. a path factory's prefix matches: call the factory, then route again once
+3. the path is under ``/temp/`` (an ask's reply path): drop (``no_such_ask``),
+   never buffered, never given to a factory;
+4. a path factory's prefix matches: call the factory, then route again once
    (handler, else dead-drop, else on to the buffer);
-4. the path's pending buffer has room: buffer (flushed in order by ``register``);
-5. otherwise drop.
+5. the path's pending buffer has room in messages, paths and total bytes
+   (``nbytes``, else the shallow ``sys.getsizeof(msg)``): buffer (flushed in order
+   by ``register``, dropped as ``expired`` after ``pending_ttl``: one loop timer
+   for the oldest buffer, or lazily at the next deliver/register without a loop);
+6. otherwise drop.
 
-Rule 1 is the hot path: one attribute read, one borrowed dict lookup, one call.
-Drops are counted and logged by the pure module's ``log_drop``, and the rare
-paths (limit checks, waking waiters, ``wait_for_path``) are the pure module's
-helpers, so the two twins cannot drift apart there.
+Rule 1 is the hot path: one attribute read, one borrowed dict lookup, one call
+(a Mailbox is put into at C level, its capacity read from its struct).  Drops are
+counted and logged by the pure module's ``log_drop``, and the rare paths (limit
+checks, waking waiters, ``wait_for_path``, buffer bookkeeping) use the pure
+module's helpers, so the two twins cannot drift apart there.
 
 Handlers and factories run inline: whatever they raise propagates to the caller
 of ``deliver`` (or of ``register``, for a flushed message).
@@ -24,17 +32,30 @@ from cpython.ref cimport PyObject
 
 from casty._fast.mailbox cimport Mailbox
 
-from collections import OrderedDict, deque
+from asyncio import events
+from collections import OrderedDict
+from math import inf
+from sys import getsizeof
+from time import monotonic
 from types import MemberDescriptorType
 
-from casty.address import ActorAddress
+from casty.address import TEMP_PREFIX, ActorAddress
 from casty.transport.local import (
     DROP_DEAD,
+    DROP_EXPIRED,
+    DROP_MAILBOX_FULL,
+    DROP_NO_SUCH_ASK,
     DROP_OVERFLOW,
+    DROP_PENDING_BYTES,
+    DROP_REASONS,
     DROP_TOO_MANY_PATHS,
+    TIMER_SLACK,
     MessageTransport,
+    PendingBuffer,
     check_limit,
+    check_ttl,
     log_drop,
+    log_expired,
     log_flush_error,
     wait_registered,
     wake_waiters,
@@ -87,20 +108,29 @@ cdef inline object _path_of(object address):
 
 __all__ = [
     "DROP_DEAD",
+    "DROP_EXPIRED",
+    "DROP_MAILBOX_FULL",
+    "DROP_NO_SUCH_ASK",
     "DROP_OVERFLOW",
+    "DROP_PENDING_BYTES",
     "DROP_TOO_MANY_PATHS",
     "LocalTransport",
     "MessageTransport",
 ]
 
 
-cdef inline int _hand(object handler, object msg) except -1:
-    """``handler(msg)``; an actor's Mailbox (the usual handler) is put into at C level."""
+cdef inline object _hand(object handler, object msg):
+    """``handler(msg)``; an actor's Mailbox (the usual handler) is put into at C level
+    and returned when it is now at or over its capacity.  Else None."""
+    cdef Mailbox box
     if type(handler) is Mailbox:
-        (<Mailbox>handler).put_c(msg)
-    else:
-        handler(msg)
-    return 0
+        box = <Mailbox>handler
+        box.put_c(msg)
+        if box.capacity and len(box.queue) >= box.capacity:
+            return box
+        return None
+    handler(msg)
+    return None
 
 
 cdef Py_ssize_t _limit(str name, object value) except -1:
@@ -112,7 +142,7 @@ cdef Py_ssize_t _limit(str name, object value) except -1:
 cdef class LocalTransport:
     """In-process message transport that routes by actor path.
 
-    Messages to unregistered paths are buffered (up to ``max_pending_per_path``)
+    Messages to unregistered paths are buffered (bounded, expiring: see the module)
     until a handler registers; messages to unregistered (dead) paths are dropped.
 
     >>> transport = LocalTransport()
@@ -123,13 +153,18 @@ cdef class LocalTransport:
     ['hello']
 
     ``max_dead_paths`` bounds the memory of dead paths (the least recently
-    unregistered is forgotten first) and ``max_pending_paths`` bounds how many
-    distinct unregistered paths may hold a buffer.  Handlers run inline: an
-    exception a handler raises propagates to the caller of :meth:`deliver`.
+    unregistered is forgotten first), ``max_pending_paths`` how many distinct
+    unregistered paths may hold a buffer, ``max_pending_bytes`` the bytes charged
+    to all buffers together, and ``pending_ttl`` how long a buffer waits for its
+    handler.  Handlers run inline: an exception a handler raises propagates to the
+    caller of :meth:`deliver`.
     """
 
     cdef dict _handlers
-    cdef dict _pending  # never holds an empty buffer
+    cdef object _pending  # OrderedDict, oldest first; never holds an empty buffer
+    cdef Py_ssize_t _pending_bytes
+    cdef object _timer  # expires the oldest buffer
+    cdef object _timer_loop
     cdef object _dead  # OrderedDict as an ordered set: oldest evicted first, in O(1)
     cdef list _factories
     cdef readonly dict _waiters  # readable so tests can see cancelled waiters leave nothing
@@ -137,10 +172,14 @@ cdef class LocalTransport:
     cdef Py_ssize_t _max_pending
     cdef Py_ssize_t _max_pending_paths
     cdef Py_ssize_t _max_dead
+    cdef Py_ssize_t _max_pending_bytes
+    cdef double _ttl
     cdef object __weakref__
 
     def __cinit__(self, *args, **kwargs):
         # Set up here too so a subclass that skips __init__ cannot reach a NULL dict.
+        self._ttl = 5.0
+        self._max_pending_bytes = 8 * 1024 * 1024
         self._reset()
 
     def __init__(
@@ -149,19 +188,25 @@ cdef class LocalTransport:
         max_pending_per_path=64,
         max_pending_paths=10_000,
         max_dead_paths=100_000,
+        max_pending_bytes=8 * 1024 * 1024,
+        pending_ttl=5.0,
     ):
         self._max_pending = _limit("max_pending_per_path", max_pending_per_path)
         self._max_pending_paths = _limit("max_pending_paths", max_pending_paths)
         self._max_dead = _limit("max_dead_paths", max_dead_paths)
+        self._max_pending_bytes = _limit("max_pending_bytes", max_pending_bytes)
+        self._ttl = check_ttl(pending_ttl)
         self._reset()
 
     cdef int _reset(self) except -1:
         self._handlers = {}
-        self._pending = {}
+        self._pending = OrderedDict()
+        self._pending_bytes = 0
+        self._timer = self._timer_loop = None
         self._dead = OrderedDict()
         self._factories = []
         self._waiters = {}
-        self.drops = {DROP_DEAD: 0, DROP_OVERFLOW: 0, DROP_TOO_MANY_PATHS: 0}
+        self.drops = dict.fromkeys(DROP_REASONS, 0)
         return 0
 
     @property
@@ -169,11 +214,17 @@ cdef class LocalTransport:
         """Total messages dropped, all reasons."""
         return sum(self.drops.values())
 
+    @property
+    def pending_bytes(self):
+        """Bytes charged to all pending buffers now (see the module for the charge)."""
+        return self._pending_bytes
+
     def register_path_factory(self, prefix, factory):
         """Lazily spawn handlers: ``factory(path)`` runs for unknown paths under ``prefix``.
 
         The factory should ``register(path, ...)``; if it does not, the message is
-        buffered (or dropped as dead if the factory unregistered the path).
+        buffered (or dropped as dead if the factory unregistered the path).  Paths
+        under ``/temp/`` never reach a factory.
         """
         self._factories.append((prefix, factory))
 
@@ -183,14 +234,28 @@ cdef class LocalTransport:
         Each buffered message is routed as ``deliver_path`` would route it, so one
         the handler raises on does not lose the rest: after the flush the first
         exception is re-raised (later ones are logged).  Waiters are woken first.
+        A buffer past its time to live is dropped, not flushed.
         """
         self._handlers[path] = handler
         self._dead.pop(path, None)
-        pending = self._pending.pop(path, None)
+        pending = None
+        if self._pending:
+            self._expire(monotonic())
+            pending = self._take_pending(path)
         if path in self._waiters:
             wake_waiters(self._waiters, path)
         if pending:
             self._flush(path, pending)
+
+    cdef object _take_pending(self, object path):
+        """Remove ``path``'s buffer, giving its bytes back; its messages, if it had one."""
+        buffer = self._pending.pop(path, None)
+        if buffer is None:
+            return None
+        self._pending_bytes -= <Py_ssize_t>buffer.nbytes
+        if not self._pending:
+            self._cancel_timer()
+        return buffer.msgs
 
     cdef _flush(self, object path, object pending):
         cdef object error = None
@@ -214,7 +279,7 @@ cdef class LocalTransport:
         """
         dead = self._dead
         self._handlers.pop(path, None)
-        pending = self._pending.pop(path, None)
+        pending = self._take_pending(path) if self._pending else None
         if pending:
             for _ in range(len(pending)):
                 log_drop(self.drops, DROP_DEAD, path)
@@ -234,33 +299,52 @@ cdef class LocalTransport:
     def deliver(self, address, msg):
         """Deliver ``msg`` to the handler for ``address.path`` (see the module rules).
 
-        The handler runs inline; an exception it raises propagates to the caller.
+        A mailbox at capacity refuses it (dropped as ``mailbox_full``).  The handler
+        runs inline; an exception it raises propagates to the caller.
         """
         cdef object path = _path_of(address)
         cdef PyObject* found = PyDict_GetItemWithError(self._handlers, path)
         cdef object handler
+        cdef Mailbox box
         if found is not NULL:
             # Own a reference: the handler may unregister itself while it runs.
             handler = <object>found
-            _hand(handler, msg)
+            if type(handler) is Mailbox:
+                box = <Mailbox>handler
+                if box.capacity and len(box.queue) >= box.capacity:
+                    log_drop(self.drops, DROP_MAILBOX_FULL, path)
+                else:
+                    box.put_c(msg)
+            else:
+                handler(msg)
             return
-        self._deliver_unrouted(path, msg)
+        self._deliver_unrouted(path, msg, -1)
 
-    cpdef deliver_path(self, path, msg):
-        """Like :meth:`deliver`, addressed by path alone."""
+    def deliver_path(self, path, msg, Py_ssize_t nbytes=-1):
+        """Like :meth:`deliver`, addressed by path alone, for messages from peers.
+
+        ``nbytes`` is the message's wire size, charged if it is buffered (negative:
+        not known, ``sys.getsizeof(msg)`` is charged).  A mailbox is never refused:
+        it is returned when, with ``msg`` queued, it is at or over its capacity;
+        else None.
+        """
         cdef PyObject* found = PyDict_GetItemWithError(self._handlers, path)
         cdef object handler
         if found is not NULL:
             handler = <object>found
-            _hand(handler, msg)
-            return
-        self._deliver_unrouted(path, msg)
+            return _hand(handler, msg)
+        self._deliver_unrouted(path, msg, nbytes)
+        return None
 
-    cdef _deliver_unrouted(self, object path, object msg):
+    cdef _deliver_unrouted(self, object path, object msg, Py_ssize_t nbytes):
         cdef PyObject* found
-        cdef object handler, pending
+        cdef object handler
         if path in self._dead:
             log_drop(self.drops, DROP_DEAD, path)
+            return
+        if isinstance(path, str) and (<str>path).startswith(TEMP_PREFIX):
+            # Only ask registers these, before its request leaves: nothing will come later.
+            log_drop(self.drops, DROP_NO_SUCH_ASK, path)
             return
         for prefix, factory in self._factories:
             if path.startswith(prefix):
@@ -268,25 +352,79 @@ cdef class LocalTransport:
                 found = PyDict_GetItemWithError(self._handlers, path)
                 if found is not NULL:
                     handler = <object>found
-                    _hand(handler, msg)
+                    _hand(handler, msg)  # a new mailbox: far from full
                     return
                 if path in self._dead:
                     log_drop(self.drops, DROP_DEAD, path)
                     return
                 break
-        found = PyDict_GetItemWithError(self._pending, path)
-        if found is NULL:
-            if PyDict_Size(self._pending) >= self._max_pending_paths:
+        self._buffer(path, msg, nbytes if nbytes >= 0 else getsizeof(msg))
+
+    cdef _buffer(self, object path, object msg, Py_ssize_t size):
+        cdef object pending = self._pending
+        if pending:
+            self._expire(monotonic())
+        buffer = pending.get(path)
+        if buffer is None:
+            if len(pending) >= self._max_pending_paths:
                 log_drop(self.drops, DROP_TOO_MANY_PATHS, path)
                 return
             if self._max_pending == 0:
                 log_drop(self.drops, DROP_OVERFLOW, path)
                 return
-            pending = deque()
-            self._pending[path] = pending
-        else:
-            pending = <object>found
-            if len(pending) >= self._max_pending:
-                log_drop(self.drops, DROP_OVERFLOW, path)
-                return
-        pending.append(msg)
+        elif len(buffer.msgs) >= self._max_pending:
+            log_drop(self.drops, DROP_OVERFLOW, path)
+            return
+        if size > self._max_pending_bytes - self._pending_bytes:
+            log_drop(self.drops, DROP_PENDING_BYTES, path)
+            return
+        if buffer is None:
+            buffer = PendingBuffer(monotonic() + self._ttl)
+            pending[path] = buffer
+            self._arm_timer()
+        buffer.msgs.append(msg)
+        buffer.nbytes += size
+        self._pending_bytes += size
+
+    cdef int _expire(self, double now) except -1:
+        """Drop every buffer due at ``now`` (they are in creation order, so oldest first)."""
+        pending = self._pending
+        while pending:
+            path = next(iter(pending))
+            buffer = pending[path]
+            if buffer.expires > now:
+                return 0
+            del pending[path]
+            self._pending_bytes -= <Py_ssize_t>buffer.nbytes
+            log_expired(self.drops, path, len(buffer.msgs), self._ttl)
+        self._cancel_timer()
+        return 0
+
+    cdef int _arm_timer(self) except -1:
+        """Set the one expiry timer for the oldest buffer, on the running loop (if any)."""
+        if not self._pending or self._ttl == inf:
+            return 0
+        loop = events._get_running_loop()
+        if loop is None:
+            return 0  # expired lazily by deliver/register instead
+        if self._timer is not None:
+            if self._timer_loop is loop:
+                return 0
+            self._cancel_timer()  # left over from a loop that is gone
+        oldest = next(iter(self._pending.values()))
+        delay = max(0.0, oldest.expires - monotonic()) + TIMER_SLACK
+        self._timer = loop.call_later(delay, self._on_timer)
+        self._timer_loop = loop
+        return 0
+
+    def _on_timer(self):
+        self._timer = self._timer_loop = None
+        self._expire(monotonic())
+        self._arm_timer()
+
+    cdef int _cancel_timer(self) except -1:
+        timer = self._timer
+        if timer is not None:
+            self._timer = self._timer_loop = None
+            timer.cancel()
+        return 0

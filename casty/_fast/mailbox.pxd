@@ -7,6 +7,10 @@ cimport cython
 @cython.final
 cdef class Mailbox:
     cdef readonly object queue
+    cdef readonly Py_ssize_t capacity  # 0 = unbounded
+    cdef readonly bint space_wanted  # on_space callbacks wait
+    cdef bint _closed
+    cdef list _space
     cdef object _waiter
     cdef public object handler
     cdef bint _armed
@@ -15,6 +19,7 @@ cdef class Mailbox:
     cdef int put_c(self, object msg) except -1
     cdef bint _run_eager(self, object msg) except -1
     cdef int _wake(self) except -1
+    cdef int _release_space(self) except -1
 
 
 # Set by the frame splitter while the chunk it reads holds more frames after the one

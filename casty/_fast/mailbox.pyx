@@ -4,7 +4,10 @@ of effects).  Final, so the LocalTransport's exact type check covers every insta
 
 Eager handling runs at C level: the handler's coroutine is stepped with
 ``PyIter_Send`` inside ``PyContext_Enter``/``PyContext_Exit``, so a handler that
-returns at once costs no StopIteration and no Python frame of the mailbox's own."""
+returns at once costs no StopIteration and no Python frame of the mailbox's own.
+
+Capacity as in the pure twin: ``put_c`` never refuses; the Cython LocalTransport
+reads ``capacity`` and the queue length itself, at C level."""
 
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.ref cimport Py_DECREF, PyObject
@@ -22,9 +25,11 @@ from casty.transport.mailbox import (
     _current_tasks,
     _enter_task,
     _leave_task,
+    check_capacity,
+    run_space_callbacks,
 )
 
-__all__ = ["EAGER", "FAILED", "NOT_STARTED", "Mailbox", "Suspended", "run_step"]
+__all__ = ["EAGER", "FAILED", "NOT_STARTED", "Mailbox", "Suspended", "check_capacity", "run_step"]
 
 cdef extern from "Python.h":
     # PYGEN_ERROR (-1) comes with an exception set; PYGEN_RETURN is 0, PYGEN_NEXT 1.
@@ -68,8 +73,12 @@ def run_step(coro, context):
 cdef class Mailbox:
     """Messages in arrival order, and at most one waiter for the next one (see the pure twin)."""
 
-    def __init__(self):
+    def __init__(self, capacity=0):
+        self.capacity = check_capacity(capacity)
         self.queue = deque()
+        self._space = []
+        self.space_wanted = False
+        self._closed = False
         self._waiter = None
         self.handler = None
         self._armed = False
@@ -140,6 +149,44 @@ cdef class Mailbox:
 
     def __call__(self, msg):
         self.put_c(msg)
+
+    def offer(self, msg):
+        """Put ``msg`` unless the queue is at capacity; False when refused."""
+        if self.capacity and len(self.queue) >= self.capacity:
+            return False
+        self.put_c(msg)
+        return True
+
+    @property
+    def full(self):
+        """True when the queue is at or over a nonzero capacity."""
+        return 0 < self.capacity <= len(self.queue)
+
+    def on_space(self, callback):
+        """Call ``callback()`` once, when the queue next falls to ``capacity // 2`` or
+        below, or the mailbox is closed: at once if that is already so (see the pure twin)."""
+        if self._closed or len(self.queue) <= self.capacity // 2:
+            run_space_callbacks([callback])
+            return
+        self._space.append(callback)
+        self.space_wanted = True
+
+    def notify_space(self):
+        """Run the waiting on_space callbacks if the queue is down to ``capacity // 2``."""
+        if self._space and len(self.queue) <= self.capacity // 2:
+            self._release_space()
+
+    def close(self):
+        """The actor stopped: run the waiting callbacks, and later ones at once."""
+        self._closed = True
+        self._release_space()
+
+    cdef int _release_space(self) except -1:
+        callbacks = self._space
+        self._space = []
+        self.space_wanted = False
+        run_space_callbacks(callbacks)
+        return 0
 
     def wait(self, loop):
         """A future that :meth:`put` or :meth:`wake` completes (replaces any earlier one)."""

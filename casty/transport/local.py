@@ -1,13 +1,29 @@
 """In-process routing by actor path: the pure-Python twin of ``casty._fast.local``.
 
-Routing rules for ``deliver(address, msg)``, in order:
+Routing rules for ``deliver(address, msg)`` and ``deliver_path(path, msg, nbytes)``,
+in order:
 
-1. a handler is registered for ``address.path``: call it with ``msg``;
+1. a handler is registered for the path: call it with ``msg`` (an actor's
+   :class:`~casty.transport.mailbox.Mailbox` at capacity: ``deliver`` drops the
+   message, ``deliver_path`` queues it and returns the mailbox so that the peer's
+   reader can pause until :meth:`Mailbox.on_space`);
 2. the path was unregistered (a dead actor): drop;
-3. a path factory's prefix matches: call the factory, then route again once
+3. the path is under ``/temp/`` (an ask's reply path, registered only by the ask
+   itself): drop (``no_such_ask``), never buffered, never given to a factory;
+4. a path factory's prefix matches: call the factory, then route again once
    (handler, else dead-drop, else on to the buffer);
-4. the path's pending buffer has room: buffer (flushed in order by ``register``);
-5. otherwise drop.
+5. the path's pending buffer has room, in messages (``max_pending_per_path``),
+   paths (``max_pending_paths``) and bytes over all buffers
+   (``max_pending_bytes``): buffer it (flushed in order by ``register``);
+6. otherwise drop.
+
+A buffered message is charged ``nbytes`` (the inbound handler passes the frame
+body length) or, when that is not given, ``sys.getsizeof(msg)``: a shallow size,
+so a local sender's containers count only their own header and pointers.  A
+buffer is dropped ``pending_ttl`` seconds after its first message if no handler
+registered (``expired``, one log line per buffer).  Expiry needs no further
+traffic: while an event loop runs, one loop timer is set for the oldest buffer;
+without one, due buffers are expired at the next ``deliver``/``register``.
 
 Every drop is counted in :attr:`LocalTransport.drops` and logged (at WARNING on
 the 1st, 2nd, 4th, 8th... drop of each kind, so a flood cannot flood the log).
@@ -20,15 +36,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import sys
+import time
+from asyncio import events
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from casty.address import ActorAddress
+from casty.address import TEMP_PREFIX, ActorAddress
+from casty.transport.mailbox import Mailbox
 
 __all__ = [
     "DROP_DEAD",
+    "DROP_EXPIRED",
+    "DROP_MAILBOX_FULL",
+    "DROP_NO_SUCH_ASK",
     "DROP_OVERFLOW",
+    "DROP_PENDING_BYTES",
     "DROP_TOO_MANY_PATHS",
     "LocalTransport",
     "MessageTransport",
@@ -39,6 +64,22 @@ log = logging.getLogger("casty.transport.local")
 DROP_DEAD = "dead"
 DROP_OVERFLOW = "overflow"
 DROP_TOO_MANY_PATHS = "too_many_paths"
+DROP_NO_SUCH_ASK = "no_such_ask"
+DROP_PENDING_BYTES = "pending_bytes"
+DROP_EXPIRED = "expired"
+DROP_MAILBOX_FULL = "mailbox_full"
+DROP_REASONS = (
+    DROP_DEAD,
+    DROP_OVERFLOW,
+    DROP_TOO_MANY_PATHS,
+    DROP_NO_SUCH_ASK,
+    DROP_PENDING_BYTES,
+    DROP_EXPIRED,
+    DROP_MAILBOX_FULL,
+)
+#: seconds added to a buffer's expiry timer: a loop whose clock lags (uvloop caches it
+#: per iteration) would otherwise fire just before the buffer is due, and re-arm
+TIMER_SLACK = 0.001
 
 
 @runtime_checkable
@@ -61,6 +102,48 @@ def check_limit(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{name} must be a non-negative int, got {value!r}")
     return value
+
+
+def check_ttl(value: object) -> float:
+    """Return ``value`` as a float if it is a positive number of seconds (``math.inf``:
+    never), else raise ValueError naming ``pending_ttl``."""
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not value > 0  # also refuses NaN
+    ):
+        raise ValueError(f"pending_ttl must be a positive number of seconds or math.inf, got {value!r}")
+    return float(value)
+
+
+def message_size(msg: Any, nbytes: int) -> int:
+    """What buffering ``msg`` is charged: ``nbytes``, or ``sys.getsizeof(msg)`` (shallow)
+    when ``nbytes`` is negative (not known)."""
+    return nbytes if nbytes >= 0 else sys.getsizeof(msg)
+
+
+class PendingBuffer:
+    """Messages waiting for a path's handler, their charged bytes, and when they expire."""
+
+    __slots__ = ("expires", "msgs", "nbytes")
+
+    def __init__(self, expires: float) -> None:
+        self.msgs: deque[Any] = deque()
+        self.nbytes = 0
+        self.expires = expires
+
+
+def log_expired(drops: dict[str, int], path: str, count: int, ttl: float) -> None:
+    """Count ``count`` drops of an expired buffer; WARNING when the total passes a power of two."""
+    before = drops[DROP_EXPIRED]
+    after = drops[DROP_EXPIRED] = before + count
+    level = logging.WARNING if after.bit_length() > before.bit_length() else logging.DEBUG
+    log.log(
+        level,
+        "dropped %d messages to %s: no handler registered within %gs (%s); %d dropped for "
+        "this reason so far",
+        count, path, ttl, DROP_EXPIRED, after,
+    )
 
 
 def log_drop(drops: dict[str, int], reason: str, path: str) -> None:
@@ -110,7 +193,7 @@ async def wait_registered(
 class LocalTransport:
     """In-process message transport that routes by actor path.
 
-    Messages to unregistered paths are buffered (up to ``max_pending_per_path``)
+    Messages to unregistered paths are buffered (bounded, expiring: see the module)
     until a handler registers; messages to unregistered (dead) paths are dropped.
 
     >>> transport = LocalTransport()
@@ -121,9 +204,11 @@ class LocalTransport:
     ['hello']
 
     ``max_dead_paths`` bounds the memory of dead paths (the least recently
-    unregistered is forgotten first) and ``max_pending_paths`` bounds how many
-    distinct unregistered paths may hold a buffer.  Handlers run inline: an
-    exception a handler raises propagates to the caller of :meth:`deliver`.
+    unregistered is forgotten first), ``max_pending_paths`` how many distinct
+    unregistered paths may hold a buffer, ``max_pending_bytes`` the bytes charged
+    to all buffers together, and ``pending_ttl`` how long a buffer waits for its
+    handler.  Handlers run inline: an exception a handler raises propagates to the
+    caller of :meth:`deliver`.
     """
 
     def __init__(
@@ -132,29 +217,43 @@ class LocalTransport:
         max_pending_per_path: int = 64,
         max_pending_paths: int = 10_000,
         max_dead_paths: int = 100_000,
+        max_pending_bytes: int = 8 * 1024 * 1024,
+        pending_ttl: float = 5.0,
     ) -> None:
         self._max_pending = check_limit("max_pending_per_path", max_pending_per_path)
         self._max_pending_paths = check_limit("max_pending_paths", max_pending_paths)
         self._max_dead = check_limit("max_dead_paths", max_dead_paths)
+        self._max_pending_bytes = check_limit("max_pending_bytes", max_pending_bytes)
+        self._ttl = check_ttl(pending_ttl)
         self._handlers: dict[str, Callable[[Any], None]] = {}
-        self._pending: dict[str, deque[Any]] = {}  # never holds an empty buffer
+        # Oldest first (buffers expire in creation order); never holds an empty buffer.
+        self._pending: OrderedDict[str, PendingBuffer] = OrderedDict()
+        self._pending_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None  # expires the oldest buffer
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         # An ordered set, oldest evicted first.  Not a plain dict: evicting its first key
         # (next(iter(d))) walks past every key deleted before it, O(n) once the set is full.
         self._dead: OrderedDict[str, None] = OrderedDict()
         self._factories: list[tuple[str, Callable[[str], None]]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self.drops: dict[str, int] = {DROP_DEAD: 0, DROP_OVERFLOW: 0, DROP_TOO_MANY_PATHS: 0}
+        self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
 
     @property
     def dropped(self) -> int:
         """Total messages dropped, all reasons."""
         return sum(self.drops.values())
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes charged to all pending buffers now (see the module for the charge)."""
+        return self._pending_bytes
+
     def register_path_factory(self, prefix: str, factory: Callable[[str], None]) -> None:
         """Lazily spawn handlers: ``factory(path)`` runs for unknown paths under ``prefix``.
 
         The factory should ``register(path, ...)``; if it does not, the message is
-        buffered (or dropped as dead if the factory unregistered the path).
+        buffered (or dropped as dead if the factory unregistered the path).  Paths
+        under ``/temp/`` never reach a factory.
         """
         self._factories.append((prefix, factory))
 
@@ -164,13 +263,27 @@ class LocalTransport:
         Each buffered message is routed as ``deliver_path`` would route it, so one
         the handler raises on does not lose the rest: after the flush the first
         exception is re-raised (later ones are logged).  Waiters are woken first.
+        A buffer past its time to live is dropped, not flushed.
         """
         self._handlers[path] = handler
         self._dead.pop(path, None)
-        pending = self._pending.pop(path, None)
+        pending = None
+        if self._pending:
+            self._expire(time.monotonic())
+            pending = self._take_pending(path)
         wake_waiters(self._waiters, path)
         if pending:
             self._flush(path, pending)
+
+    def _take_pending(self, path: str) -> deque[Any] | None:
+        """Remove ``path``'s buffer, giving its bytes back; its messages, if it had one."""
+        buffer = self._pending.pop(path, None)
+        if buffer is None:
+            return None
+        self._pending_bytes -= buffer.nbytes
+        if not self._pending:
+            self._cancel_timer()
+        return buffer.msgs
 
     def _flush(self, path: str, pending: deque[Any]) -> None:
         error: Exception | None = None
@@ -196,7 +309,7 @@ class LocalTransport:
         Messages still buffered for ``path`` are dropped (and counted) too.
         """
         self._handlers.pop(path, None)
-        pending = self._pending.pop(path, None)
+        pending = self._take_pending(path) if self._pending else None
         if pending:
             for _ in range(len(pending)):
                 log_drop(self.drops, DROP_DEAD, path)
@@ -217,48 +330,121 @@ class LocalTransport:
     def deliver(self, address: ActorAddress, msg: Any) -> None:
         """Deliver ``msg`` to the handler for ``address.path`` (see the module rules).
 
-        The handler runs inline; an exception it raises propagates to the caller.
+        A mailbox at capacity refuses it (dropped as ``mailbox_full``).  The handler
+        runs inline; an exception it raises propagates to the caller.
         """
         path = address.path
         handler = self._handlers.get(path)
         if handler is not None:
+            if type(handler) is Mailbox:
+                if not handler.offer(msg):
+                    log_drop(self.drops, DROP_MAILBOX_FULL, path)
+                return
             handler(msg)
             return
-        self._deliver_unrouted(path, msg)
+        self._deliver_unrouted(path, msg, -1)
 
-    def deliver_path(self, path: str, msg: Any) -> None:
-        """Like :meth:`deliver`, addressed by path alone."""
+    def deliver_path(self, path: str, msg: Any, nbytes: int = -1) -> Mailbox | None:
+        """Like :meth:`deliver`, addressed by path alone, for messages from peers.
+
+        ``nbytes`` is the message's wire size, charged if it is buffered (negative:
+        not known, ``sys.getsizeof(msg)`` is charged).  A mailbox is never refused:
+        it is returned when, with ``msg`` queued, it is at or over its capacity, so
+        that the caller pauses until :meth:`Mailbox.on_space`; else None.
+        """
         handler = self._handlers.get(path)
         if handler is not None:
+            if type(handler) is Mailbox:
+                handler.put(msg)
+                capacity = handler.capacity
+                return handler if capacity and len(handler.queue) >= capacity else None
             handler(msg)
-            return
-        self._deliver_unrouted(path, msg)
+            return None
+        self._deliver_unrouted(path, msg, nbytes)
+        return None
 
-    def _deliver_unrouted(self, path: str, msg: Any) -> None:
+    def _deliver_unrouted(self, path: str, msg: Any, nbytes: int) -> None:
         if path in self._dead:
             log_drop(self.drops, DROP_DEAD, path)
+            return
+        if isinstance(path, str) and path.startswith(TEMP_PREFIX):
+            # Only ask registers these, before its request leaves: nothing will come later.
+            log_drop(self.drops, DROP_NO_SUCH_ASK, path)
             return
         for prefix, factory in self._factories:
             if path.startswith(prefix):
                 factory(path)
                 handler = self._handlers.get(path)
                 if handler is not None:
-                    handler(msg)
+                    handler(msg)  # a new mailbox: far from full
                     return
                 if path in self._dead:
                     log_drop(self.drops, DROP_DEAD, path)
                     return
                 break
-        pending = self._pending.get(path)
-        if pending is None:
-            if len(self._pending) >= self._max_pending_paths:
+        self._buffer(path, msg, message_size(msg, nbytes))
+
+    def _buffer(self, path: str, msg: Any, size: int) -> None:
+        pending = self._pending
+        if pending:
+            self._expire(time.monotonic())
+        buffer = pending.get(path)
+        if buffer is None:
+            if len(pending) >= self._max_pending_paths:
                 log_drop(self.drops, DROP_TOO_MANY_PATHS, path)
                 return
             if self._max_pending == 0:
                 log_drop(self.drops, DROP_OVERFLOW, path)
                 return
-            pending = self._pending[path] = deque()
-        elif len(pending) >= self._max_pending:
+        elif len(buffer.msgs) >= self._max_pending:
             log_drop(self.drops, DROP_OVERFLOW, path)
             return
-        pending.append(msg)
+        if size > self._max_pending_bytes - self._pending_bytes:
+            log_drop(self.drops, DROP_PENDING_BYTES, path)
+            return
+        if buffer is None:
+            buffer = pending[path] = PendingBuffer(time.monotonic() + self._ttl)
+            self._arm_timer()
+        buffer.msgs.append(msg)
+        buffer.nbytes += size
+        self._pending_bytes += size
+
+    def _expire(self, now: float) -> None:
+        """Drop every buffer due at ``now`` (they are in creation order, so oldest first)."""
+        pending = self._pending
+        while pending:
+            path = next(iter(pending))
+            buffer = pending[path]
+            if buffer.expires > now:
+                return
+            del pending[path]
+            self._pending_bytes -= buffer.nbytes
+            log_expired(self.drops, path, len(buffer.msgs), self._ttl)
+        self._cancel_timer()
+
+    def _arm_timer(self) -> None:
+        """Set the one expiry timer for the oldest buffer, on the running loop (if any)."""
+        if not self._pending or self._ttl == math.inf:
+            return
+        loop = events._get_running_loop()
+        if loop is None:
+            return  # expired lazily by deliver/register instead
+        if self._timer is not None:
+            if self._timer_loop is loop:
+                return
+            self._cancel_timer()  # left over from a loop that is gone
+        oldest = next(iter(self._pending.values()))
+        delay = max(0.0, oldest.expires - time.monotonic()) + TIMER_SLACK
+        self._timer = loop.call_later(delay, self._on_timer)
+        self._timer_loop = loop
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_loop = None
+        self._expire(time.monotonic())
+        self._arm_timer()
+
+    def _cancel_timer(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            self._timer = self._timer_loop = None
+            timer.cancel()

@@ -16,18 +16,29 @@ marker without suspending is done there; for anything else the mailbox calls
 the message.  ``started`` is the handler's coroutine with what it yielded as
 ``result``, or its awaitable with :data:`NOT_STARTED`, or None with the
 behaviour it returned, or :data:`FAILED` with the exception.
+
+Capacity (0 = unbounded): ``put`` always queues, and the LocalTransport tells a
+peer's reader when the queue is at or over ``capacity`` so that it pauses;
+:meth:`Mailbox.offer` (local senders) refuses a message instead.  Callbacks given
+to :meth:`Mailbox.on_space` run once the actor's loop has drained the queue to
+``capacity // 2`` (it calls :meth:`Mailbox.notify_space`), or when the mailbox
+is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
+import sys
 from collections import deque
 from collections.abc import Callable, Coroutine
 from types import CoroutineType
 from typing import Any
 
-__all__ = ["EAGER", "FAILED", "NOT_STARTED", "Mailbox", "Suspended", "run_step"]
+__all__ = ["EAGER", "FAILED", "NOT_STARTED", "Mailbox", "Suspended", "check_capacity", "run_step"]
+
+log = logging.getLogger("casty.transport.mailbox")
 
 # What eager handling needs from asyncio: marking a task as the running one while its
 # code runs outside the task's own step (what 3.12's eager tasks do).  Private names,
@@ -54,6 +65,28 @@ NOT_STARTED = object()
 
 Handler = Callable[[Any, Any], Any]
 TakeOver = Callable[[Any, Any, Any], None]
+SpaceCallback = Callable[[], object]
+
+
+def check_capacity(value: object, name: str = "mailbox capacity") -> int:
+    """``value`` as a capacity: a non-negative int (0 = unbounded), at most ``sys.maxsize``
+    (a larger one cannot be reached by a queue length); else ValueError naming ``name``.
+
+    >>> check_capacity(8), check_capacity(2**70) == sys.maxsize
+    (8, True)
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int (0 = unbounded), got {value!r}")
+    return min(value, sys.maxsize)
+
+
+def run_space_callbacks(callbacks: list[SpaceCallback]) -> None:
+    """Call each of ``callbacks`` in order; one that raises is logged, not propagated."""
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception("a mailbox on_space callback raised")
 
 
 class Mailbox:
@@ -70,18 +103,27 @@ class Mailbox:
     ['hello']
     """
 
-    __slots__ = ("_eager", "_waiter", "handler", "queue")
+    __slots__ = ("_closed", "_eager", "_space", "_waiter", "capacity", "handler", "queue", "space_wanted")
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 0) -> None:
+        #: the queue length at which :meth:`offer` refuses and peers are asked to pause
+        #: (0 = unbounded)
+        self.capacity = check_capacity(capacity)
         self.queue: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
         #: the actor's current handler, used once eager handling is armed
         self.handler: Handler | None = None
         # (task, loop, task context, actor context, same marker, take_over) once armed
         self._eager: tuple[Any, ...] | None = None
+        self._space: list[SpaceCallback] = []
+        #: True while :meth:`on_space` callbacks wait (the actor's loop reads it per message)
+        self.space_wanted = False
+        self._closed = False
 
     def put(self, msg: Any) -> None:
-        """Queue ``msg`` and wake the waiter, if any (or handle it eagerly, once armed)."""
+        """Queue ``msg`` and wake the waiter, if any (or handle it eagerly, once armed).
+
+        Never refuses: a full mailbox is reported to peers by the LocalTransport."""
         waiter = self._waiter
         if waiter is None:
             self.queue.append(msg)
@@ -90,6 +132,46 @@ class Mailbox:
             self.wake()
 
     __call__ = put
+
+    def offer(self, msg: Any) -> bool:
+        """:meth:`put` ``msg`` unless the queue is at capacity; False when refused."""
+        capacity = self.capacity
+        if capacity and len(self.queue) >= capacity:
+            return False
+        self.put(msg)
+        return True
+
+    @property
+    def full(self) -> bool:
+        """True when the queue is at or over a nonzero capacity."""
+        return 0 < self.capacity <= len(self.queue)
+
+    def on_space(self, callback: SpaceCallback) -> None:
+        """Call ``callback()`` once, when the queue next falls to ``capacity // 2`` or
+        below, or the mailbox is closed: at once if that is already so.
+
+        Several callbacks may wait; one that raises is logged, not propagated."""
+        if self._closed or len(self.queue) <= self.capacity // 2:
+            run_space_callbacks([callback])
+            return
+        self._space.append(callback)
+        self.space_wanted = True
+
+    def notify_space(self) -> None:
+        """Run the waiting :meth:`on_space` callbacks if the queue is down to
+        ``capacity // 2`` (the actor's loop calls it while :attr:`space_wanted`)."""
+        if self._space and len(self.queue) <= self.capacity // 2:
+            self._release_space()
+
+    def close(self) -> None:
+        """The actor stopped: run the waiting callbacks, and later ones at once."""
+        self._closed = True
+        self._release_space()
+
+    def _release_space(self) -> None:
+        callbacks, self._space = self._space, []
+        self.space_wanted = False
+        run_space_callbacks(callbacks)
 
     def wait(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
         """A future that :meth:`put` or :meth:`wake` completes (replaces any earlier one)."""
