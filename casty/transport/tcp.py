@@ -92,7 +92,7 @@ def tcp_transport(
                 if unknown & (unknown - 1) == 0:
                     the_log.warning(
                         "tcp_transport got an unknown message of type %s: %s; %d so far",
-                        _show(type(msg).__qualname__, 100), _show(msg, 200), unknown,
+                        type(msg).__qualname__[:100], _show(msg, 200), unknown,
                     )
                 return Behaviors.unhandled()
         return Behaviors.same()
