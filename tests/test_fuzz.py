@@ -61,12 +61,15 @@ from casty.transport import framing as pure_framing
 from casty.transport.envelope import EnvelopeDecodeError
 from casty.transport.framing import (
     DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_HANDSHAKE_SIZE,
+    DEFAULT_MAX_IGNORED_FRAMES,
     FRAME_HANDSHAKE,
     FRAME_MESSAGE,
     MAX_FRAME_LENGTH,
     MAX_HANDSHAKE_SIZE,
     MAX_HOST_LENGTH,
     HandshakeError,
+    ignored_run_problem,
 )
 
 _REQUIRE = os.environ.get("CASTY_REQUIRE_EXTENSIONS", "").strip().lower() in {"1", "true", "yes"}
@@ -539,12 +542,19 @@ def _splitter_model(data: bytes, max_frame: int, plan: _Plan) -> list[tuple[Any,
     receiver.events.append(("made",))
     if plan.sink_first:
         proto.sink = receiver.sink
-    pos = received = ignored = 0
+    pos = received = ignored = run = 0
     while not proto.closed and len(data) - pos >= 4:
         length = int.from_bytes(data[pos : pos + 4], "big")
-        if length == 0 or length > limit:
-            why = "a frame holds at least its type byte" if length == 0 else f"exceeds max_frame_size {limit}"
-            receiver.events.append(("error", f"frame length {length}{':' if length == 0 else ''} {why}"))
+        # Before the handshake (no sink yet) a frame is bounded by max_handshake_size too.
+        early_limit = limit if proto.sink is not None else min(limit, DEFAULT_MAX_HANDSHAKE_SIZE)
+        if length == 0 or length > early_limit:
+            if length == 0:
+                why = "frame length 0: a frame holds at least its type byte"
+            elif length > limit:
+                why = f"frame length {length} exceeds max_frame_size {limit}"
+            else:
+                why = f"frame length {length} exceeds max_handshake_size {early_limit} (no handshake yet)"
+            receiver.events.append(("error", why))
             proto.abort()
             break
         if len(data) - pos - 4 < length:
@@ -554,11 +564,20 @@ def _splitter_model(data: bytes, max_frame: int, plan: _Plan) -> list[tuple[Any,
         received += 1
         with contextlib.suppress(RuntimeError):  # a raising receiver is logged, not fatal
             if frame_type == FRAME_MESSAGE:
+                run = 0
                 proto.sink(body) if proto.sink is not None else receiver.frame_message(proto, body)
             elif frame_type == FRAME_HANDSHAKE:
+                run = 0
                 receiver.frame_handshake(proto, body)
+            elif proto.sink is None:  # only handshake and message frames before the handshake
+                receiver.events.append(("error", f"frame of unknown type 0x{frame_type:02x} before the handshake"))
+                proto.abort()
             else:
                 ignored += 1
+                run += 1
+                if run >= DEFAULT_MAX_IGNORED_FRAMES:
+                    receiver.events.append(("error", ignored_run_problem(DEFAULT_MAX_IGNORED_FRAMES)))
+                    proto.abort()
     state = ("state", received, ignored, proto.closed, proto.closing, proto.aborted)
     return [*receiver.events, state, ("lost", None, 0), ("after loss", received)]
 

@@ -1,11 +1,14 @@
 """Types of the Cython twin of ``casty.transport.framing``."""
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from casty.transport.framing import DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE
+from casty.transport.framing import DEFAULT_MAX_HANDSHAKE_SIZE as DEFAULT_MAX_HANDSHAKE_SIZE
+from casty.transport.framing import DEFAULT_MAX_IGNORED_FRAMES as DEFAULT_MAX_IGNORED_FRAMES
 from casty.transport.framing import DEFAULT_MAX_QUEUE_BYTES as DEFAULT_MAX_QUEUE_BYTES
+from casty.transport.framing import DEFAULT_READ_BUDGET_FRAMES as DEFAULT_READ_BUDGET_FRAMES
 from casty.transport.framing import DEFAULT_WRITE_HIGH_WATER as DEFAULT_WRITE_HIGH_WATER
 from casty.transport.framing import DEFAULT_WRITE_LOW_WATER as DEFAULT_WRITE_LOW_WATER
 from casty.transport.framing import FRAME_HANDSHAKE as FRAME_HANDSHAKE
@@ -26,7 +29,10 @@ from casty.transport.framing import send_frame_problem as send_frame_problem
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_HANDSHAKE_SIZE",
+    "DEFAULT_MAX_IGNORED_FRAMES",
     "DEFAULT_MAX_QUEUE_BYTES",
+    "DEFAULT_READ_BUDGET_FRAMES",
     "DEFAULT_WRITE_HIGH_WATER",
     "DEFAULT_WRITE_LOW_WATER",
     "FRAME_HANDSHAKE",
@@ -63,6 +69,9 @@ class FrameProtocolBase:
         write_high_water: int = ...,
         write_low_water: int = ...,
         max_queue_bytes: int = ...,
+        max_handshake_size: int = ...,
+        read_budget_frames: int = ...,
+        max_ignored_frames: int = ...,
     ) -> None: ...
     @property
     def transport(self) -> Any: ...
@@ -83,10 +92,18 @@ class FrameProtocolBase:
     @property
     def frames_ignored(self) -> int: ...
     @property
+    def frames_sent(self) -> int: ...
+    @property
     def partial_bytes(self) -> int: ...
+    @property
+    def backlog_bytes(self) -> int: ...
+    @property
+    def reading_paused(self) -> bool: ...
     @property
     def max_frame_size(self) -> int: ...
     def set_message_sink(self, sink: Callable[[bytes], object] | None) -> None: ...
+    def pause_reading(self, reason: Hashable) -> None: ...
+    def resume_reading(self, reason: Hashable) -> None: ...
     def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
     def connection_lost(self, exc: Exception | None) -> None: ...
     def pause_writing(self) -> None: ...

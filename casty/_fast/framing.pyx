@@ -44,7 +44,10 @@ from casty._fast cimport mailbox
 
 from casty.transport.framing import (
     DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_HANDSHAKE_SIZE,
+    DEFAULT_MAX_IGNORED_FRAMES,
     DEFAULT_MAX_QUEUE_BYTES,
+    DEFAULT_READ_BUDGET_FRAMES,
     DEFAULT_WRITE_HIGH_WATER,
     DEFAULT_WRITE_LOW_WATER,
     FRAME_HANDSHAKE,
@@ -59,9 +62,11 @@ from casty.transport.framing import (
     call_owner,
     check_protocol_limits,
     decode_handshake,
+    early_frame_problem,
     encode_frame,
     encode_handshake,
     frame_length_problem,
+    ignored_run_problem,
     log_ignored_frame,
     log_protocol_error,
     log_sink_error,
@@ -100,7 +105,10 @@ cdef extern from *:
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_HANDSHAKE_SIZE",
+    "DEFAULT_MAX_IGNORED_FRAMES",
     "DEFAULT_MAX_QUEUE_BYTES",
+    "DEFAULT_READ_BUDGET_FRAMES",
     "DEFAULT_WRITE_HIGH_WATER",
     "DEFAULT_WRITE_LOW_WATER",
     "FRAME_HANDSHAKE",
@@ -199,9 +207,25 @@ cdef class FrameProtocolBase:
         object _loop
         object _peername
         object _flush_cb
+        object _backlog_cb
         public object peer
         public object context
         unsigned long long _max_frame
+        unsigned long long _max_handshake
+        # The length limit in force: the handshake's until a sink is set.
+        unsigned long long _limit
+        Py_ssize_t _budget
+        Py_ssize_t _max_ignored
+        Py_ssize_t _ignored_run
+        # Reasons holding reading; the rest of a chunk not yet delivered (None: none).
+        set _holds
+        object _backlog
+        bint _backlog_scheduled
+        # What the transport was last told: paused or reading.
+        bint _reading_paused
+        # Closed, or held by a reason: the splitter delivers nothing more.
+        bint _halt
+        unsigned long long _frames_sent
         Py_ssize_t _high
         Py_ssize_t _low
         Py_ssize_t _max_queue
@@ -239,11 +263,30 @@ cdef class FrameProtocolBase:
         write_high_water=DEFAULT_WRITE_HIGH_WATER,
         write_low_water=DEFAULT_WRITE_LOW_WATER,
         max_queue_bytes=DEFAULT_MAX_QUEUE_BYTES,
+        max_handshake_size=DEFAULT_MAX_HANDSHAKE_SIZE,
+        read_budget_frames=DEFAULT_READ_BUDGET_FRAMES,
+        max_ignored_frames=DEFAULT_MAX_IGNORED_FRAMES,
     ):
-        check_protocol_limits(max_frame_size, write_high_water, write_low_water, max_queue_bytes)
+        check_protocol_limits(
+            max_frame_size, write_high_water, write_low_water, max_queue_bytes,
+            max_handshake_size, read_budget_frames, max_ignored_frames,
+        )
         self._owner = owner
         # A limit above what the prefix can state changes nothing.
         self._max_frame = min(max_frame_size, MAX_FRAME_LENGTH)
+        self._max_handshake = min(max_handshake_size, self._max_frame)
+        self._limit = self._max_handshake
+        # Clamped to what a Py_ssize_t holds: a budget that large never runs out anyway.
+        self._budget = min(read_budget_frames, 2**62)
+        self._max_ignored = min(max_ignored_frames, 2**62)
+        self._ignored_run = 0
+        self._holds = set()
+        self._backlog = None
+        self._backlog_scheduled = False
+        self._reading_paused = False
+        self._halt = False
+        self._frames_sent = 0
+        self._backlog_cb = self._deliver_backlog
         self._high = write_high_water
         self._low = write_low_water
         self._max_queue = max_queue_bytes
@@ -328,22 +371,81 @@ cdef class FrameProtocolBase:
         return self._frames_ignored
 
     @property
+    def frames_sent(self):
+        """Frames accepted by ``send_*`` (queued or written)."""
+        return self._frames_sent
+
+    @property
     def partial_bytes(self):
-        """Bytes received of the incomplete frame in progress (header included); 0 between frames."""
+        """Bytes received of the incomplete frame in progress (header included); 0 between
+        frames.  Whole frames waiting in the backlog are not counted."""
         return self._hdr_fill + self._body_fill
+
+    @property
+    def backlog_bytes(self):
+        """Bytes received and kept for a later loop turn (budget used, or reading held)."""
+        return 0 if self._backlog is None else PyBytes_GET_SIZE(self._backlog)
+
+    @property
+    def reading_paused(self):
+        """True while a reason holds reading or a backlog waits (the transport is paused)."""
+        return bool(self._holds) or self._backlog is not None
 
     @property
     def max_frame_size(self):
         return self._max_frame
 
     def set_message_sink(self, sink):
-        """Send every later message frame's body to ``sink`` (None: back to the owner)."""
+        """Send every later message frame's body to ``sink`` (None: back to the owner).
+
+        Until a sink is set the connection is taken to be before its handshake:
+        ``max_handshake_size`` bounds each frame, and only handshake and message
+        frames are allowed.
+        """
         owner = getattr(sink, "__self__", None)
         if isinstance(owner, FrameSink) and sink == getattr(owner, "on_frame", None):
             self._fast_sink = <FrameSink>owner
         else:
             self._fast_sink = None
         self._sink = sink
+        self._limit = self._max_handshake if sink is None else self._max_frame
+
+    # -- holding reading -----------------------------------------------------------------
+
+    def pause_reading(self, reason):
+        """Hold reading for ``reason`` until ``resume_reading(reason)``; no frame is
+        delivered meanwhile.  Holding twice for one reason is holding once."""
+        if reason in self._holds:
+            return
+        self._holds.add(reason)
+        self._halt = True
+        self._sync_reading()
+
+    def resume_reading(self, reason):
+        """Let go of ``reason``'s hold; once none is left, the backlog is delivered and
+        reading resumes.  A reason that holds nothing is ignored."""
+        if reason not in self._holds:
+            return
+        self._holds.discard(reason)
+        if self._holds or self._closed:
+            return
+        self._halt = False
+        if self._backlog is not None:
+            self._schedule_backlog()
+        else:
+            self._sync_reading()
+
+    cdef int _sync_reading(self) except -1:
+        """Tell the transport to pause or resume reading, when that changed."""
+        cdef bint want = bool(self._holds) or self._backlog is not None
+        if want == self._reading_paused or self._transport is None or self._closed:
+            return 0
+        self._reading_paused = want
+        if want:
+            self._transport.pause_reading()
+        else:
+            self._transport.resume_reading()
+        return 0
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -360,7 +462,8 @@ cdef class FrameProtocolBase:
             self._schedule_flush()
 
     def connection_lost(self, exc):
-        self._closed = True
+        self._closed = self._halt = True
+        self._backlog = None
         unsent = self._wframes + self._failed_frames
         self._failed_frames = 0
         self._pieces = None
@@ -384,14 +487,25 @@ cdef class FrameProtocolBase:
     # -- inbound -------------------------------------------------------------------------
 
     def data_received(self, data):
-        cdef const unsigned char* p
-        cdef Py_ssize_t n, off = 0
         if self._closed:
             return
         if not PyBytes_CheckExact(data):
             data = bytes(data)  # rare: transports hand over bytes
-        p = <const unsigned char*>PyBytes_AS_STRING(data)
-        n = PyBytes_GET_SIZE(data)
+        if self._halt or self._backlog is not None:
+            # Held, or frames wait already: after them (a transport may hand over
+            # what it had read before it was paused).
+            self._backlog = data if self._backlog is None else self._backlog + data
+            self._sync_reading()
+            return
+        self._feed(data)
+
+    cdef int _feed(self, bytes data) except -1:
+        """Deliver the frames of ``data`` up to the budget; keep a partial frame and
+        anything after the budget or a hold in the backlog."""
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data), off = 0
+        # Not connected (no loop to come back on): no budget; -1 never counts down to 0.
+        cdef Py_ssize_t left = self._budget if self._loop is not None else -1
         if self._spare is not None:
             self._spare_idle += 1
             if self._spare_idle > _SPARE_IDLE_READS:
@@ -399,8 +513,33 @@ cdef class FrameProtocolBase:
         if self._hdr_fill:
             off = self._complete_partial(p, n)
             if off < 0:
-                return
-        self._split(p, n, off)
+                return 0
+            left -= 1
+        self._split(data, p, n, off, left)
+        return 0
+
+    cdef int _keep_backlog(self, object rest) except -1:
+        self._backlog = rest
+        self._sync_reading()
+        if not self._halt:
+            self._schedule_backlog()
+        return 0
+
+    cdef int _schedule_backlog(self) except -1:
+        if not self._backlog_scheduled and self._loop is not None:
+            self._backlog_scheduled = True
+            self._loop.call_soon(self._backlog_cb)
+        return 0
+
+    def _deliver_backlog(self):
+        self._backlog_scheduled = False
+        data = self._backlog
+        if data is None or self._halt:
+            return  # closed (nothing more is delivered), or held: resume_reading reschedules
+        self._backlog = None
+        self._feed(data)
+        if self._backlog is None:
+            self._sync_reading()
 
     cdef Py_ssize_t _complete_partial(self, const unsigned char* p, Py_ssize_t n) except -2:
         """Feed the partial frame from p[0:n]; the offset after it once it is complete and
@@ -440,23 +579,28 @@ cdef class FrameProtocolBase:
             self._keep_spare(body, take)
         return -1 if self._closed else off
 
-    cdef int _split(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t off) except -1:
-        """Deliver every whole frame in p[off:n]; keep the tail as the partial frame."""
+    cdef int _split(self, bytes data, const unsigned char* p, Py_ssize_t n, Py_ssize_t off,
+                    Py_ssize_t left) except -1:
+        """Deliver the whole frames in p[off:n] (``data``'s bytes), at most ``left`` of
+        them; keep the tail as the partial frame, or the rest as the backlog."""
         cdef unsigned long long length
         cdef Py_ssize_t avail, blen
         cdef unsigned char frame_type
         cdef object body
         try:
-            while not self._closed:
+            while not self._halt:
                 avail = n - off
                 if avail < 4:
                     break
                 length = _be32(p + off)
-                if length == 0 or length > self._max_frame:
+                if length == 0 or length > self._limit:
                     self._length_ok(length)
                     return 0
                 if <unsigned long long>(avail - 4) < length:
                     break
+                if left == 0:
+                    break  # the budget is spent: the rest waits for a later loop turn
+                left -= 1
                 blen = <Py_ssize_t>length - 1
                 frame_type = p[off + 4]
                 # Another frame starts after this one: its messages are handled as a batch.
@@ -464,6 +608,7 @@ cdef class FrameProtocolBase:
                 if frame_type == _T_MESSAGE and self._fast_sink is not None:
                     # What _dispatch does for a message, minus the body's bytes object.
                     self._frames_received += 1
+                    self._ignored_run = 0
                     try:
                         self._fast_sink.on_frame_at(p + off + _HEADER_SIZE, blen, None)
                     except Exception:
@@ -477,6 +622,9 @@ cdef class FrameProtocolBase:
         finally:
             mailbox.more_to_come = False
         if self._closed or off >= n:
+            return 0
+        if self._halt or left == 0:
+            self._keep_backlog(data[off:])
             return 0
         # Less than one frame is left, and its length (when present) passed the check.
         avail = n - off
@@ -583,15 +731,18 @@ cdef class FrameProtocolBase:
         self._body_fill = 0
 
     cdef bint _length_ok(self, unsigned long long length) except -1:
-        if length != 0 and length <= self._max_frame:
+        if length != 0 and length <= self._limit:
             return True
-        self._protocol_error(frame_length_problem(length, self._max_frame))
+        self._protocol_error(frame_length_problem(
+            length, self._max_frame, self._max_handshake if self._sink is None else None
+        ))
         return False
 
     cdef int _dispatch(self, unsigned char frame_type, object body, Py_ssize_t skipped) except -1:
         """Hand one frame on; ``skipped`` is the body size of an unknown-type frame."""
         self._frames_received += 1
         if frame_type == _T_MESSAGE:
+            self._ignored_run = 0
             sink = self._sink  # re-read per frame: frame_handshake may just have set it
             if sink is None:
                 call_owner(self._owner, "frame_message", self, body)
@@ -601,10 +752,17 @@ cdef class FrameProtocolBase:
                 except Exception:
                     log_sink_error(self._peername)
         elif frame_type == _T_HANDSHAKE:
+            self._ignored_run = 0
             call_owner(self._owner, "frame_handshake", self, body)
+        elif self._sink is None:
+            self._protocol_error(early_frame_problem(frame_type))
         else:
             self._frames_ignored += 1
-            log_ignored_frame(self._peername, frame_type, skipped)
+            self._ignored_run += 1
+            if self._ignored_run >= self._max_ignored:
+                self._protocol_error(ignored_run_problem(self._max_ignored))
+            else:
+                log_ignored_frame(self._peername, frame_type, skipped)
         return 0
 
     cdef int _protocol_error(self, str reason) except -1:
@@ -763,6 +921,7 @@ cdef class FrameProtocolBase:
     cdef int _queued(self, Py_ssize_t size) except -1:
         self._qbytes += size
         self._wframes += 1
+        self._frames_sent += 1
         if self._paused or self._transport is None:
             return 0
         if self._qbytes >= self._high or not self._flush_scheduled:
@@ -822,7 +981,8 @@ cdef class FrameProtocolBase:
             return
         if self._transport is not None and self._wframes:
             self._flush_now()
-        self._closed = True
+        self._closed = self._halt = True
+        self._backlog = None
         if self._transport is not None:
             self._transport.close()
 
@@ -830,7 +990,8 @@ cdef class FrameProtocolBase:
         """Close the connection at once; what is queued is counted as unsent."""
         if self._closed and self._transport is None:
             return
-        self._closed = True
+        self._closed = self._halt = True
+        self._backlog = None
         if self._transport is not None:
             self._transport.abort()
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import inspect
 import math
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-__all__ = ["AddressMap", "TcpTransportConfig"]
+from casty.transport.framing import MAX_HANDSHAKE_SIZE
+
+__all__ = ["AddressMap", "DialPolicy", "TcpTransportConfig"]
 
 #: casty 0.21's form takes one ``(host, port)`` tuple, the other host and port as two
 #: arguments; both return a ``(host, port)`` tuple
 AddressMap = Callable[[tuple[str, int]], tuple[str, int]] | Callable[[str, int], tuple[str, int]]
+#: ``allow_dial``: a predicate ``(host, port) -> bool``, or the ``(host, port)`` pairs allowed
+DialPolicy = Callable[[str, int], bool] | Collection[tuple[str, int]]
 
 MiB = 1024 * 1024
 
@@ -71,6 +75,19 @@ class TcpTransportConfig:
     longer than the round trip (``200e-6`` on loopback) keeps a steady run of asks
     from ever sleeping.
 
+    Untrusted peers: ``max_handshake_size`` bounds every frame received before the
+    handshake (from its length prefix); one read delivers at most
+    ``read_budget_frames`` frames before the connection yields to the loop;
+    ``max_ignored_frames`` frames of unknown type in a row close a connection.
+    ``max_connections`` caps the connections in and out (an inbound one beyond it is
+    closed at once, a dial beyond it refused with reason ``"connection_limit"``);
+    an established connection that neither received nor sent a byte for
+    ``idle_timeout`` seconds is closed (``math.inf``: never), checked by the sweep, so
+    it may last up to 1.25x as long.  ``allow_dial`` (None: any address) is a predicate
+    ``(host, port) -> bool`` or a collection of allowed ``(host, port)`` pairs, applied
+    to the address as named (before ``address_map``); a send that would need a dial
+    it refuses is dropped and reported with reason ``"not_allowed"``.
+
     >>> TcpTransportConfig("127.0.0.1", 0).max_frame_size
     16777216
     >>> TcpTransportConfig("127.0.0.1", 70000)
@@ -97,6 +114,12 @@ class TcpTransportConfig:
     write_low_water: int = 64 * 1024
     #: seconds to keep polling after the last send (0: off); costs CPU, see above
     busy_poll: float = 0.0
+    max_handshake_size: int = 8 * 1024
+    read_budget_frames: int = 1024
+    max_ignored_frames: int = 1024
+    max_connections: int = 1024
+    idle_timeout: float = 300.0
+    allow_dial: DialPolicy | None = None
     #: address_map is the two-argument form (set by __post_init__; not a field)
     _address_map_takes_two: ClassVar[bool] = False
 
@@ -123,10 +146,22 @@ class TcpTransportConfig:
         bp = self.busy_poll
         if isinstance(bp, bool) or not isinstance(bp, (int, float)) or not 0 <= bp < math.inf:
             raise bad("busy_poll", "a non-negative finite number of seconds (0: off)")
-        for name in ("max_frame_size", "max_queue_bytes", "write_high_water"):
+        for name in (
+            "max_frame_size", "max_queue_bytes", "write_high_water", "max_handshake_size",
+            "read_budget_frames", "max_ignored_frames", "max_connections",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name, "a positive int")
+        if self.max_handshake_size > MAX_HANDSHAKE_SIZE + 1:
+            raise bad("max_handshake_size", f"at most {MAX_HANDSHAKE_SIZE + 1}")
+        it = self.idle_timeout
+        if isinstance(it, bool) or not isinstance(it, (int, float)) or not it > 0:
+            raise bad("idle_timeout", "a positive number of seconds (math.inf: no limit)")
+        _check_dial_policy(self.allow_dial)
+        if self.allow_dial is not None and not callable(self.allow_dial):
+            # A snapshot with O(1) lookups: a dial is checked against it per new connection.
+            object.__setattr__(self, "allow_dial", frozenset(self.allow_dial))
         wl = self.write_low_water
         if isinstance(wl, bool) or not isinstance(wl, int) or not 0 <= wl <= self.write_high_water:
             raise bad("write_low_water", "an int in 0..write_high_water")
@@ -149,6 +184,30 @@ class TcpTransportConfig:
         """
         mapper: Callable[..., tuple[str, int]] = self.address_map  # its form was read in __post_init__
         return mapper(*address) if self._address_map_takes_two else mapper(address)
+
+
+def _check_dial_policy(policy: object) -> None:
+    if policy is None or callable(policy):
+        return
+    what = "None, a callable (host, port) -> bool, or a collection of (host, port) tuples"
+    if isinstance(policy, (str, bytes)) or not isinstance(policy, Collection):
+        raise ValueError(f"TcpTransportConfig.allow_dial must be {what}, got {policy!r}")
+    for item in policy:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and item[0]
+                and _is_port(item[1])):
+            raise ValueError(
+                f"TcpTransportConfig.allow_dial must be {what}; its item {item!r} is not a "
+                f"(host, port) tuple"
+            )
+
+
+def dial_allowed(policy: DialPolicy | None, host: str, port: int) -> bool:
+    """Whether ``policy`` (``TcpTransportConfig.allow_dial``) lets this node dial host:port."""
+    if policy is None:
+        return True
+    if callable(policy):
+        return bool(policy(host, port))
+    return (host, port) in policy
 
 
 def _is_port(value: object) -> bool:

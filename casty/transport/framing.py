@@ -20,14 +20,28 @@ inline and in order.  Bodies handed to the sink and the owner are always
 ``bytes`` objects that they may keep; a frame that arrives whole inside one
 received chunk is copied exactly once, from the chunk into that object.
 
-Inbound rules: every length prefix is checked against ``max_frame_size`` as soon
-as its four bytes are in, before any of its body is buffered; a length of 0 or
-above the limit is a protocol error (``frame_error``, one log line, abort, and
-nothing more is read from that connection).  A sink or owner callback that
-raises is logged and the following frames are still delivered.  Once the
-protocol is closed (by :meth:`~FrameProtocol.close`, :meth:`~FrameProtocol.abort`,
-an error or the connection's loss) no further frame is delivered, not even the
-rest of the chunk being split.
+Inbound rules: every length prefix is checked as soon as its four bytes are in,
+before any of its body is buffered, against ``max_frame_size`` and, while no
+message sink is set (before the handshake), ``max_handshake_size``; a length of 0
+or above the limit is a protocol error (``frame_error``, one log line, abort, and
+nothing more is read from that connection).  Before the handshake a frame of
+unknown type is a protocol error too; after it, unknown types are counted and
+ignored, but ``max_ignored_frames`` of them in a row (no message or handshake
+frame between) are a protocol error.  A sink or owner callback that raises is
+logged and the following frames are still delivered.  Once the protocol is
+closed (by :meth:`~FrameProtocol.close`, :meth:`~FrameProtocol.abort`, an error
+or the connection's loss) no further frame is delivered, not even the rest of
+the chunk being split.
+
+Fair time: one read delivers at most ``read_budget_frames`` frames.  The rest of
+the chunk is kept as a backlog, reading is paused (``transport.pause_reading``),
+and the backlog is delivered on later loop turns (``loop.call_soon``), the same
+budget per turn; reading resumes once it is done.  The owner may hold reading
+too, with :meth:`~FrameProtocol.pause_reading` and
+:meth:`~FrameProtocol.resume_reading` and a reason of its own: while any reason
+holds, no frame is delivered (the rest of a chunk waits in the backlog, called
+from inside a sink or not), and the transport reads again only once no reason
+holds and no backlog is left.  Frames keep their order throughout.
 
 Outbound rules: ``send_frame``/``send_message`` queue a frame and return True
 ("accepted", not "delivered").  A frame sent while no flush is pending is
@@ -52,14 +66,17 @@ import asyncio
 import json
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from casty.transport import mailbox as _mailbox
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_HANDSHAKE_SIZE",
+    "DEFAULT_MAX_IGNORED_FRAMES",
     "DEFAULT_MAX_QUEUE_BYTES",
+    "DEFAULT_READ_BUDGET_FRAMES",
     "DEFAULT_WRITE_HIGH_WATER",
     "DEFAULT_WRITE_LOW_WATER",
     "FRAME_HANDSHAKE",
@@ -93,6 +110,13 @@ DEFAULT_MAX_QUEUE_BYTES = 8 * 1024 * 1024
 MAX_FRAME_LENGTH = 0xFFFFFFFF
 #: a handshake body longer than this is refused before it is parsed
 MAX_HANDSHAKE_SIZE = 64 * 1024
+#: the limit on the length prefix of a frame received before the handshake; at most
+#: MAX_HANDSHAKE_SIZE + 1 (the type byte), so a frame it lets in is one the codec reads
+DEFAULT_MAX_HANDSHAKE_SIZE = 8 * 1024
+#: frames one read delivers before the rest waits for a later loop turn
+DEFAULT_READ_BUDGET_FRAMES = 1024
+#: frames of unknown type in a row after which a connection is closed
+DEFAULT_MAX_IGNORED_FRAMES = 1024
 MAX_HOST_LENGTH = 255
 #: a queued frame or envelope this large is written as it is, not copied into a joined write
 OWN_WRITE_SIZE = 64 * 1024
@@ -209,19 +233,36 @@ def decode_handshake(body: bytes | bytearray | memoryview) -> tuple[str, int]:
 # -- helpers shared with the Cython twin (slow, rare paths) ----------------------
 
 
-def frame_length_problem(length: int, max_frame_size: int) -> str | None:
-    """Why a received length prefix is refused, or None when it is acceptable.
+def frame_length_problem(
+    length: int, max_frame_size: int, max_handshake_size: int | None = None
+) -> str | None:
+    """Why a received length prefix is refused, or None when it is acceptable;
+    ``max_handshake_size`` applies before the handshake (None: after it).
 
     >>> frame_length_problem(0, 100)
     'frame length 0: a frame holds at least its type byte'
     >>> frame_length_problem(101, 100)
     'frame length 101 exceeds max_frame_size 100'
+    >>> frame_length_problem(51, 100, 50)
+    'frame length 51 exceeds max_handshake_size 50 (no handshake yet)'
     """
     if length == 0:
         return "frame length 0: a frame holds at least its type byte"
     if length > max_frame_size:
         return f"frame length {length} exceeds max_frame_size {max_frame_size}"
+    if max_handshake_size is not None and length > max_handshake_size:
+        return f"frame length {length} exceeds max_handshake_size {max_handshake_size} (no handshake yet)"
     return None
+
+
+def early_frame_problem(frame_type: int) -> str:
+    """The protocol error for a frame of unknown type before the handshake."""
+    return f"frame of unknown type 0x{frame_type:02x} before the handshake"
+
+
+def ignored_run_problem(count: int) -> str:
+    """The protocol error for ``count`` (= max_ignored_frames) unknown frames in a row."""
+    return f"{count} frames of unknown types in a row (max_ignored_frames {count})"
 
 
 def send_frame_problem(frame: Any) -> str:
@@ -241,15 +282,27 @@ def check_protocol_limits(
     write_high_water: object,
     write_low_water: object,
     max_queue_bytes: object,
+    max_handshake_size: object = DEFAULT_MAX_HANDSHAKE_SIZE,
+    read_budget_frames: object = DEFAULT_READ_BUDGET_FRAMES,
+    max_ignored_frames: object = DEFAULT_MAX_IGNORED_FRAMES,
 ) -> None:
     """Raise ValueError naming the first limit that is not acceptable."""
     for name, value in (
         ("max_frame_size", max_frame_size),
         ("write_high_water", write_high_water),
         ("max_queue_bytes", max_queue_bytes),
+        ("max_handshake_size", max_handshake_size),
+        ("read_budget_frames", read_budget_frames),
+        ("max_ignored_frames", max_ignored_frames),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"FrameProtocol {name} must be a positive int, got {value!r}")
+    assert isinstance(max_handshake_size, int)
+    if max_handshake_size > MAX_HANDSHAKE_SIZE + 1:
+        raise ValueError(
+            f"FrameProtocol max_handshake_size must be at most {MAX_HANDSHAKE_SIZE + 1} "
+            f"(MAX_HANDSHAKE_SIZE and the type byte), got {max_handshake_size!r}"
+        )
     assert isinstance(write_high_water, int)
     if (
         isinstance(write_low_water, bool)
@@ -329,6 +382,9 @@ class FrameProtocol(asyncio.Protocol):
     """
 
     __slots__ = (
+        "_backlog",
+        "_backlog_scheduled",
+        "_budget",
         "_buf",
         "_closed",
         "_dropped",
@@ -336,10 +392,17 @@ class FrameProtocol(asyncio.Protocol):
         "_flush_scheduled",
         "_frames_ignored",
         "_frames_received",
+        "_frames_sent",
+        "_halt",
         "_high",
+        "_holds",
+        "_ignored_run",
+        "_limit",
         "_loop",
         "_low",
         "_max_frame",
+        "_max_handshake",
+        "_max_ignored",
         "_max_queue",
         "_owner",
         "_paused",
@@ -347,6 +410,7 @@ class FrameProtocol(asyncio.Protocol):
         "_queue",
         "_queued_bytes",
         "_queued_frames",
+        "_reading_paused",
         "_sink",
         "_transport",
         "context",
@@ -361,11 +425,32 @@ class FrameProtocol(asyncio.Protocol):
         write_high_water: int = DEFAULT_WRITE_HIGH_WATER,
         write_low_water: int = DEFAULT_WRITE_LOW_WATER,
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE,
+        read_budget_frames: int = DEFAULT_READ_BUDGET_FRAMES,
+        max_ignored_frames: int = DEFAULT_MAX_IGNORED_FRAMES,
     ) -> None:
-        check_protocol_limits(max_frame_size, write_high_water, write_low_water, max_queue_bytes)
+        check_protocol_limits(
+            max_frame_size, write_high_water, write_low_water, max_queue_bytes,
+            max_handshake_size, read_budget_frames, max_ignored_frames,
+        )
         self._owner = owner
         # A limit above what the prefix can state changes nothing.
         self._max_frame = min(max_frame_size, MAX_FRAME_LENGTH)
+        self._max_handshake = min(max_handshake_size, self._max_frame)
+        # The length limit in force: the handshake's until a sink is set.
+        self._limit = self._max_handshake
+        self._budget = read_budget_frames
+        self._max_ignored = max_ignored_frames
+        self._ignored_run = 0
+        # Reasons holding reading (pause_reading); the rest of a chunk not yet delivered
+        # (None: none), and whether its delivery is scheduled.
+        self._holds: set[Hashable] = set()
+        self._backlog: bytes | None = None
+        self._backlog_scheduled = False
+        # What the transport was last told: paused or reading.
+        self._reading_paused = False
+        # Closed, or held by a reason: the splitter delivers nothing more.
+        self._halt = False
         self._high = write_high_water
         self._low = write_low_water
         self._max_queue = max_queue_bytes
@@ -377,6 +462,7 @@ class FrameProtocol(asyncio.Protocol):
         self._buf = bytearray()
         self._frames_received = 0
         self._frames_ignored = 0
+        self._frames_sent = 0
         # Outbound: frames (or header and body pieces) waiting for the next flush.
         self._queue: list[bytes] = []
         self._queued_bytes = 0
@@ -438,17 +524,75 @@ class FrameProtocol(asyncio.Protocol):
         return self._frames_ignored
 
     @property
+    def frames_sent(self) -> int:
+        """Frames accepted by ``send_*`` (queued or written)."""
+        return self._frames_sent
+
+    @property
     def partial_bytes(self) -> int:
-        """Bytes received of the incomplete frame in progress (header included); 0 between frames."""
+        """Bytes received of the incomplete frame in progress (header included); 0 between
+        frames.  Whole frames waiting in the backlog are not counted."""
         return len(self._buf)
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes received and kept for a later loop turn (budget used, or reading held)."""
+        return 0 if self._backlog is None else len(self._backlog)
+
+    @property
+    def reading_paused(self) -> bool:
+        """True while a reason holds reading or a backlog waits (the transport is paused)."""
+        return bool(self._holds) or self._backlog is not None
 
     @property
     def max_frame_size(self) -> int:
         return self._max_frame
 
     def set_message_sink(self, sink: Callable[[bytes], object] | None) -> None:
-        """Send every later message frame's body to ``sink`` (None: back to the owner)."""
+        """Send every later message frame's body to ``sink`` (None: back to the owner).
+
+        Until a sink is set the connection is taken to be before its handshake:
+        ``max_handshake_size`` bounds each frame, and only handshake and message
+        frames are allowed.
+        """
         self._sink = sink
+        self._limit = self._max_handshake if sink is None else self._max_frame
+
+    # -- holding reading -----------------------------------------------------------------
+
+    def pause_reading(self, reason: Hashable) -> None:
+        """Hold reading for ``reason`` until ``resume_reading(reason)``; no frame is
+        delivered meanwhile.  Holding twice for one reason is holding once."""
+        if reason in self._holds:
+            return
+        self._holds.add(reason)
+        self._halt = True
+        self._sync_reading()
+
+    def resume_reading(self, reason: Hashable) -> None:
+        """Let go of ``reason``'s hold; once none is left, the backlog is delivered and
+        reading resumes.  A reason that holds nothing is ignored."""
+        if reason not in self._holds:
+            return
+        self._holds.discard(reason)
+        if self._holds or self._closed:
+            return
+        self._halt = False
+        if self._backlog is not None:
+            self._schedule_backlog()
+        else:
+            self._sync_reading()
+
+    def _sync_reading(self) -> None:
+        """Tell the transport to pause or resume reading, when that changed."""
+        want = bool(self._holds) or self._backlog is not None
+        if want == self._reading_paused or self._transport is None or self._closed:
+            return
+        self._reading_paused = want
+        if want:
+            self._transport.pause_reading()
+        else:
+            self._transport.resume_reading()
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -465,7 +609,8 @@ class FrameProtocol(asyncio.Protocol):
             self._schedule_flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
+        self._closed = self._halt = True
+        self._backlog = None
         unsent = self._queued_frames + self._failed_frames
         self._failed_frames = 0
         self._queue.clear()
@@ -487,31 +632,73 @@ class FrameProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
-        data = bytes(data)
+        if self._halt or self._backlog is not None:
+            # Held, or frames wait already: after them (a transport may hand over
+            # what it had read before it was paused).
+            self._backlog = (self._backlog or b"") + bytes(data)
+            self._sync_reading()
+            return
+        self._feed(bytes(data))
+
+    def _feed(self, data: bytes) -> None:
+        """Deliver the frames of ``data`` up to the budget; keep a partial frame in
+        ``_buf`` and anything after the budget or a hold in the backlog."""
         pos = 0
+        # Not connected (no loop to come back on): no budget; -1 never counts down to 0.
+        left = self._budget if self._loop is not None else -1
         if self._buf:
             pos = self._complete_buffered(data)
             if pos < 0:
                 return
+            left -= 1
         end = len(data)
         try:
-            while not self._closed:
+            while not self._halt:
                 avail = end - pos
                 if avail < 4:
                     break
                 length = _LENGTH.unpack_from(data, pos)[0]
-                if not self._length_ok(length):
+                if length > self._limit or length == 0:
+                    self._length_error(length)
                     return
                 if avail - 4 < length:
                     break
+                if not left:
+                    break  # the budget is spent: the rest waits for a later loop turn
+                left -= 1
                 # Another frame starts after this one: its messages are handled as a batch.
                 _mailbox.more_to_come = length + 4 < avail
                 self._dispatch(data[pos + 4], data[pos + 5 : pos + 4 + length])
                 pos += 4 + length
         finally:
             _mailbox.more_to_come = False
-        if pos < end and not self._closed:
-            self._buf += data[pos:]  # less than one frame: bounded by max_frame_size + 4
+        if pos >= end or self._closed:
+            return
+        if self._halt or not left:
+            self._keep_backlog(data[pos:])
+        else:
+            self._buf += data[pos:]  # less than one frame: bounded by the length limit + 4
+
+    def _keep_backlog(self, rest: bytes) -> None:
+        self._backlog = rest
+        self._sync_reading()
+        if not self._halt:
+            self._schedule_backlog()
+
+    def _schedule_backlog(self) -> None:
+        if not self._backlog_scheduled and self._loop is not None:
+            self._backlog_scheduled = True
+            self._loop.call_soon(self._deliver_backlog)
+
+    def _deliver_backlog(self) -> None:
+        self._backlog_scheduled = False
+        data = self._backlog
+        if data is None or self._halt:
+            return  # closed (nothing more is delivered), or held: resume_reading reschedules
+        self._backlog = None
+        self._feed(data)
+        if self._backlog is None:
+            self._sync_reading()
 
     def _complete_buffered(self, data: bytes) -> int:
         """Feed the buffered partial frame from ``data``; the offset in ``data`` after
@@ -523,7 +710,9 @@ class FrameProtocol(asyncio.Protocol):
             buf += data[:used]
             if len(buf) < 4:
                 return -1
-            if not self._length_ok(_LENGTH.unpack_from(buf)[0]):
+            length = _LENGTH.unpack_from(buf)[0]
+            if length > self._limit or length == 0:
+                self._length_error(length)
                 return -1
         total = 4 + _LENGTH.unpack_from(buf)[0]
         take = min(total - len(buf), len(data) - used)
@@ -536,16 +725,16 @@ class FrameProtocol(asyncio.Protocol):
         self._dispatch(frame_type, body)
         return -1 if self._closed else used
 
-    def _length_ok(self, length: int) -> bool:
-        problem = frame_length_problem(length, self._max_frame)
-        if problem is None:
-            return True
-        self._protocol_error(problem)
-        return False
+    def _length_error(self, length: int) -> None:
+        self._protocol_error(
+            frame_length_problem(length, self._max_frame, self._max_handshake if self._sink is None else None)
+            or f"frame length {length} refused"
+        )
 
     def _dispatch(self, frame_type: int, body: bytes) -> None:
         self._frames_received += 1
         if frame_type == FRAME_MESSAGE:
+            self._ignored_run = 0
             sink = self._sink  # re-read per frame: frame_handshake may just have set it
             if sink is None:
                 call_owner(self._owner, "frame_message", self, body)
@@ -555,10 +744,17 @@ class FrameProtocol(asyncio.Protocol):
                 except Exception:
                     log_sink_error(self._peername)
         elif frame_type == FRAME_HANDSHAKE:
+            self._ignored_run = 0
             call_owner(self._owner, "frame_handshake", self, body)
+        elif self._sink is None:
+            self._protocol_error(early_frame_problem(frame_type))
         else:
             self._frames_ignored += 1
-            log_ignored_frame(self._peername, frame_type, len(body))
+            self._ignored_run += 1
+            if self._ignored_run >= self._max_ignored:
+                self._protocol_error(ignored_run_problem(self._max_ignored))
+            else:
+                log_ignored_frame(self._peername, frame_type, len(body))
 
     def _protocol_error(self, reason: str) -> None:
         self._buf.clear()
@@ -620,6 +816,7 @@ class FrameProtocol(asyncio.Protocol):
     def _queued(self, size: int) -> None:
         self._queued_bytes += size
         self._queued_frames += 1
+        self._frames_sent += 1
         if self._paused or self._transport is None:
             return
         if self._queued_bytes >= self._high or not self._flush_scheduled:
@@ -662,7 +859,8 @@ class FrameProtocol(asyncio.Protocol):
             return
         if self._transport is not None and self._queued_frames:
             self._flush_now()
-        self._closed = True
+        self._closed = self._halt = True
+        self._backlog = None
         if self._transport is not None:
             self._transport.close()
 
@@ -670,6 +868,7 @@ class FrameProtocol(asyncio.Protocol):
         """Close the connection at once; what is queued is counted as unsent."""
         if self._closed and self._transport is None:
             return
-        self._closed = True
+        self._closed = self._halt = True
+        self._backlog = None
         if self._transport is not None:
             self._transport.abort()

@@ -17,6 +17,13 @@ Connection rules (DESIGN.md, wire format):
 * connecting happens in its own task per peer, so a slow peer delays no other;
 * a frame must be complete within ``frame_timeout`` of its first bytes (slow-loris
   defence), checked by a sweep every quarter of it, never per byte;
+* at most ``max_connections`` connections, in and out: an inbound one beyond it is
+  closed at once (a warning at powers of two of the count), a dial beyond it refused
+  (``connection_limit``); an established connection with no byte received or sent for
+  ``idle_timeout`` is closed by the same sweep (one info line);
+* a send that needs a dial ``allow_dial`` refuses is dropped (``not_allowed``) and no
+  connect is attempted; failed-dial entries expire in the sweep and are bounded in
+  number (:data:`MAX_BLACKLIST`, oldest out first);
 * a connection closed for what its peer sent (bad frame, bad handshake, none in
   time, frame too slow) is logged in one line, saying why; an ordinary disconnect
   or a reset of an established connection is one info line.
@@ -36,8 +43,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from casty._impl import FrameProtocol
+from casty.address import _show
 from casty.transport.busy_poll import BusyPoller
-from casty.transport.config import TcpTransportConfig
+from casty.transport.config import TcpTransportConfig, dial_allowed
 from casty.transport.framing import (
     FRAME_MESSAGE,
     HandshakeError,
@@ -47,9 +55,21 @@ from casty.transport.framing import (
 )
 from casty.transport.messages import SendFailure
 
-__all__ = ["InboundHandler", "TcpNode"]
+__all__ = ["MAX_BLACKLIST", "InboundHandler", "TcpNode"]
 
 log = logging.getLogger("casty.transport.tcp")
+
+#: failed-dial entries kept at most: distinct addresses a peer names must not pile up
+MAX_BLACKLIST = 10_000
+#: the sweep runs at least this often (it also expires failed-dial entries)
+_MAX_SWEEP_INTERVAL = 60.0
+
+
+def _host(host: object) -> str:
+    """A host for a log line: as it is when short and plain, else a bounded, escaped repr."""
+    if isinstance(host, str) and len(host) <= 255 and host.isascii() and host.isprintable():
+        return host
+    return _show(host, 100)
 
 Key = tuple[str, int]
 FailureListener = Callable[[SendFailure], None]
@@ -66,7 +86,8 @@ class _Conn:
     """Per-connection bookkeeping, kept on ``FrameProtocol.context``."""
 
     __slots__ = (
-        "dial_key", "dial_peer", "established", "logged", "outbound", "partial_mark", "peer_key", "superseded", "timer"
+        "dial_key", "dial_peer", "established", "idle_mark", "logged", "outbound", "partial_mark", "peer_key",
+        "superseded", "timer",
     )
 
     def __init__(self, outbound: bool, dial_key: Key | None, dial_peer: _Peer | None = None) -> None:
@@ -81,6 +102,8 @@ class _Conn:
         self.logged = False
         #: (frames_received, monotonic time) when a sweep first saw the current partial frame
         self.partial_mark: tuple[int, float] | None = None
+        #: (traffic counters, monotonic time) when a sweep first saw them as they are
+        self.idle_mark: tuple[tuple[int, int, int], float] | None = None
 
 
 class _Peer:
@@ -154,6 +177,8 @@ class TcpNode:
         self._server: asyncio.AbstractServer | None = None
         self._dials: set[asyncio.Task[None]] = set()  # connect calls in progress
         self._sweep_timer: asyncio.TimerHandle | None = None
+        self._dialing = 0  # connect tasks started and not finished
+        self._refused_inbound = 0  # inbound connections closed over max_connections
         # Poked on every send when config.busy_poll > 0; None (one attribute check per send) when off.
         self._poller: BusyPoller | None = None
         self._closed = False
@@ -283,6 +308,8 @@ class TcpNode:
         if self.is_blacklisted(key):
             self.report(key, "blacklisted", 1, "recent connect failure")
             return False
+        if (peer is None or not peer.connecting) and self._dial_refused(key):
+            return False
         if peer is None:
             peer = self._peers[key] = _Peer(key)
         # Like the connection's queue, an empty queue takes one frame of any size.
@@ -293,8 +320,33 @@ class TcpNode:
         peer.pending_bytes += len(frame)
         if not peer.connecting:
             peer.connecting = True
-            peer.connect_task = asyncio.get_running_loop().create_task(self._connect(peer, key))
+            self._start_connect(peer, key)
         return True
+
+    def _dial_refused(self, key: Key) -> bool:
+        """True (and the frame reported) when a new dial to ``key`` is not allowed now."""
+        if not dial_allowed(self.config.allow_dial, *key):
+            self.report(key, "not_allowed", 1, "allow_dial refuses this address")
+            return True
+        cap = self.config.max_connections
+        if self.connection_count >= cap:
+            self.report(key, "connection_limit", 1, f"{cap} connections open (max_connections)")
+            return True
+        return False
+
+    def _start_connect(self, peer: _Peer, key: Key) -> None:
+        task = asyncio.get_running_loop().create_task(self._connect(peer, key))
+        peer.connect_task = task
+        self._dialing += 1
+        task.add_done_callback(self._connect_done)
+
+    def _connect_done(self, _task: asyncio.Task[None]) -> None:
+        self._dialing -= 1
+
+    @property
+    def connection_count(self) -> int:
+        """Connections open (any state) plus dials in progress, as ``max_connections`` counts them."""
+        return len(self._protocols) + self._dialing
 
     def _write_queue_full(self, key: Key) -> bool:
         self.report(key, "queue_full", 1, "connection write queue full")
@@ -379,7 +431,7 @@ class TcpNode:
     def _connect_failed(self, peer: _Peer, key: Key, reason: str) -> None:
         if peer.proto is not None:
             return  # an inbound connection from that peer won meanwhile
-        self._blacklist[key] = time.monotonic() + self.config.blacklist_duration
+        self._blacklist_add(key)
         self.log.warning("%s; blacklisted for %.1fs", reason, self.config.blacklist_duration)
         self._forget(peer)
         self._drop_pending(peer, "connect_failed", reason)
@@ -392,6 +444,9 @@ class TcpNode:
             write_high_water=cfg.write_high_water,
             write_low_water=cfg.write_low_water,
             max_queue_bytes=cfg.max_queue_bytes,
+            max_handshake_size=cfg.max_handshake_size,
+            read_budget_frames=cfg.read_budget_frames,
+            max_ignored_frames=cfg.max_ignored_frames,
         )
         proto.context = _Conn(outbound, dial_key, dial_peer)
         return proto
@@ -401,6 +456,8 @@ class TcpNode:
     def frame_connection_made(self, proto: Any) -> None:
         if self._closed:
             proto.abort()
+            return
+        if not proto.context.outbound and self._over_connection_limit(proto):
             return
         self._protocols.add(proto)
         conn: _Conn = proto.context
@@ -415,6 +472,23 @@ class TcpNode:
                 return
             peer.outbound = proto
             proto.send_frame(self._handshake_frame)
+
+    def _over_connection_limit(self, proto: Any) -> bool:
+        """Close an inbound connection beyond ``max_connections`` (True), before it holds anything."""
+        cap = self.config.max_connections
+        if self.connection_count < cap:
+            return False
+        proto.context.logged = True
+        self._refused_inbound += 1
+        n = self._refused_inbound
+        if n & (n - 1) == 0:  # at powers of two: a flood of connects is a few lines
+            self.log.warning(
+                "refused an inbound connection from %s: %d connections open (max_connections %d); "
+                "%d refused so far",
+                _show(proto.peername, 100), self.connection_count, cap, n,
+            )
+        proto.abort()
+        return True
 
     def _handshake_timed_out(self, proto: Any) -> None:
         proto.context.logged = True
@@ -574,23 +648,32 @@ class TcpNode:
     # -- slow-frame sweep -------------------------------------------------------
 
     def _schedule_sweep(self) -> None:
-        timeout = self.config.frame_timeout
-        if math.isfinite(timeout) and not self._closed:
-            self._sweep_timer = asyncio.get_running_loop().call_later(max(timeout / 4, 0.01), self._sweep)
+        cfg = self.config
+        if not self._closed:
+            interval = min(cfg.frame_timeout / 4, cfg.idle_timeout / 4, _MAX_SWEEP_INTERVAL)
+            self._sweep_timer = asyncio.get_running_loop().call_later(max(interval, 0.01), self._sweep)
 
     def _sweep(self) -> None:
-        """Close every connection whose partial frame is older than ``frame_timeout``.
+        """Close every connection whose partial frame is older than ``frame_timeout``,
+        and every established one idle for ``idle_timeout``; expire failed-dial entries.
 
         A partial frame is timed from the sweep that first sees it (at most a quarter
         of the timeout after its first byte): it is never cut before ``frame_timeout``
         and never lasts past 1.5x.  Its identity is the count of frames received
         before it, so a steady stream of frames is never mistaken for one slow frame.
+        A connection whose reading this node holds (``reading_paused``) is neither.
         """
         try:
             now = time.monotonic()
             limit = self.config.frame_timeout
+            self._expire_blacklist(now)
             for proto in list(self._protocols):
                 conn: _Conn = proto.context
+                if proto.reading_paused:  # we stopped reading: the peer is not the slow one
+                    conn.partial_mark = conn.idle_mark = None
+                    continue
+                if conn.established and self._idle_too_long(proto, conn, now):
+                    continue
                 partial = proto.partial_bytes
                 if not partial:
                     conn.partial_mark = None
@@ -608,6 +691,41 @@ class TcpNode:
                     proto.abort()
         finally:
             self._schedule_sweep()
+
+    def _idle_too_long(self, proto: Any, conn: _Conn, now: float) -> bool:
+        """Close ``proto`` (True) when no byte went either way since ``idle_timeout`` ago."""
+        limit = self.config.idle_timeout
+        if not math.isfinite(limit):
+            return False
+        traffic = (proto.frames_received, proto.partial_bytes, proto.frames_sent)
+        mark = conn.idle_mark
+        if mark is None or mark[0] != traffic:
+            conn.idle_mark = (traffic, now)
+            return False
+        if now - mark[1] < limit or proto.closed:
+            return False
+        conn.logged = True
+        key = conn.peer_key or ("?", 0)
+        self.log.info(
+            "connection to %s:%d idle for %.1fs (idle_timeout); closing", _host(key[0]), key[1], limit
+        )
+        proto.close()
+        return True
+
+    # -- failed dials ---------------------------------------------------------------
+
+    def _blacklist_add(self, key: Key) -> None:
+        """Refuse dials to ``key`` for ``blacklist_duration``; the oldest entry goes past MAX_BLACKLIST."""
+        bl = self._blacklist
+        bl.pop(key, None)  # re-inserted last: the dict's order is the age order
+        bl[key] = time.monotonic() + self.config.blacklist_duration
+        while len(bl) > MAX_BLACKLIST:
+            del bl[next(iter(bl))]
+
+    def _expire_blacklist(self, now: float) -> None:
+        bl = self._blacklist
+        for key in [k for k, until in bl.items() if until <= now]:
+            del bl[key]
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -631,7 +749,7 @@ class TcpNode:
         if (total & (total - 1)) == 0 or count > 1:
             self.log.warning(
                 "dropped %d message(s) for %s:%d (%s: %s); %d dropped for this reason so far",
-                count, key[0], key[1], reason, detail, total,
+                count, _host(key[0]), key[1], reason, detail, total,
             )
         failure = SendFailure(key[0], key[1], reason, count, detail)
         for listener in self._listeners:

@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from casty._impl import EnvelopeWriter
+from casty.address import _show
 from casty.behavior import Behavior, Behaviors
 from casty.serialization import MsgpackSerializer, SerializationError, Serializer
 from casty.transport.config import TcpTransportConfig
@@ -52,6 +53,7 @@ def tcp_transport(
     node and serializer by telling it ``ShareNode``.
     """
     the_log = logger or log
+    unknown = 0  # messages of unknown type so far: logged at powers of two of the count
     the_node = node if node is not None else TcpNode(config, handler, logger=the_log)
     writer = EnvelopeWriter(serializer if serializer is not None else MsgpackSerializer())
 
@@ -63,6 +65,7 @@ def tcp_transport(
         the_node.report((msg.host, msg.port), "serialization", 1, f"{msg.type_name}: {msg.error}")
 
     async def receive(ctx: Any, msg: TcpTransportMsg | ShareNode) -> Behavior[TcpTransportMsg]:
+        nonlocal unknown
         match msg:
             case SendToNode(host, port, data):
                 the_node.send_message(host, port, data)
@@ -92,8 +95,13 @@ def tcp_transport(
                 except Exception:
                     the_log.exception("a ShareNode receiver raised")
             case _:
-                the_log.error("tcp_transport got an unknown message of type %s: %r",
-                              type(msg).__qualname__, msg)
+                # A peer can send these (any path is reachable): bounded and rate-limited.
+                unknown += 1
+                if unknown & (unknown - 1) == 0:
+                    the_log.warning(
+                        "tcp_transport got an unknown message of type %s: %s; %d so far",
+                        type(msg).__qualname__[:100], _show(msg, 200), unknown,
+                    )
                 return Behaviors.unhandled()
         return Behaviors.same()
 
