@@ -226,7 +226,7 @@ async def test_garbage_after_handshake_closes_that_connection_only(lines: Lines,
     async with arena() as (b, steady):
         before = set(b.node._protocols)
         reader, writer = await connect(b, 2000)
-        assert (FAKE_HOST, 2000) in b.node._peers
+        assert hostile_protocol(b, before).context.peer_key == (FAKE_HOST, 2000)  # established
         lines.clear()
         writer.write(garbage)
         await closed_by_peer(reader)
@@ -418,7 +418,7 @@ async def test_reset_mid_frame_is_cleaned_up(lines: Lines, after_handshake: bool
         await wait_until(lambda: b.node._protocols == before)
         assert b.node._peers == peers_before  # no entry left for the reset peer
         if after_handshake:  # an ordinary disconnect: one info line
-            assert_one_line(lines(), logging.INFO, f"connection to {FAKE_HOST}:6000 lost")
+            assert_one_line(lines(), logging.INFO, f"connection from {FAKE_HOST}:6000 lost")
             assert "ConnectionResetError" in lines()[0].getMessage()
         else:
             assert lines() == []
