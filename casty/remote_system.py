@@ -77,6 +77,9 @@ class RemoteActorSystem(ActorSystem):
         self._inbound = InboundMessageHandler(
             local=self.local, serializer=self.serializer, system_name=name
         )
+        # A reply from a peer is taken only from the node its ask went to (see _check_reply).
+        self._reply_routes = {}
+        self._inbound.reply_check = self._check_reply
         self.node = TcpNode(self.config, self._inbound, logger=logging.getLogger("casty.transport.tcp"))
         self._remote: RemoteTransport | None = None
         self._tcp: ActorRef[Any] | None = None
@@ -150,9 +153,44 @@ class RemoteActorSystem(ActorSystem):
             address = self.address_of(address.path) if address.system == self.name else address
         return self.remote.make_ref(address)
 
+    def _reply_route(self, target: ActorRef[Any]) -> Any:
+        address = getattr(target, "address", None)
+        remote = self._remote
+        if remote is None or not isinstance(address, ActorAddress):
+            return None
+        try:
+            return remote.route_of(address)
+        except LookupError:
+            return None
+
+    def _check_reply(self, path: str, origin: Any) -> str | None:
+        """Why a message from a peer to the reply path ``path`` is refused, or None.
+
+        Taken only while the ask waits, and only from the node it went to: a
+        connection whose peer claims that address, or the one this node dialed to
+        it (whatever the node there calls itself).
+        """
+        routes = self._reply_routes
+        assert routes is not None
+        if path not in routes:
+            return f"no ask is waiting at {path}"
+        if origin is None:  # not told which connection: nothing to compare
+            return None
+        key = routes[path]
+        if key is None:
+            return f"the ask at {path} went to a local actor, but a reply came from {_peer(origin)}"
+        if origin.peer_key == key or origin.dial_key == key or self.node.claimed_by(key) == origin.peer_key:
+            return None
+        return f"the ask at {path} went to {key[0]}:{key[1]}, but a reply came from {_peer(origin)}"
+
     async def shutdown(self) -> None:
         """Stop every actor, then close every connection."""
         await super().shutdown()
         await self.node.close()
 
 
+
+
+def _peer(origin: Any) -> str:
+    key = origin.peer_key
+    return "an unknown peer" if key is None else f"{key[0]}:{key[1]}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,6 +32,7 @@ _BAD_SYSTEM_CHARS = frozenset("/@:[]")
 DEFAULT_MAILBOX_CAPACITY = 65_536
 """Messages an actor's mailbox queues before local senders are refused and peers paused."""
 _NUMBERS = (int, float)
+_RANDOM_BATCH = 8 * 256  # bytes of randomness drawn at once: 256 reply paths
 
 
 class ActorSystem:
@@ -93,6 +95,12 @@ class ActorSystem:
         self._user: dict[str, ActorCell[Any]] = {}
         self._system_actors: dict[str, ActorCell[Any]] = {}
         self._ask_seq = 0
+        # Random bits for reply paths, drawn in batches: a path must be unguessable (a peer
+        # that could name it could answer the ask), and one getrandom() per ask costs more.
+        self._ask_random = ""
+        self._ask_random_at = 0
+        #: reply path -> the node its ask went to (None: a local actor); None when not tracked
+        self._reply_routes: dict[str, Any] | None = None
         self._ask_loop: asyncio.AbstractEventLoop | None = None  # the loop asks last ran on
         self._ask_deadlines: AskDeadlines | None = None  # their timeouts, on that loop
         self._closing = False
@@ -224,8 +232,9 @@ class ActorSystem:
     ) -> R:
         """Send ``make_message(reply_to)`` to ``target`` and return the first reply.
 
-        The reply ref points at a temporary path ``/temp/ask-<n>`` that is
-        unregistered once the reply arrived or the time ran out; raises
+        The reply ref points at a temporary path ``/temp/ask-<n>-<64 random bits>``
+        (unguessable, never reused) that is unregistered once the reply arrived or
+        the time ran out; raises
         TimeoutError when no reply came within ``timeout`` seconds, and
         RuntimeError when the system shuts down first (no reply can come then).
         """
@@ -247,7 +256,7 @@ class ActorSystem:
             if deadlines is not None:
                 deadlines.close()  # its loop is gone, and so are the asks it had
             deadlines = self._ask_deadlines = AskDeadlines(loop)
-        path = f"{TEMP_PREFIX}ask-{self._ask_seq}"
+        path = f"{TEMP_PREFIX}ask-{self._ask_seq}-{self._ask_token()}"
         self._ask_seq += 1
         reply: asyncio.Future[R] = loop.create_future()
 
@@ -256,6 +265,9 @@ class ActorSystem:
                 reply.set_result(msg)
 
         self.local.register(path, on_reply)
+        routes = self._reply_routes
+        if routes is not None:
+            routes[path] = self._reply_route(target)
         entry = deadlines.add(timeout, reply, target)
         if self._plain_refs:
             # What make_ref(address_of(path)) gives, built without the checks a path
@@ -272,6 +284,21 @@ class ActorSystem:
         finally:
             deadlines.answered(entry)
             self.local.unregister(path)
+            if routes is not None:
+                del routes[path]
+
+    def _ask_token(self) -> str:
+        """64 fresh random bits as 16 hex digits."""
+        at = self._ask_random_at
+        if at >= len(self._ask_random):
+            self._ask_random = os.urandom(_RANDOM_BATCH).hex()
+            at = 0
+        self._ask_random_at = at + 16
+        return self._ask_random[at:at + 16]
+
+    def _reply_route(self, target: ActorRef[Any]) -> Any:
+        """The node an ask to ``target`` goes to, as reply checks compare it (None: local)."""
+        return None
 
     # -- shutdown -------------------------------------------------------------------------------
 

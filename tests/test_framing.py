@@ -199,7 +199,23 @@ def test_encode_frame(mod: Any) -> None:
         (b'{"host": null, "port": 1}', "host must be a string, got NoneType"),
         (b'{"host": "", "port": 1}', "handshake host is empty"),
         (json.dumps({"host": "h" * 256, "port": 1}).encode(), "256 characters long (at most 255)"),
-        (b'{"host": "\\ud800", "port": 1}', "lone surrogate"),
+        (b'{"host": "\\ud800", "port": 1}', "neither a hostname nor an IP address"),
+        (b'{"host": "evil\\nINFO forged line", "port": 1}', "neither a hostname nor an IP address"),
+        (b'{"host": "a\\u0000b", "port": 1}', "neither a hostname nor an IP address"),
+        (b'{"host": "a b", "port": 1}', "neither a hostname nor an IP address"),
+        (b'{"host": "-a", "port": 1}', "neither a hostname nor an IP address"),
+        (json.dumps({"host": "h" * 64, "port": 1}).encode(), "neither a hostname nor an IP address"),
+        (b'{"host": "1::2::3", "port": 1}', "neither a hostname nor an IP address"),
+        (b'{"host": "a", "port": ' + b"9" * 4300 + b"}", "port 9999"),
+        (b'{"host": "a", "port": ' + b"9" * 4301 + b"}", "too many digits"),
+        (b'{"host": "a", "port": 1, "proto": 2}', "needs a uid"),
+        (b'{"host": "a", "port": 1, "proto": 1, "uid": 1}', "proto must be an integer of at least 2"),
+        (b'{"host": "a", "port": 1, "proto": 2, "uid": -1}', "needs a uid"),
+        (b'{"host": "a", "port": 1, "proto": 2, "uid": 18446744073709551616}', "needs a uid"),
+        (b'{"host": "a", "port": 1, "proto": 2, "uid": 1, "caps": "hb"}', "caps must be a list"),
+        (b'{"host": "a", "port": 1, "proto": 2, "uid": 1, "caps": [1]}', "caps must be names"),
+        (b'{"host": "a", "port": 1, "proto": 2, "uid": 1, "nonce": "xyz"}', "nonce must be 32"),
+        (b'{"host": "a", "port": 1, "proto": 2, "uid": 1, "mac": "AB"}', "mac must be 64"),
         (b'{"host": "a", "port": true}', "port must be an integer, got bool"),
         (b'{"host": "a", "port": 1.0}', "port must be an integer, got float"),
         (b'{"host": "a", "port": "1"}', "port must be an integer, got str"),
@@ -217,13 +233,16 @@ def test_decode_handshake_accepts(mod: Any) -> None:
     assert mod.decode_handshake(memoryview(b'{"host": "h", "port": 0}')) == ("h", 0)
     assert mod.decode_handshake(bytearray(b'{"host": "h", "port": 65535}')) == ("h", 65535)
     assert mod.decode_handshake('{"host": "né", "port": 2}'.encode()) == ("né", 2)
-    assert mod.decode_handshake(json.dumps({"host": "h" * 255, "port": 3}).encode())[0] == "h" * 255
+    long_name = ".".join(["h" * 63] * 4)[:253]
+    assert mod.decode_handshake(json.dumps({"host": long_name, "port": 3}).encode())[0] == long_name
+    for host in ("::1", "fe80::1%eth0", "10.0.0.1", "node_1.local.", "xn--nd-fka.example"):
+        assert mod.decode_handshake(json.dumps({"host": host, "port": 3}).encode()) == (host, 3)
     with pytest.raises(TypeError):
         mod.decode_handshake("not bytes")
 
 
 def test_encode_handshake_rejects_what_decode_would(mod: Any) -> None:
-    for host, port in [("", 1), ("a", -1), ("a", 70000), ("a", True), (None, 1), ("h" * 256, 1)]:
+    for host, port in [("", 1), ("a", -1), ("a", 70000), ("a", True), (None, 1), ("h" * 256, 1), ("a\nb", 1)]:
         with pytest.raises(HandshakeError):
             mod.encode_handshake(host, port)
 

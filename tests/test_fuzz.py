@@ -35,10 +35,12 @@ import dataclasses
 import enum
 import importlib
 import importlib.abc
+import ipaddress
 import itertools
 import json
 import logging
 import os
+import re
 import struct
 import sys
 import types
@@ -292,11 +294,28 @@ def _handshake_model(body: bytes) -> tuple[str, Any]:
     host, port = obj["host"], obj["port"]
     if type(host) is not str or not 0 < len(host) <= MAX_HOST_LENGTH or type(port) is not int:
         return bad
-    try:
-        host.encode("utf-8")
-    except UnicodeEncodeError:
+    if not _host_model(host):
         return bad
     return ("ok", (host, port)) if 0 <= port <= 65535 else bad
+
+
+def _host_model(host: str) -> bool:
+    """A hostname (dot-separated labels of word characters and '-', 1..63 long, no '-' at
+    either end) of at most 253 characters, or a printable ASCII IP literal."""
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if len(host.rstrip(".")) <= 253 and all(
+        0 < len(label) <= 63 and not label.startswith("-") and not label.endswith("-")
+        and all(ch == "-" or re.fullmatch(r"\w", ch) for ch in label)  # word characters as re knows them
+        for label in labels
+    ):
+        return True
+    if ":" not in host or not (host.isascii() and host.isprintable()):
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _decode_handshake(mod: types.ModuleType, body: Any) -> tuple[str, Any]:

@@ -226,7 +226,7 @@ async def test_garbage_after_handshake_closes_that_connection_only(lines: Lines,
     async with arena() as (b, steady):
         before = set(b.node._protocols)
         reader, writer = await connect(b, 2000)
-        assert (FAKE_HOST, 2000) in b.node._peers
+        assert hostile_protocol(b, before).context.peer_key == (FAKE_HOST, 2000)  # established
         lines.clear()
         writer.write(garbage)
         await closed_by_peer(reader)
@@ -370,9 +370,30 @@ def undecodable_bodies(b: RemoteActorSystem) -> list[bytes]:
     ]
 
 
-async def test_ten_thousand_undecodable_frames_log_at_powers_of_two_and_keep_the_connection(
-    lines: Lines,
-) -> None:
+async def test_a_stream_of_undecodable_frames_closes_its_connection_with_one_line(lines: Lines) -> None:
+    from casty.transport.node import MAX_BAD_FRAMES
+
+    async with arena() as (b, steady):
+        bodies = undecodable_bodies(b)
+        before = set(b.node._protocols)
+        reader, writer = await connect(b, 5000)
+        lines.clear()
+        writer.write(b"".join(frame(FRAME_MESSAGE, bodies[i % len(bodies)]) for i in range(10_000)))
+        await closed_by_peer(reader)
+        await wait_until(lambda: b.node._protocols == before)
+        # decoded no further than the threshold; logged at 1, 2, 4, ..., 1024, then one line to close
+        assert b._inbound.dropped == MAX_BAD_FRAMES
+        drops = [r for r in lines() if "dropped an inbound message" in r.getMessage()]
+        assert len(drops) == MAX_BAD_FRAMES.bit_length()
+        closing = [r for r in lines() if "closing the connection from" in r.getMessage()]
+        assert [(r.levelno, "undeliverable message frames" in r.getMessage()) for r in closing] == [
+            (logging.WARNING, True)
+        ]
+        await steady.progress()
+        writer.close()
+
+
+async def test_undecodable_frames_among_good_ones_keep_the_connection(lines: Lines) -> None:
     async with arena() as (b, steady):
         victim = Collector()
         b.spawn(victim.behavior(), "victim")
@@ -381,12 +402,17 @@ async def test_ten_thousand_undecodable_frames_log_at_powers_of_two_and_keep_the
         _reader, writer = await connect(b, 5000)
         proto = hostile_protocol(b, before)
         lines.clear()
-        junk = b"".join(frame(FRAME_MESSAGE, bodies[i % len(bodies)]) for i in range(10_000))
-        writer.write(junk + ping_frame(b, "/user/victim", 1))
-        assert await victim.wait(1) == [Ping(1)]  # after all the junk, on the same connection
-        assert b._inbound.dropped == 10_000
-        # 1, 2, 4, ..., 8192: 14 lines for 10,000 failures, not 10,000
-        assert len(lines()) == 14
+        # one bad frame in three: a peer running newer code must not be cut off for it
+        junk = b"".join(
+            frame(FRAME_MESSAGE, bodies[i % len(bodies)]) + ping_frame(b, "/user/victim", 2 * i)
+            + ping_frame(b, "/user/victim", 2 * i + 1)
+            for i in range(2000)
+        )
+        writer.write(junk)
+        assert len(await victim.wait(4000)) == 4000
+        assert b._inbound.dropped == 2000
+        # 1, 2, 4, ..., 1024: 11 lines for 2,000 failures, not 2,000
+        assert len(lines()) == 11
         assert all(r.levelno == logging.WARNING and "dropped an inbound message" in r.getMessage()
                    for r in lines())
         assert not proto.closed and proto.partial_bytes == 0
@@ -418,7 +444,7 @@ async def test_reset_mid_frame_is_cleaned_up(lines: Lines, after_handshake: bool
         await wait_until(lambda: b.node._protocols == before)
         assert b.node._peers == peers_before  # no entry left for the reset peer
         if after_handshake:  # an ordinary disconnect: one info line
-            assert_one_line(lines(), logging.INFO, f"connection to {FAKE_HOST}:6000 lost")
+            assert_one_line(lines(), logging.INFO, f"connection from {FAKE_HOST}:6000 lost")
             assert "ConnectionResetError" in lines()[0].getMessage()
         else:
             assert lines() == []

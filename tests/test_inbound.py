@@ -164,7 +164,7 @@ def test_reply_paths_next_to_a_known_node_uri_route_like_any_target(impl: types.
         ("/temp/ask-6/child", 7), ("/user/a", 8),
     ]
     assert h.dropped == 2
-    assert h.cached_targets == 4  # /user/a, /tempx/ask-3 and the two not ours; no reply path
+    assert h.cached_targets == 2  # /user/a and /tempx/ask-3: no reply path, nothing not ours
 
 
 def test_a_target_with_a_lone_surrogate_routes_alike(impl: types.SimpleNamespace) -> None:
@@ -272,3 +272,79 @@ def test_twins_agree_on_mutated_streams(impl: types.SimpleNamespace, edits: list
         ph.on_frame(data)
     assert local.got == plocal.got
     assert h.dropped == ph.dropped
+
+
+# -- untrusted peers ------------------------------------------------------------------------
+
+
+class Origin:
+    """What the node tells the handler of a connection: its claim and its bad frames."""
+
+    def __init__(self, key: tuple[str, int]) -> None:
+        self.peer_key = key
+        self.dial_key = None
+        self.bad = 0
+
+    def frame_dropped(self) -> None:
+        self.bad += 1
+
+
+def test_reply_paths_are_delivered_only_when_the_reply_check_allows(impl: types.SimpleNamespace) -> None:
+    h, local = handler(impl)
+    calls: list[tuple[str, Any]] = []
+
+    def check(path: str, origin: Any) -> str | None:
+        calls.append((path, origin))
+        return None if origin is not None and origin.peer_key == ("10.0.0.2", 1) else "not from there"
+
+    h.reply_check = check
+    good, bad = Origin(("10.0.0.2", 1)), Origin(("10.0.0.9", 1))
+    head = "casty://app@10.0.0.1:2552"
+    h.on_frame(frame(f"{head}/user/a", 0))  # a known node URI: reply paths then read off the bytes
+    h.sink_for(bad)(frame(f"{head}/temp/ask-1-aa", 1))
+    h.sink_for(good)(frame(f"{head}/temp/ask-2-bb", 2))
+    h.sink_for(bad)(frame("casty://app@10.0.0.3:1/temp/ask-3-cc", 3))  # a reply path parsed the slow way
+    h.sink_for(good)(raw_frame({"type_hint": "t", "target": f"{head}/temp/ask-4-dd", "sender": "s"},
+                               MsgpackSerializer(registry()).serialize(4)))
+    assert local.got == [("/user/a", 0), ("/temp/ask-2-bb", 2), ("/temp/ask-4-dd", 4)]
+    assert [c[0] for c in calls] == ["/temp/ask-1-aa", "/temp/ask-2-bb", "/temp/ask-3-cc", "/temp/ask-4-dd"]
+    assert (bad.bad, good.bad, h.dropped) == (2, 0, 2)
+    assert h.origin is None  # only set while a frame of a connection is handled
+
+
+def test_system_paths_are_refused_to_peers(impl: types.SimpleNamespace, caplog: pytest.LogCaptureFixture) -> None:
+    h, local = handler(impl)
+    for i in range(3):
+        h.on_frame(frame("casty://app@h:1/system/tcp", i))
+    assert local.got == [] and h.dropped == 3
+    assert "is a system actor, which peers may not message" in caplog.text
+    opened = impl.InboundMessageHandler(
+        local=local, serializer=MsgpackSerializer(registry()), system_name="app", allow_system_paths=True
+    )
+    opened.on_frame(frame("casty://app@h:1/system/tcp", 9))
+    assert local.got == [("/system/tcp", 9)]
+
+
+def test_the_target_cache_holds_only_short_targets_of_this_system(impl: types.SimpleNamespace) -> None:
+    h, local = handler(impl)
+    for i in range(50):
+        h.on_frame(frame(f"casty://other@h:1/user/a{i}", i))  # another system's: dropped, not remembered
+    assert h.cached_targets == 0 and h.dropped == 50
+    long_target = "casty://app@h:1/user/" + "x" * 5000
+    h.on_frame(frame(long_target, 1))
+    assert local.got == [("/user/" + "x" * 5000, 1)] and h.cached_targets == 0
+    h.on_frame(frame("casty://app@h:1/user/a", 2))
+    assert h.cached_targets == 1
+
+
+def test_the_target_cache_is_bounded_in_characters(impl: types.SimpleNamespace) -> None:
+    from casty.transport.inbound import MAX_CACHED_TARGET_CHARS
+
+    h, _local = handler(impl)
+    target_length = 1000
+    fits = MAX_CACHED_TARGET_CHARS // target_length
+    for i in range(fits + 5):
+        prefix = f"casty://app@h:1/user/{i}-"
+        h.on_frame(frame(prefix + "y" * (target_length - len(prefix)), i))
+    assert h.cached_targets <= fits
+    assert h.cached_targets < fits + 5

@@ -42,8 +42,8 @@ class Pki:
         self.ca = trustme.CA()
         self.rogue = trustme.CA()
         self.server_cert = self.ca.issue_cert("127.0.0.1", "localhost")
-        self.client_cert = self.ca.issue_cert("client.casty.test")
-        self.rogue_client_cert = self.rogue.issue_cert("client.casty.test")
+        self.client_cert = self.ca.issue_cert("client.casty.test", "127.0.0.1", "localhost")
+        self.rogue_client_cert = self.rogue.issue_cert("client.casty.test", "127.0.0.1", "localhost")
         self.rogue_server_cert = self.rogue.issue_cert("127.0.0.1", "localhost")
 
     def server(self, *, rogue: bool = False) -> ssl.SSLContext:
@@ -131,7 +131,7 @@ async def test_pipelined_frames_from_an_accepted_client_arrive(pki: Pki) -> None
         payload = MsgpackSerializer(registry()).serialize(Ping(1))
         env = MessageEnvelope(b.address.with_path("/user/sink").to_uri(), "casty://x@127.0.0.9:1/",
                               payload, "tests.remote_helpers.Ping")
-        writer.write(frame(FRAME_HANDSHAKE, json.dumps({"host": "127.0.0.9", "port": 1}).encode())
+        writer.write(frame(FRAME_HANDSHAKE, json.dumps({"host": "127.0.0.1", "port": 1}).encode())
                      + frame(FRAME_MESSAGE, env.to_bytes()))
         assert (await read_frame(reader))[0] == FRAME_HANDSHAKE
         assert await got.wait(1) == [Ping(1)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -149,14 +150,38 @@ async def test_self_feeding_actor_does_not_starve_the_loop() -> None:
 
 # -- ask -------------------------------------------------------------------------------------------
 
+#: an ask's reply URI under a node's URI head: a sequence number and 64 random bits
+ASK_URI = r"{}/temp/ask-[0-9]+-[0-9a-f]{{16}}"
+
+
+async def test_reply_paths_are_unguessable_and_never_reused() -> None:
+    async with ActorSystem("t") as system:
+        ref = system.spawn(echo(), "echo")
+        paths: list[str] = []
+        for i in range(600):  # past one batch of drawn randomness
+            await system.ask(ref, lambda r: paths.append(r.address.path) or Echo(i, r))
+        assert len(set(paths)) == 600
+        tokens = [int(p.rsplit("-", 1)[1], 16) for p in paths]
+        assert len(set(tokens)) == 600
+        # not a counter: the random parts of consecutive asks are not close to each other
+        assert sum(abs(a - b) < 2**32 for a, b in zip(tokens, tokens[1:])) < 3
+
 
 async def test_ask_returns_the_reply_and_cleans_up() -> None:
     async with ActorSystem("t") as system:
         ref = system.spawn(echo(), "echo")
-        assert await system.ask(ref, lambda r: Echo("hello", r)) == "hello"
-        assert await system.ask(ref, lambda r: Echo("again", r), timeout=1) == "again"
-        assert not system.local.is_registered("/temp/ask-0")
-        assert not system.local.is_registered("/temp/ask-1")
+        paths: list[str] = []
+
+        def make(text: str) -> Callable[[ActorRef[Any]], Echo]:
+            def build(r: ActorRef[Any]) -> Echo:
+                paths.append(r.address.path)
+                return Echo(text, r)
+            return build
+
+        assert await system.ask(ref, make("hello")) == "hello"
+        assert await system.ask(ref, make("again"), timeout=1) == "again"
+        assert len(set(paths)) == 2
+        assert not any(system.local.is_registered(p) for p in paths)
 
 
 async def test_ask_reply_ref_is_built_by_the_system() -> None:
@@ -171,7 +196,7 @@ async def test_ask_reply_ref_is_built_by_the_system() -> None:
         assert await system.ask(system.spawn(Behaviors.receive(receive), "a"), Get) == "ok"
         reply_to = seen.result()
         assert isinstance(reply_to, LocalActorRef)
-        assert reply_to.id == "casty://t/temp/ask-0"
+        assert re.fullmatch(ASK_URI.format("casty://t"), reply_to.id), reply_to.id
 
 
 async def test_ask_timeout_names_target_and_cleans_up() -> None:
@@ -179,8 +204,11 @@ async def test_ask_timeout_names_target_and_cleans_up() -> None:
         silent = system.spawn(Behaviors.ignore(), "silent")
         registered: list[bool] = []
 
+        seen_paths: list[str] = []
+
         def make(reply_to: ActorRef[Any]) -> Get:
             registered.append(system.local.is_registered(reply_to.address.path))
+            seen_paths.append(reply_to.address.path)
             return Get(reply_to)
 
         with pytest.raises(TimeoutError) as info:
@@ -189,10 +217,11 @@ async def test_ask_timeout_names_target_and_cleans_up() -> None:
         assert "0.05" in str(info.value)
         assert isinstance(info.value, asyncio.TimeoutError)
         assert registered == [True]
-        assert not system.local.is_registered("/temp/ask-0")
+        [path] = seen_paths
+        assert not system.local.is_registered(path)
         # a late reply to the expired path is dropped, and counted
         before = system.local.drops["dead"]
-        late: LocalActorRef[str] = LocalActorRef(system.address_of("/temp/ask-0"), system.local)
+        late: LocalActorRef[str] = LocalActorRef(system.address_of(path), system.local)
         late.tell("late")
         assert system.local.drops["dead"] == before + 1
 
@@ -202,20 +231,24 @@ async def test_ask_to_a_dead_actor_times_out() -> None:
         ref = system.spawn(echo(), "echo")
         await system.stop(ref)
         before = system.local.drops["dead"]
+        paths: list[str] = []
         with pytest.raises(TimeoutError, match="casty://t/user/echo"):
-            await system.ask(ref, lambda r: Echo("anyone?", r), timeout=0.05)
+            await system.ask(ref, lambda r: paths.append(r.address.path) or Echo("anyone?", r), timeout=0.05)
         assert system.local.drops["dead"] == before + 1
-        assert not system.local.is_registered("/temp/ask-0")
+        assert not system.local.is_registered(paths[0])
 
 
 async def test_ask_cleans_up_when_message_factory_raises() -> None:
+    paths: list[str] = []
+
     def broken(reply_to: ActorRef[Any]) -> Any:
+        paths.append(reply_to.address.path)
         raise KeyError("nope")
 
     async with ActorSystem("t") as system:
         with pytest.raises(KeyError):
             await system.ask(system.spawn(echo(), "e"), broken)
-        assert not system.local.is_registered("/temp/ask-0")
+        assert paths and not system.local.is_registered(paths[0])
 
 
 @pytest.mark.parametrize("timeout", [0, -1, float("nan"), True, "1"])
@@ -241,7 +274,6 @@ async def test_lookup() -> None:
         assert kid is not None and kid.id == "casty://t/user/p/kid"
         assert await system.ask(kid, lambda r: Echo("kid", r)) == "kid"
         assert system.lookup("/user/nobody") is None
-        assert system.lookup("/temp/ask-0") is None
         await system.stop(ref)
         assert system.lookup("/user/p") is None
         assert system.lookup("/user/p/kid") is None
@@ -336,7 +368,7 @@ async def test_every_ref_comes_from_address_of_and_make_ref() -> None:
         assert kid.id == "casty://t@10.1.2.3:4000/user/p/kid"
         assert isinstance(system.lookup("/user/p/kid"), TaggedRef)
         # the reply path of ask too; the LocalTransport routes by path alone
-        assert await system.ask(ref, lambda r: Echo(r.id, r)) == "casty://t@10.1.2.3:4000/temp/ask-0"
+        assert re.fullmatch(ASK_URI.format("casty://t@10.1.2.3:4000"), await system.ask(ref, lambda r: Echo(r.id, r)))
 
 
 async def test_the_reply_ref_of_an_ask_is_what_make_ref_and_address_of_give() -> None:
@@ -351,7 +383,7 @@ async def test_the_reply_ref_of_an_ask_is_what_make_ref_and_address_of_give() ->
         (reply_to,) = handed
         expected = system.make_ref(system.address_of(reply_to.address.path))
         assert type(reply_to) is type(expected) and reply_to == expected
-        assert reply_to.id == "casty://s/temp/ask-0"
+        assert re.fullmatch(ASK_URI.format("casty://s"), reply_to.id), reply_to.id
 
 
 # -- shutdown --------------------------------------------------------------------------------------

@@ -26,6 +26,12 @@ cdef class InboundMessageHandler(FrameSink):
     cdef bytes _own_head
     cdef public object ref_factory
     cdef public Py_ssize_t dropped
+    # reply_check(path, origin) -> None or why a reply is refused; origin: the connection
+    # the frame being handled came on (set by an OriginSink), else None
+    cdef public object reply_check
+    cdef public object origin
+    cdef bint _allow_system
+    cdef Py_ssize_t _paths_chars
 
     cdef int on_frame_at(self, const unsigned char* p, Py_ssize_t size, object data) except -1
     cdef _slow(self, data)
@@ -33,3 +39,9 @@ cdef class InboundMessageHandler(FrameSink):
     cdef object _temp_path(self, const unsigned char* p, Py_ssize_t n)
     cdef int _deliver_msg(self, const unsigned char* p, Py_ssize_t size, Py_ssize_t end, object path) except -1
     cdef _drop(self, str reason)
+    cdef bint _reply_refused(self, str path) except -1
+
+
+cdef class OriginSink(FrameSink):
+    cdef InboundMessageHandler handler
+    cdef object origin

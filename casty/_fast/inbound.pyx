@@ -18,7 +18,15 @@ from casty._fast.framing cimport FrameSink
 from casty._fast.plain_codec cimport decode_plain_at
 
 from casty.address import TEMP_PREFIX
-from casty.transport.inbound import MAX_CACHED_TARGETS, log_inbound_drop, not_ours, target_path
+from casty.transport.inbound import (
+    MAX_CACHED_TARGET_CHARS,
+    MAX_CACHED_TARGET_LENGTH,
+    MAX_CACHED_TARGETS,
+    SYSTEM_PREFIX,
+    log_inbound_drop,
+    refusal,
+    target_path,
+)
 
 cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
@@ -27,15 +35,19 @@ cdef bytes _TEMP_BYTES = TEMP_PREFIX.encode("ascii")
 cdef const char* _TEMP = _TEMP_BYTES
 cdef Py_ssize_t _TEMP_SIZE = len(_TEMP_BYTES)
 
-__all__ = ["InboundMessageHandler"]
+__all__ = ["InboundMessageHandler", "OriginSink"]
 
 
 cdef class InboundMessageHandler(FrameSink):
     """Deserializes inbound TCP frames and delivers them locally (see the pure twin)."""
 
-    def __init__(self, *, local, serializer, system_name, ref_factory=None):
+    def __init__(self, *, local, serializer, system_name, ref_factory=None, allow_system_paths=False):
         from casty.serialization import MsgpackSerializer
 
+        self._allow_system = bool(allow_system_paths)
+        self.reply_check = None
+        self.origin = None
+        self._paths_chars = 0
         self._local = local
         self._deliver_path = local.deliver_path
         self._serializer = serializer
@@ -54,6 +66,13 @@ cdef class InboundMessageHandler(FrameSink):
     def cached_targets(self):
         """Targets whose path is remembered (ask reply paths never are)."""
         return len(self._paths)
+
+    def sink_for(self, origin):
+        """A message sink for one connection: each frame is handled with ``origin`` set."""
+        cdef OriginSink sink = OriginSink.__new__(OriginSink)
+        sink.handler = self
+        sink.origin = origin
+        return sink.on_frame
 
     async def on_message(self, data):
         """Decode one message frame body and deliver it."""
@@ -94,12 +113,19 @@ cdef class InboundMessageHandler(FrameSink):
                 path = self._temp_path(p + spans[0], tlen)
                 if path is not None:
                     # An ask reply: used once, so the caches keep the stream they hold.
+                    if self._reply_refused(path):
+                        return 0
                     self._deliver_msg(p, size, end, path)
                     return 0
                 target = PyUnicode_DecodeASCII(<const char*>p + spans[0], tlen, NULL)
                 path = self._path_of(target)
                 if path is None:
-                    self._drop(not_ours(target, self._system_name))
+                    self._drop(refusal(target, self._system_name))
+                    return 0
+                if (<str>path).startswith(TEMP_PREFIX):
+                    if self._reply_refused(path):
+                        return 0
+                    self._deliver_msg(p, size, end, path)
                     return 0
                 self._last_target = PyBytes_FromStringAndSize(<const char*>p + spans[0], tlen)
                 self._last_path = path
@@ -144,7 +170,9 @@ cdef class InboundMessageHandler(FrameSink):
             env = MessageEnvelope.from_bytes(data)
             path = self._path_of(env.target)
             if path is None:
-                self._drop(not_ours(env.target, self._system_name))
+                self._drop(refusal(env.target, self._system_name))
+                return
+            if (<str>path).startswith(TEMP_PREFIX) and self._reply_refused(path):
                 return
             msg = self._deserialize(env.payload, ref_factory=self.ref_factory)
         except ValueError as exc:
@@ -152,23 +180,60 @@ cdef class InboundMessageHandler(FrameSink):
             return
         self._deliver_path(path, msg)
 
+    cdef bint _reply_refused(self, str path) except -1:
+        """True (and the frame dropped) when ``reply_check`` refuses a reply to ``path``."""
+        check = self.reply_check
+        if check is None:
+            return False
+        why = check(path, self.origin)
+        if why is None:
+            return False
+        self._drop(why)
+        return True
+
     cdef _path_of(self, str target):
-        path = self._paths.get(target, "")
-        if path != "":
+        path = self._paths.get(target)
+        if path is not None:
             return path
         path = target_path(target, self._system_name)
-        if path is not None:
-            cut = target.find("/", 8)  # where the path starts, after "casty://"
-            if cut > 0:
-                # As a frame holds it; a lone surrogate (JSON escapes allow one) matches no frame.
-                self._own_head = target[:cut].encode("utf-8", "surrogatepass")
-            if path.startswith(TEMP_PREFIX):
-                return path  # an ask's reply path is used once: caching it only crowds out the rest
-        if len(self._paths) >= MAX_CACHED_TARGETS:
+        if path is None or ((<str>path).startswith(SYSTEM_PREFIX) and not self._allow_system):
+            return None  # not cached: the cache holds only this system's own targets
+        cut = target.find("/", 8)  # where the path starts, after "casty://"
+        if cut > 0:
+            # As a frame holds it; a lone surrogate (JSON escapes allow one) matches no frame.
+            self._own_head = target[:cut].encode("utf-8", "surrogatepass")
+        if (<str>path).startswith(TEMP_PREFIX) or len(target) > MAX_CACHED_TARGET_LENGTH:
+            return path  # an ask's reply path is used once: caching it only crowds out the rest
+        if (len(self._paths) >= MAX_CACHED_TARGETS
+                or self._paths_chars + len(target) > MAX_CACHED_TARGET_CHARS):
             self._paths.clear()
+            self._paths_chars = 0
         self._paths[target] = path
+        self._paths_chars += len(target)
         return path
 
     cdef _drop(self, str reason):
         self.dropped += 1
         log_inbound_drop(reason, self.dropped)
+        origin = self.origin
+        if origin is not None:
+            origin.frame_dropped()
+
+
+cdef class OriginSink(FrameSink):
+    """The message sink of one connection: runs the handler with ``origin`` set."""
+
+    def on_frame(self, data):
+        self.handler.origin = self.origin
+        try:
+            self.handler.on_frame(data)
+        finally:
+            self.handler.origin = None
+
+    cdef int on_frame_at(self, const unsigned char* p, Py_ssize_t size, object data) except -1:
+        self.handler.origin = self.origin
+        try:
+            self.handler.on_frame_at(p, size, data)
+        finally:
+            self.handler.origin = None
+        return 0

@@ -66,6 +66,14 @@ class TcpTransportConfig:
     many seconds, or its connection is closed (a slow-loris defence; ``math.inf`` turns
     it off).  A periodic sweep checks it, so a frame may take up to 1.5x as long.
 
+    ``cookie``: a secret shared by the nodes of one cluster.  When set, every
+    handshake is a challenge-response over it (HMAC-SHA256 over both sides' nonces
+    and claims), a peer that cannot prove it (casty 0.21 peers included) is
+    refused, and a proven inbound connection may carry this node's traffic to the
+    address it claims.  Without it, traffic for an address goes only over a
+    connection this node dialed to it (or one whose TLS client certificate names
+    the claimed host).
+
     ``busy_poll``: after each send, keep the event loop polling for this many seconds
     instead of sleeping in the kernel, so a reply is picked up without the cost of
     waking the process, most of an idle loopback round trip.  The trade is CPU:
@@ -120,6 +128,8 @@ class TcpTransportConfig:
     max_connections: int = 1024
     idle_timeout: float = 300.0
     allow_dial: DialPolicy | None = None
+    #: shared secret of the nodes of one cluster: handshakes then prove it (never shown in repr)
+    cookie: str | bytes | None = field(default=None, repr=False)
     #: address_map is the two-argument form (set by __post_init__; not a field)
     _address_map_takes_two: ClassVar[bool] = False
 
@@ -168,6 +178,12 @@ class TcpTransportConfig:
         for name in ("server_ssl", "client_ssl"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), ssl.SSLContext):
                 raise bad(name, "None or an ssl.SSLContext")
+        ck = self.cookie
+        if ck is not None and (not isinstance(ck, (str, bytes)) or len(ck) < 8):
+            raise ValueError(
+                "TcpTransportConfig.cookie must be None or a str/bytes secret of at least 8 "
+                f"characters, got a {type(ck).__name__} of length {len(ck) if isinstance(ck, (str, bytes)) else '?'}"
+            )
         form = _takes_host_and_port(self.address_map) if callable(self.address_map) else None
         if form is None:
             raise bad("address_map", "a callable taking one (host, port) tuple, or host and port, "
@@ -208,6 +224,12 @@ def dial_allowed(policy: DialPolicy | None, host: str, port: int) -> bool:
     if callable(policy):
         return bool(policy(host, port))
     return (host, port) in policy
+
+
+def cookie_bytes(config: TcpTransportConfig) -> bytes | None:
+    """The configured cookie as bytes (UTF-8 for a str), or None."""
+    ck = config.cookie
+    return ck.encode("utf-8") if isinstance(ck, str) else ck
 
 
 def _is_port(value: object) -> bool:

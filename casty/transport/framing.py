@@ -2,7 +2,7 @@
 
 Wire format: ``[length:4, big-endian unsigned][type:1][body]``; ``length`` counts
 the type byte and the body, so it is at least 1.  Type :data:`FRAME_HANDSHAKE`
-carries the UTF-8 JSON ``{"host": str, "port": int}``, type :data:`FRAME_MESSAGE`
+carries the handshake JSON (``casty.transport.handshake``), type :data:`FRAME_MESSAGE`
 an encoded envelope; any other type is counted and ignored.
 
 :class:`FrameProtocol` is an :class:`asyncio.Protocol` that owns one connection.
@@ -63,13 +63,19 @@ frame in :attr:`~FrameProtocol.dropped`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import struct
 from collections.abc import Callable, Hashable
 from typing import Any
 
 from casty.transport import mailbox as _mailbox
+from casty.transport.handshake import (
+    MAX_HANDSHAKE_SIZE,
+    MAX_HOST_LENGTH,
+    HandshakeError,
+    decode_handshake,
+    encode_handshake,
+)
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -108,8 +114,6 @@ DEFAULT_WRITE_LOW_WATER = 64 * 1024
 DEFAULT_MAX_QUEUE_BYTES = 8 * 1024 * 1024
 #: the largest length a 4-byte prefix can state
 MAX_FRAME_LENGTH = 0xFFFFFFFF
-#: a handshake body longer than this is refused before it is parsed
-MAX_HANDSHAKE_SIZE = 64 * 1024
 #: the limit on the length prefix of a frame received before the handshake; at most
 #: MAX_HANDSHAKE_SIZE + 1 (the type byte), so a frame it lets in is one the codec reads
 DEFAULT_MAX_HANDSHAKE_SIZE = 8 * 1024
@@ -117,7 +121,6 @@ DEFAULT_MAX_HANDSHAKE_SIZE = 8 * 1024
 DEFAULT_READ_BUDGET_FRAMES = 1024
 #: frames of unknown type in a row after which a connection is closed
 DEFAULT_MAX_IGNORED_FRAMES = 1024
-MAX_HOST_LENGTH = 255
 #: a queued frame or envelope this large is written as it is, not copied into a joined write
 OWN_WRITE_SIZE = 64 * 1024
 
@@ -127,10 +130,6 @@ _LENGTH = struct.Struct(">I")
 
 class FrameError(ValueError):
     """A frame that cannot be encoded or that breaks the framing rules."""
-
-
-class HandshakeError(ValueError):
-    """A handshake body that is not ``{"host": str, "port": int}``; the message says why."""
 
 
 # -- encoding and decoding ------------------------------------------------------
@@ -152,82 +151,6 @@ def encode_frame(frame_type: int, body: bytes) -> bytes:
     if length > MAX_FRAME_LENGTH:
         raise FrameError(f"frame body of {len(body)} bytes is too long for a 4-byte length")
     return _HEADER.pack(length, frame_type) + bytes(body)
-
-
-def _address_problem(host: object, port: object) -> str | None:
-    if type(host) is not str:
-        return f"handshake host must be a string, got {type(host).__name__}"
-    if not host:
-        return "handshake host is empty"
-    if len(host) > MAX_HOST_LENGTH:
-        return f"handshake host is {len(host)} characters long (at most {MAX_HOST_LENGTH})"
-    try:
-        host.encode("utf-8")
-    except UnicodeEncodeError:
-        return "handshake host is not valid Unicode (it holds a lone surrogate)"
-    if type(port) is not int:  # bool is an int subclass: refused too
-        return f"handshake port must be an integer, got {type(port).__name__}"
-    if not 0 <= port <= 65535:
-        return f"handshake port {port} is out of range 0..65535"
-    return None
-
-
-def encode_handshake(host: str, port: int) -> bytes:
-    """The handshake frame a node at ``(host, port)`` sends, byte for byte as casty v1.
-
-    >>> encode_handshake("10.0.0.1", 7001)
-    b'\\x00\\x00\\x00#\\x00{"host": "10.0.0.1", "port": 7001}'
-    """
-    problem = _address_problem(host, port)
-    if problem is not None:
-        raise HandshakeError(problem)
-    return encode_frame(FRAME_HANDSHAKE, json.dumps({"host": host, "port": port}).encode("ascii"))
-
-
-def decode_handshake(body: bytes | bytearray | memoryview) -> tuple[str, int]:
-    """``(host, port)`` from a handshake frame's body; HandshakeError when it is malformed.
-
-    Strict: the body must be UTF-8 holding a JSON object whose ``"host"`` is a
-    non-empty string of at most 255 characters and whose ``"port"`` is an
-    integer (not a bool) in 0..65535.  Other keys are ignored.
-
-    >>> decode_handshake(b'{"host": "10.0.0.1", "port": 7001, "v": 2}')
-    ('10.0.0.1', 7001)
-    >>> decode_handshake(b'{"host": "a", "port": true}')
-    Traceback (most recent call last):
-    ...
-    casty.transport.framing.HandshakeError: handshake port must be an integer, got bool
-    """
-    if not isinstance(body, (bytes, bytearray, memoryview)):
-        raise TypeError(f"handshake body must be bytes-like, got {type(body).__name__}")
-    raw = bytes(body)
-    if len(raw) > MAX_HANDSHAKE_SIZE:
-        raise HandshakeError(
-            f"handshake body is {len(raw)} bytes long (at most {MAX_HANDSHAKE_SIZE})"
-        )
-    try:
-        text = raw.decode("utf-8")  # strict: json.loads on bytes would guess other encodings
-    except UnicodeDecodeError as exc:
-        raise HandshakeError(
-            f"handshake is not valid UTF-8: {exc.reason} at byte {exc.start}"
-        ) from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise HandshakeError(f"handshake is not valid JSON: {exc.msg} at char {exc.pos}") from None
-    except RecursionError:
-        raise HandshakeError("handshake JSON is nested too deeply") from None
-    if not isinstance(obj, dict):
-        raise HandshakeError(f"handshake must be a JSON object, got {type(obj).__name__}")
-    if "host" not in obj:
-        raise HandshakeError("handshake has no 'host'")
-    if "port" not in obj:
-        raise HandshakeError("handshake has no 'port'")
-    host, port = obj["host"], obj["port"]
-    problem = _address_problem(host, port)
-    if problem is not None:
-        raise HandshakeError(problem)
-    return host, port
 
 
 # -- helpers shared with the Cython twin (slow, rare paths) ----------------------

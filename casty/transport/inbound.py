@@ -13,19 +13,24 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from casty.address import TEMP_PREFIX, ActorAddress, split_uri
+from casty.address import TEMP_PREFIX, ActorAddress, _show, split_uri
 from casty.ref import ActorRef
 from casty.transport.envelope import MessageEnvelope
 
 if TYPE_CHECKING:
     from casty.serialization import Serializer
 
-__all__ = ["InboundMessageHandler", "log_inbound_drop", "target_path"]
+__all__ = ["InboundMessageHandler", "OriginSink", "log_inbound_drop", "refusal", "target_path"]
 
 log = logging.getLogger("casty.transport.inbound")
 
 #: distinct targets remembered before the cache starts over (peers choose targets)
 MAX_CACHED_TARGETS = 65536
+#: characters of all cached targets together, and of one: a peer chooses their length
+MAX_CACHED_TARGET_CHARS = 4 * 1024 * 1024
+MAX_CACHED_TARGET_LENGTH = 1024
+#: paths of the system's own infrastructure actors: no peer may message them
+SYSTEM_PREFIX = "/system/"
 
 
 def target_path(target: str, system_name: str) -> str | None:
@@ -42,7 +47,15 @@ def target_path(target: str, system_name: str) -> str | None:
 
 
 def not_ours(target: str, system_name: str) -> str:
-    return f"target {target!r} is not an actor of system {system_name!r}"
+    return f"target {_show(target)} is not an actor of system {system_name!r}"
+
+
+def refusal(target: str, system_name: str) -> str:
+    """Why a frame for ``target`` is not delivered (its path is refused or not ours)."""
+    path = target_path(target, system_name)
+    if path is not None and path.startswith(SYSTEM_PREFIX):
+        return f"target {_show(target)} is a system actor, which peers may not message"
+    return not_ours(target, system_name)
 
 
 def log_inbound_drop(reason: str, count: int) -> None:
@@ -60,6 +73,12 @@ class InboundMessageHandler:
     the TCP node calls inline for every message frame (no task per message).
     A frame that fails to decode is logged, counted in ``dropped`` and dropped;
     the connection stays up.
+
+    Peers are untrusted: a frame for a ``/system/`` path is refused (unless
+    ``allow_system_paths``), and one for an ask's reply path (under ``/temp/``) is
+    delivered only when ``reply_check(path, origin)`` (when set) returns None;
+    otherwise it returns why not.  ``origin`` is the connection the frame came
+    on, as the node told it through :meth:`sink_for` (None when not told).
     """
 
     def __init__(
@@ -69,13 +88,22 @@ class InboundMessageHandler:
         serializer: Serializer,
         system_name: str,
         ref_factory: Callable[[ActorAddress], ActorRef[Any]] | None = None,
+        allow_system_paths: bool = False,
     ) -> None:
         self._local = local
         self._serializer = serializer
         self._system_name = system_name
+        self._allow_system = bool(allow_system_paths)
         self.ref_factory = ref_factory
-        self._paths: dict[str, str | None] = {}
+        self.reply_check: Callable[[str, Any], str | None] | None = None
+        self.origin: Any = None
+        self._paths: dict[str, str] = {}
+        self._paths_chars = 0
         self.dropped = 0
+
+    def sink_for(self, origin: Any) -> Callable[[Any], None]:
+        """A message sink for one connection: each frame is handled with ``origin`` set."""
+        return OriginSink(self, origin).on_frame
 
     async def on_message(self, data: bytes) -> None:
         """Decode one message frame body and deliver it."""
@@ -85,12 +113,17 @@ class InboundMessageHandler:
         """Decode one message frame body (bytes-like) and deliver it, inline."""
         try:
             env = MessageEnvelope.from_bytes(data)
-            path = self._paths.get(env.target, "")
-            if path == "":
+            path = self._paths.get(env.target)
+            if path is None:  # not cached: never a reply path, a refused or a foreign target
                 path = self._path_of(env.target)
-            if path is None:
-                self._drop(not_ours(env.target, self._system_name))
-                return
+                if path is None:
+                    self._drop(refusal(env.target, self._system_name))
+                    return
+                if path.startswith(TEMP_PREFIX) and self.reply_check is not None:
+                    why = self.reply_check(path, self.origin)
+                    if why is not None:
+                        self._drop(why)
+                        return
             msg = self._serializer.deserialize(env.payload, ref_factory=self.ref_factory)
         except ValueError as exc:  # EnvelopeDecodeError or SerializationError: bad peer bytes
             self._drop(str(exc))
@@ -104,13 +137,38 @@ class InboundMessageHandler:
 
     def _path_of(self, target: str) -> str | None:
         path = target_path(target, self._system_name)
-        if path is not None and path.startswith(TEMP_PREFIX):
+        if path is None or (path.startswith(SYSTEM_PREFIX) and not self._allow_system):
+            return None  # not cached: the cache holds only this system's own targets
+        if path.startswith(TEMP_PREFIX) or len(target) > MAX_CACHED_TARGET_LENGTH:
             return path  # an ask's reply path is used once: caching it only crowds out the rest
-        if len(self._paths) >= MAX_CACHED_TARGETS:
+        if len(self._paths) >= MAX_CACHED_TARGETS or self._paths_chars + len(target) > MAX_CACHED_TARGET_CHARS:
             self._paths.clear()
+            self._paths_chars = 0
         self._paths[target] = path
+        self._paths_chars += len(target)
         return path
 
     def _drop(self, reason: str) -> None:
         self.dropped += 1
         log_inbound_drop(reason, self.dropped)
+        origin = self.origin
+        if origin is not None:
+            origin.frame_dropped()
+
+
+class OriginSink:
+    """The message sink of one connection: runs the handler with ``origin`` set."""
+
+    __slots__ = ("_handler", "_origin")
+
+    def __init__(self, handler: InboundMessageHandler, origin: Any) -> None:
+        self._handler = handler
+        self._origin = origin
+
+    def on_frame(self, data: Any) -> None:
+        handler = self._handler
+        handler.origin = self._origin
+        try:
+            handler.on_frame(data)
+        finally:
+            handler.origin = None

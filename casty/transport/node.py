@@ -35,6 +35,7 @@ listeners as a :class:`~casty.transport.messages.SendFailure`.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import time
@@ -45,13 +46,19 @@ from typing import Any, Protocol
 from casty._impl import FrameProtocol
 from casty.address import _show
 from casty.transport.busy_poll import BusyPoller
-from casty.transport.config import TcpTransportConfig, dial_allowed
-from casty.transport.framing import (
-    FRAME_MESSAGE,
+from casty.transport.config import TcpTransportConfig, cookie_bytes, dial_allowed
+from casty.transport.framing import FRAME_MESSAGE, encode_frame
+from casty.transport.handshake import (
+    CAPS,
+    Handshake,
     HandshakeError,
-    decode_handshake,
-    encode_frame,
     encode_handshake,
+    encode_hello,
+    handshake_mac,
+    macs_equal,
+    new_nonce,
+    new_uid,
+    parse_handshake,
 )
 from casty.transport.messages import SendFailure
 
@@ -71,8 +78,13 @@ def _host(host: object) -> str:
         return host
     return _show(host, 100)
 
+
 Key = tuple[str, int]
 FailureListener = Callable[[SendFailure], None]
+
+#: a connection whose undeliverable message frames reach this many, and are most of what it
+#: sent, is closed: a peer sending only garbage costs decode time and log lines
+MAX_BAD_FRAMES = 1024
 
 
 class InboundHandler(Protocol):
@@ -83,18 +95,35 @@ class InboundHandler(Protocol):
 
 
 class _Conn:
-    """Per-connection bookkeeping, kept on ``FrameProtocol.context``."""
+    """Per-connection bookkeeping, kept on ``FrameProtocol.context``.
+
+    It is also the *origin* the inbound handler is told for every frame of the
+    connection: ``peer_key`` (what the peer claims to be), ``dial_key`` (what we
+    dialed, None for an inbound connection), ``verified`` and :meth:`frame_dropped`.
+    """
 
     __slots__ = (
-        "dial_key", "dial_peer", "established", "idle_mark", "logged", "outbound", "partial_mark", "peer_key",
-        "superseded", "timer",
+        "awaiting_proof", "bad_frames", "dial_key", "dial_peer", "established", "hello", "idle_mark", "logged",
+        "node", "nonce", "outbound", "partial_mark", "peer_key", "proto", "superseded", "timer", "verified",
     )
 
-    def __init__(self, outbound: bool, dial_key: Key | None, dial_peer: _Peer | None = None) -> None:
+    def __init__(
+        self, node: TcpNode, proto: Any, outbound: bool, dial_key: Key | None, dial_peer: _Peer | None = None
+    ) -> None:
+        self.node = node
+        self.proto = proto
         self.outbound = outbound
         self.dial_key = dial_key
         self.dial_peer = dial_peer  # the peer entry an outbound connection was made for
         self.peer_key: Key | None = None
+        #: the peer's handshake (its claims), once received
+        self.hello: Handshake | None = None
+        #: our nonce in a cookie challenge-response
+        self.nonce: str | None = None
+        #: an inbound connection whose connector has still to prove the cookie
+        self.awaiting_proof = False
+        #: the peer's claim was proven (cookie, or a TLS client certificate naming its host)
+        self.verified = False
         self.established = False
         self.superseded = False
         self.timer: asyncio.TimerHandle | None = None
@@ -104,12 +133,20 @@ class _Conn:
         self.partial_mark: tuple[int, float] | None = None
         #: (traffic counters, monotonic time) when a sweep first saw them as they are
         self.idle_mark: tuple[tuple[int, int, int], float] | None = None
+        #: message frames from this connection that could not be delivered
+        self.bad_frames = 0
+
+    def frame_dropped(self) -> None:
+        """The inbound handler could not decode or deliver a frame of this connection."""
+        self.bad_frames += 1
+        if self.bad_frames >= MAX_BAD_FRAMES and self.bad_frames * 2 > self.proto.frames_received:
+            self.node.misbehaving(self.proto, f"{self.bad_frames} undeliverable message frames")
 
 
 class _Peer:
     """One remote node: its live connection, or the frames waiting for one."""
 
-    __slots__ = ("connect_task", "connecting", "key", "outbound", "pending", "pending_bytes", "proto", "wait_timer")
+    __slots__ = ("connect_task", "connecting", "key", "outbound", "pending", "pending_bytes", "proto")
 
     def __init__(self, key: Key) -> None:
         self.key = key
@@ -117,7 +154,6 @@ class _Peer:
         self.outbound: Any = None  # our FrameProtocol still in handshake
         self.connecting = False  # from the first send until established or failed
         self.connect_task: asyncio.Task[None] | None = None
-        self.wait_timer: asyncio.TimerHandle | None = None
         self.pending: deque[bytes] = deque()
         self.pending_bytes = 0
 
@@ -165,8 +201,12 @@ class TcpNode:
         self.log = logger or log
         on_frame = getattr(handler, "on_frame", None)
         self._async_sink: _OrderedAsyncSink | None = None
+        #: ``handler.sink_for(origin)``: a sink that tells the handler which connection a frame came from
+        self._bind_origin: Callable[[Any], Callable[[Any], None]] | None = None
         if callable(on_frame):
             self._sink: Callable[[Any], None] = on_frame
+            bind = getattr(handler, "sink_for", None)
+            self._bind_origin = bind if callable(bind) else None
         else:
             self._async_sink = _OrderedAsyncSink(handler)
             self._sink = self._async_sink
@@ -185,7 +225,11 @@ class TcpNode:
         self.started = False
         self.port: int = config.port
         self.advertised: Key = config.self_address or (config.host, config.port)
-        self._handshake_frame = b""
+        #: this node's incarnation, drawn at start: a peer seeing a new one knows we restarted
+        self.uid = new_uid()
+        self._cookie = cookie_bytes(config)
+        self._handshake_frame = b""  # v1, for casty 0.21 peers
+        self._hello_frame = b""  # v2, without a challenge
         #: frames not sent, by reason
         self.drops: dict[str, int] = {}
 
@@ -212,6 +256,7 @@ class TcpNode:
         else:  # a self_address port of 0 stands for the port we really got
             self.advertised = (cfg.self_address[0], cfg.self_address[1] or self.port)
         self._handshake_frame = encode_handshake(*self.advertised)
+        self._hello_frame = encode_hello(self._hello())
         self._schedule_sweep()
         if cfg.busy_poll > 0 and not self._closed:
             # Poking on send is enough for request/response: the requester spins after its
@@ -242,8 +287,6 @@ class TcpNode:
         for peer in {id(p): p for p in self._peers.values()}.values():
             if peer.connect_task is not None:
                 peer.connect_task.cancel()
-            if peer.wait_timer is not None:
-                peer.wait_timer.cancel()
             self._drop_pending(peer, "closed", "node shut down")
         tasks = [p.connect_task for p in self._peers.values() if p.connect_task is not None]
         for dial in self._dials:  # including those for peers given up on
@@ -368,18 +411,22 @@ class TcpNode:
             self.log.info("blacklist cleared for %s:%d", host, port)
 
     def peer_down(self, host: str, port: int, reason: str = "peer down") -> None:
-        """Drop the connection to host:port; what was queued for it is reported."""
+        """Drop every connection to and from host:port; what was queued for it is reported."""
         peer = self._peers.get((host, port))
-        if peer is None:
+        inbound = [p for p in self._protocols if p.context.peer_key == (host, port)]
+        if peer is None and not inbound:
             return
         self.log.info("peer %s:%d marked down: %s", host, port, reason)
-        self._forget(peer)
-        self._drop_pending(peer, "peer_down", reason)
-        if peer.connect_task is not None:
-            peer.connect_task.cancel()
-        for proto in (peer.proto, peer.outbound):
-            if proto is not None:
-                proto.abort()
+        if peer is not None:
+            self._forget(peer)
+            self._drop_pending(peer, "peer_down", reason)
+            if peer.connect_task is not None:
+                peer.connect_task.cancel()
+            for proto in (peer.proto, peer.outbound):
+                if proto is not None:
+                    proto.abort()
+        for proto in inbound:  # and what it dialed to us
+            proto.abort()
 
     def adopt(self, host: str, port: int, connection: Any) -> None:
         """Make ``connection`` (a FrameProtocol whose handshake is done) the one to host:port."""
@@ -448,10 +495,14 @@ class TcpNode:
             read_budget_frames=cfg.read_budget_frames,
             max_ignored_frames=cfg.max_ignored_frames,
         )
-        proto.context = _Conn(outbound, dial_key, dial_peer)
+        proto.context = _Conn(self, proto, outbound, dial_key, dial_peer)
         return proto
 
     # -- FrameProtocol owner callbacks ------------------------------------------
+
+    def _hello(self, nonce: str | None = None, mac: str | None = None) -> Handshake:
+        host, port = self.advertised
+        return Handshake(host, port, self.uid, 2, CAPS, nonce, mac)
 
     def frame_connection_made(self, proto: Any) -> None:
         if self._closed:
@@ -471,7 +522,11 @@ class TcpNode:
                 proto.close()  # forgotten, replaced or superseded while connecting
                 return
             peer.outbound = proto
-            proto.send_frame(self._handshake_frame)
+            if self._cookie is not None:
+                conn.nonce = new_nonce()
+                proto.send_frame(encode_hello(self._hello(conn.nonce)))
+            else:
+                proto.send_frame(self._hello_frame)
 
     def _over_connection_limit(self, proto: Any) -> bool:
         """Close an inbound connection beyond ``max_connections`` (True), before it holds anything."""
@@ -497,47 +552,120 @@ class TcpNode:
         )
         proto.abort()
 
+    def _refuse(self, proto: Any, why: str) -> None:
+        proto.context.logged = True
+        self.log.warning("handshake from %s refused: %s; closing", proto.peername, why)
+        proto.abort()
+
     def frame_handshake(self, proto: Any, body: Any) -> None:
         conn: _Conn = proto.context
         if conn.established:
             self.log.debug("ignoring a repeated handshake from %s", proto.peername)
             return
         try:
-            key = decode_handshake(body)
+            hello = parse_handshake(body)
         except HandshakeError as exc:
             self.log.warning("bad handshake from %s: %s; closing", proto.peername, exc)
             conn.logged = True
             proto.abort()
             return
-        if conn.timer is not None:
-            conn.timer.cancel()
-            conn.timer = None
+        if conn.awaiting_proof:
+            self._inbound_proof(proto, conn, hello)
+            return
+        if self._cookie is not None and hello.nonce is None:
+            self._refuse(proto, "this node requires the cookie handshake, which the peer did not offer")
+            return
         if conn.outbound:
-            self._outbound_handshake(proto, conn, key)
+            self._outbound_handshake(proto, conn, hello)
         else:
-            self._inbound_handshake(proto, key)
+            self._inbound_handshake(proto, conn, hello)
 
-    def _inbound_handshake(self, proto: Any, key: Key) -> None:
+    def _inbound_handshake(self, proto: Any, conn: _Conn, hello: Handshake) -> None:
+        tls = _tls_claim(proto, hello.host)
+        if tls is False:
+            self._refuse(proto, f"its TLS certificate does not name the host it claims, {hello.host}")
+            return
+        conn.hello = hello
+        conn.verified = tls is True
+        if self._cookie is not None:
+            assert hello.nonce is not None
+            conn.nonce = new_nonce()
+            conn.awaiting_proof = True
+            mine = self._hello(conn.nonce)
+            mac = handshake_mac(self._cookie, "accept", hello.nonce, conn.nonce, mine)
+            proto.send_frame(encode_hello(self._hello(conn.nonce, mac)))
+            return  # established once the connector's proof arrives
+        self._cancel_timer(conn)
+        proto.send_frame(self._hello_frame if hello.proto >= 2 else self._handshake_frame)
+        self._accept(proto, conn)
+
+    def _inbound_proof(self, proto: Any, conn: _Conn, proof: Handshake) -> None:
+        first = conn.hello
+        assert self._cookie is not None and first is not None and first.nonce is not None
+        assert conn.nonce is not None
+        expected = handshake_mac(self._cookie, "connect", conn.nonce, first.nonce, first)
+        if proof.key != first.key or proof.uid != first.uid or not macs_equal(proof.mac, expected):
+            self._refuse(proto, "it could not prove the cluster cookie")
+            return
+        conn.awaiting_proof = False
+        conn.verified = True
+        self._cancel_timer(conn)
+        self._accept(proto, conn)
+
+    def _accept(self, proto: Any, conn: _Conn) -> None:
+        """An inbound connection is established: its frames are delivered.
+
+        It carries this node's traffic to the address it claims only when that claim is
+        proven, or names port 0 (a client-only node, which nobody can dial), and no other
+        connection holds that address: an inbound claim never displaces a connection,
+        and an unproven one never receives traffic meant for the address it names.
+        """
+        assert conn.hello is not None
+        key = conn.hello.key
+        conn.established = True
+        conn.peer_key = key
+        proto.set_message_sink(self._sink_for(conn))
+        carries = (conn.verified or key[1] == 0) and key != self.advertised
         peer = self._peers.get(key)
-        if peer is not None and peer.proto is None and peer.connecting:
-            # Both sides are connecting: the connection initiated by the smaller address wins.
-            if not key < self.advertised:
-                self.log.debug("simultaneous connect with %s:%d: keeping ours", *key)
-                proto.close()
-                return
-            self.log.debug("simultaneous connect with %s:%d: taking theirs", *key)
-            self._abandon_outbound(peer)
-        proto.send_frame(self._handshake_frame)
-        self._establish(peer or _Peer(key), proto, key)
+        if carries and (peer is None or (peer.proto is None and not peer.connecting)):
+            peer = self._peers[key] = peer or _Peer(key)
+            peer.proto = proto
+            self.log.info("connected to %s:%d (inbound, %s)", key[0], key[1],
+                          "verified" if conn.verified else "client-only")
+            self._flush_pending(peer, proto, key)
+        else:
+            self.log.info("connection from %s:%d (inbound, receive only)", key[0], key[1])
 
-    def _outbound_handshake(self, proto: Any, conn: _Conn, key: Key) -> None:
+    def _outbound_handshake(self, proto: Any, conn: _Conn, hello: Handshake) -> None:
         assert conn.dial_key is not None
         peer = self._peers.get(conn.dial_key)
         if peer is None or peer.outbound is not proto or peer.proto is not None:
             proto.close()  # superseded while the handshake was in flight
             return
+        if self._cookie is not None:
+            assert conn.nonce is not None and hello.nonce is not None
+            expected = handshake_mac(self._cookie, "accept", conn.nonce, hello.nonce, hello)
+            if not macs_equal(hello.mac, expected):
+                self._refuse(proto, "it could not prove the cluster cookie")
+                return
+            mine = self._hello()
+            proof = handshake_mac(self._cookie, "connect", hello.nonce, conn.nonce, mine)
+            proto.send_frame(encode_hello(self._hello(mac=proof)))
+            conn.verified = True
+        self._cancel_timer(conn)
+        conn.hello = hello
         peer.outbound = None
-        self._establish(peer, proto, key)
+        self._establish(peer, proto, hello.key)
+
+    def _cancel_timer(self, conn: _Conn) -> None:
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+
+    def _sink_for(self, conn: _Conn) -> Callable[[Any], None]:
+        """The message sink of one connection: the handler told which connection it is."""
+        bind = self._bind_origin
+        return bind(conn) if bind is not None else self._sink
 
     def _abandon_outbound(self, peer: _Peer) -> None:
         if peer.connect_task is not None:
@@ -547,46 +675,67 @@ class TcpNode:
             peer.outbound.context.superseded = True
             peer.outbound.abort()
             peer.outbound = None
-        if peer.wait_timer is not None:
-            peer.wait_timer.cancel()
-            peer.wait_timer = None
 
     def _establish(self, peer: _Peer, proto: Any, key: Key) -> None:
+        """Make ``proto`` the connection carrying this node's traffic for ``peer``.
+
+        ``key`` is the address the peer claims: it is an alias of ``peer`` (and the
+        queues merge) only when the claim is proven (cookie); otherwise traffic goes
+        only to the address dialed, whatever the node there says it is.
+        """
         conn: _Conn = proto.context
         old = peer.proto
         if old is not None and old is not proto:
-            self.log.info("new connection from %s:%d replaces the old one", *key)
+            self.log.info("new connection to %s:%d replaces the old one", key[0], key[1])
             old.context.superseded = True
             old.close()
-        if peer.wait_timer is not None:
-            peer.wait_timer.cancel()
-            peer.wait_timer = None
         peer.proto = proto
         peer.connecting = False
         conn.established = True
         conn.peer_key = key
-        other = self._peers.get(key)
-        if other is not None and other is not peer:
-            # The same node known under another address: one peer, queues merged in order.
-            peer.pending.extend(other.pending)
-            peer.pending_bytes += other.pending_bytes
-            other.pending.clear()
-            other.pending_bytes = 0
-            self._abandon_outbound(other)
-            for k, p in list(self._peers.items()):
-                if p is other:
-                    self._peers[k] = peer
-        self._peers[key] = peer
-        if peer.key != key:
-            self._peers[peer.key] = peer  # alias: the address we dialled
-        proto.set_message_sink(self._sink)
-        self.log.info("connected to %s:%d (%s)", *key, "outbound" if conn.outbound else "inbound")
+        if conn.verified and key != peer.key:
+            other = self._peers.get(key)
+            if other is None:
+                self._peers[key] = peer  # alias: the proven name of the address we dialed
+            elif other is not peer and other.proto is None:
+                # The same node known under another address: one peer, queues merged in order.
+                peer.pending.extend(other.pending)
+                peer.pending_bytes += other.pending_bytes
+                other.pending.clear()
+                other.pending_bytes = 0
+                self._abandon_outbound(other)
+                for k, p in list(self._peers.items()):
+                    if p is other:
+                        self._peers[k] = peer
+        self._peers[peer.key] = peer
+        proto.set_message_sink(self._sink_for(conn))
+        self.log.info("connected to %s:%d (outbound)", key[0], key[1])
+        self._flush_pending(peer, proto, key)
+
+    def _flush_pending(self, peer: _Peer, proto: Any, key: Key) -> None:
         if peer.pending:
             pending, peer.pending = peer.pending, deque()
             peer.pending_bytes = 0
             lost = sum(1 for frame in pending if not proto.send_frame(frame))
             if lost:
                 self.report(key, "queue_full", lost, "connection write queue full")
+
+    def claimed_by(self, key: Key) -> Key | None:
+        """What the node this node dialed at ``key`` says it is, while connected; else None."""
+        peer = self._peers.get(key)
+        if peer is None or peer.proto is None:
+            return None
+        conn: _Conn = peer.proto.context
+        return conn.peer_key
+
+    def misbehaving(self, proto: Any, why: str) -> None:
+        """Close ``proto`` for what its peer sent, with one warning line."""
+        conn: _Conn = proto.context
+        if conn.logged or proto.closed:
+            return
+        conn.logged = True
+        self.log.warning("closing the connection from %s: %s", proto.peername, why)
+        proto.abort()
 
     def frame_message(self, proto: Any, body: Any) -> None:
         proto.context.logged = True
@@ -604,7 +753,8 @@ class TcpNode:
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
-        key = conn.peer_key or conn.dial_key
+        # What the connection is filed under: the address dialed, or the one an inbound peer claims.
+        key = conn.dial_key if conn.outbound else conn.peer_key
         if not conn.established:
             unsent = 0  # only our handshake waits on a connection before then, no message
         if conn.superseded or key is None:
@@ -612,9 +762,13 @@ class TcpNode:
                 self.report(key or ("?", 0), "connection_lost", unsent, "superseded connection")
             return
         peer = self._peers.get(key)
-        if peer is None:
-            if unsent:
-                self.report(key, "connection_lost", unsent, "connection closed")
+        if peer is None or (peer.proto is not proto and peer.outbound is not proto):
+            if conn.established and not conn.outbound:  # a receive-only inbound connection
+                (self.log.debug if conn.logged else self.log.info)(
+                    "connection from %s:%d lost%s", *key, f": {exc!r}" if exc else ""
+                )
+            if unsent:  # dropped from our table already (peer_down), and a new send came since
+                self.report(key, "connection_lost", unsent, repr(exc) if exc else "connection closed")
             return
         if peer.proto is proto:
             peer.proto = None
@@ -625,25 +779,12 @@ class TcpNode:
             if unsent:
                 self.report(key, "connection_lost", unsent, repr(exc) if exc else "connection closed")
             self._forget(peer)
-        elif peer.outbound is proto:
+        else:  # our dial, still in its handshake
             peer.outbound = None
-            if exc is None and not self._closed and key < self.advertised:
-                # Likely refused as the loser of a simultaneous connect: the winner is on its way.
-                peer.wait_timer = asyncio.get_running_loop().call_later(
-                    self.config.connect_timeout, self._winner_never_came, peer, key
-                )
-            else:
-                reason = f"handshake with {key[0]}:{key[1]} failed: {exc!r}" if exc else (
-                    f"{key[0]}:{key[1]} closed the connection during the handshake"
-                )
-                self._connect_failed(peer, key, reason)
-        elif unsent:  # dropped from our table already (peer_down), and a new send came since
-            self.report(key, "connection_lost", unsent, repr(exc) if exc else "connection closed")
-
-    def _winner_never_came(self, peer: _Peer, key: Key) -> None:
-        peer.wait_timer = None
-        if peer.proto is None:
-            self._connect_failed(peer, key, f"{key[0]}:{key[1]} refused our connection")
+            reason = f"handshake with {key[0]}:{key[1]} failed: {exc!r}" if exc else (
+                f"{key[0]}:{key[1]} closed the connection during the handshake"
+            )
+            self._connect_failed(peer, key, reason)
 
     # -- slow-frame sweep -------------------------------------------------------
 
@@ -757,3 +898,30 @@ class TcpNode:
                 listener(failure)
             except Exception:
                 self.log.exception("send-failure listener raised")
+
+
+def _tls_claim(proto: Any, host: str) -> bool | None:
+    """Whether the peer's TLS client certificate names ``host``: None when the connection
+    has no client certificate (no TLS, or the server does not ask for one)."""
+    transport = proto.transport
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    if not cert:
+        return None
+    try:
+        want: Any = ipaddress.ip_address(host)
+    except ValueError:
+        want = host.rstrip(".").lower()
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind == "IP Address" and not isinstance(want, str):
+            try:
+                if ipaddress.ip_address(value.strip()) == want:
+                    return True
+            except ValueError:
+                continue
+        elif kind == "DNS" and isinstance(want, str):
+            name = value.rstrip(".").lower()
+            if name == want or (
+                name.startswith("*.") and "." in want and want.split(".", 1)[1] == name[2:]
+            ):
+                return True
+    return False

@@ -137,6 +137,11 @@ class RemoteTransport:
         hp = (address.host, address.port)  # type: ignore[assignment]
         return None if hp in self._own else hp
 
+    def route_of(self, address: ActorAddress) -> tuple[str, int] | None:
+        """(host, port) of the node for ``address``, None when it is local; LookupError
+        for a node id this transport does not know."""
+        return self._route(address)
+
     def is_local(self, address: ActorAddress) -> bool:
         """True when ``address`` names an actor of this node."""
         try:

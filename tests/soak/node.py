@@ -294,11 +294,17 @@ class Soak:
             "inbound_dropped": self.system._inbound.dropped,
             "local_drops": sum(self.system.local.drops.values()),
             "connections": len(node._protocols),
+            # connections peers dialed to us: they carry the peer's traffic, not ours
+            "receive_only": sum(
+                1 for p in node._protocols
+                if p.context.established and not p.context.outbound and all(e.proto is not p for e in node._peers.values())
+            ),
             "stray_connections": [
                 f"{p.peername} outbound={p.context.outbound} established={p.context.established} "
                 f"closed={p.closed} transport={p.transport!r}"
                 for p in node._protocols
                 if all(e.proto is not p for e in node._peers.values())
+                and not (p.context.established and not p.context.outbound)
             ],
             "connected_peers": len(node.connected_peers),
         }

@@ -198,9 +198,10 @@ async def run(args: argparse.Namespace) -> int:
                     problems.append(f"{src}->{dst}: {k} = {pair[k]}")
         for a in report["anomalies"]:
             problems.append(f"{src}: {a}")
-        if report["connections"] != report["connected_peers"]:
+        if report["connections"] != report["connected_peers"] + report["receive_only"]:
             problems.append(f"{src}: {report['connections']} connections open for "
-                            f"{report['connected_peers']} connected peers at the end: {report['stray_connections']}")
+                            f"{report['connected_peers']} connected peers and {report['receive_only']} "
+                            f"receive-only ones at the end: {report['stray_connections']}")
         if report["inbound_dropped"] or report["local_drops"]:
             problems.append(f"{src}: inbound dropped {report['inbound_dropped']}, local drops {report['local_drops']}")
     counts = {k: sum(r["counts"][k] for r in reports.values()) for k in next(iter(reports.values()))["counts"]}
