@@ -178,11 +178,11 @@ async def run_attack(attack: Attack, pool: PortPool, quick: bool) -> dict[str, A
             while not (victim.last and healthy.last and victim.last["asks"]["ok"] >= WARM_ASKS
                        and healthy.last["asks"]["ok"] >= WARM_ASKS):
                 await asyncio.sleep(0.05)
-        await asyncio.sleep(BASELINE)
+        await asyncio.sleep(0.2 if quick else BASELINE)
         b0, a0, log0 = victim.last, healthy.last, victim.stderr.snapshot()
         t0 = time.monotonic()
         ctx = Ctx(victim_name, victim.port, healthy_name, healthy.port, victim, pool, quick,
-                  budget=min(attack.budget, 2.0) if quick else attack.budget)
+                  budget=min(attack.budget, 1.0) if quick else attack.budget)
         error = None
         try:
             # The attack bounds its own phases by ctx.budget; this is the backstop.
@@ -191,7 +191,8 @@ async def run_attack(attack: Attack, pool: PortPool, quick: bool) -> dict[str, A
         except Exception as exc:  # an attack that breaks is a result too (the victim may have refused it)
             rows, error = [], f"{type(exc).__name__}: {exc}"
         t_attack = time.monotonic()
-        settle = 3.0 if attack.memory else 2.5
+        # Quick runs only check the harness: no need to outwait the ask timeout.
+        settle = 0.5 if quick else 3.0 if attack.memory else 2.5
         await asyncio.sleep(settle)
         # A frozen victim reports late: wait (bounded) for a report from after the settle time.
         fresh = await victim.report_after(time.monotonic(), timeout=30)
