@@ -89,6 +89,7 @@ class Node:
         async def receive(ctx: Any, msg: Any) -> Behavior[Any]:
             if isinstance(msg, Ping):
                 self.pings["received"] += 1
+                # a gap in the seqs: pings lost on the way (the transport keeps their order)
                 if msg.seq > self._last_ping + 1:
                     self.pings["missing"] += msg.seq - self._last_ping - 1
                 self._last_ping = max(self._last_ping, msg.seq)
@@ -107,7 +108,7 @@ class Node:
     async def ask_once(self, echo: Any, n: int) -> None:
         text = f"q{n}"
         try:
-            got = await self.system.ask(echo, lambda r: Echo(text, r), timeout=ASK_TIMEOUT)
+            got: object = await self.system.ask(echo, lambda r: Echo(text, r), timeout=ASK_TIMEOUT)
         except TimeoutError:
             self.asks["timeout"] += 1
         except Exception:
