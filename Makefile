@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.casty-deps
 PYTEST_ARGS ?=
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: all build test test-fast test-pure lint bench bench-plot fuzz soak clean distclean
+.PHONY: all build test test-fast test-pure lint bench bench-plot fuzz soak redteam clean distclean
 
 all: build
 
@@ -57,6 +57,20 @@ fuzz: $(STAMP)
 soak: build
 	CASTY_REQUIRE_EXTENSIONS=1 CASTY_NO_EXTENSIONS=0 $(VPY) -m tests.soak.soak $(SOAK_ARGS)
 	CASTY_NO_EXTENSIONS=1 $(VPY) -m tests.soak.soak $(SOAK_ARGS)
+
+# Malicious peers against a victim node while a healthy peer asks alongside (issue 20): one
+# table row per attack, JSON in build/redteam-<twin>.json (tests/redteam/redteam.py). Cython, then
+# pure twins; REDTEAM_TWINS picks them, REDTEAM_ARGS passes options (--attacks a,b  --quick  --strict).
+REDTEAM_TWINS ?= cython pure
+redteam: build
+	@for twin in $(REDTEAM_TWINS); do \
+		case $$twin in \
+			cython) env="CASTY_REQUIRE_EXTENSIONS=1 CASTY_NO_EXTENSIONS=0" ;; \
+			pure) env="CASTY_NO_EXTENSIONS=1" ;; \
+			*) echo "REDTEAM_TWINS: unknown twin '$$twin' (cython, pure)"; exit 2 ;; \
+		esac; \
+		env $$env $(VPY) -m tests.redteam.redteam $(REDTEAM_ARGS) || exit 1; \
+	done
 
 # Charts of bench/results/scaling.json; needs matplotlib (pip install -e '.[plot]'), else says so.
 bench-plot: $(STAMP)
