@@ -17,8 +17,8 @@ import pytest
 
 from casty import FRAME_HANDSHAKE, FRAME_MESSAGE, MessageEnvelope, MsgpackSerializer, RemoteActorSystem
 from casty.behavior import Behavior, Behaviors
-from casty.transport.node import MAX_BAD_FRAMES
 from casty.transport.handshake import Handshake, encode_hello, handshake_mac, new_nonce, parse_handshake
+from casty.transport.node import MAX_BAD_FRAMES
 from tests.remote_helpers import Collector, Echo, Failures, Ping, echo_behavior, node, registry
 from tests.test_hostile_peers import closed_by_peer
 from tests.test_remote import frame, read_frame, wait_until
@@ -84,7 +84,8 @@ async def test_a_reply_is_taken_only_from_the_node_the_ask_went_to(caplog: pytes
 
     async with node("a") as a, node("b") as b:
         b.spawn(Behaviors.receive(hold), "hold")
-        asking = asyncio.ensure_future(a.ask(a.ref(b.address.with_path("/user/hold")), lambda r: Echo("x", r), timeout=5))
+        hold_ref = a.ref(b.address.with_path("/user/hold"))
+        asking = asyncio.ensure_future(a.ask(hold_ref, lambda r: Echo("x", r), timeout=5))
         reply_to = await leaked.get()
         _reader, writer = await raw_peer(a, FAKE, 1)
         writer.write(reply_frame(reply_to.id, "forged"))
@@ -202,7 +203,8 @@ async def test_a_connector_that_cannot_prove_the_cookie_gets_no_message_delivere
         bogus = handshake_mac(b"not-the-cookie", "connect", answer.nonce, mine.nonce or "", mine)
         payload = MsgpackSerializer(registry()).serialize(Ping(1))
         env = MessageEnvelope(b.address.with_path("/user/sink").to_uri(), "casty://x@h:1/", payload, "p")
-        writer.write(encode_hello(Handshake(FAKE, 1, 42, 2, frozenset(), None, bogus)) + frame(FRAME_MESSAGE, env.to_bytes()))
+        proof = encode_hello(Handshake(FAKE, 1, 42, 2, frozenset(), None, bogus))
+        writer.write(proof + frame(FRAME_MESSAGE, env.to_bytes()))
         assert await reader.read() == b""
         assert got.items == [] and "could not prove the cluster cookie" in caplog.text
         writer.close()

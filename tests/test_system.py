@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,12 +161,12 @@ async def test_reply_paths_are_unguessable_and_never_reused() -> None:
         ref = system.spawn(echo(), "echo")
         paths: list[str] = []
         for i in range(600):  # past one batch of drawn randomness
-            await system.ask(ref, lambda r: paths.append(r.address.path) or Echo(i, r))
+            await system.ask(ref, lambda r, i=i: paths.append(r.address.path) or Echo(i, r))
         assert len(set(paths)) == 600
         tokens = [int(p.rsplit("-", 1)[1], 16) for p in paths]
         assert len(set(tokens)) == 600
         # not a counter: the random parts of consecutive asks are not close to each other
-        assert sum(abs(a - b) < 2**32 for a, b in zip(tokens, tokens[1:])) < 3
+        assert sum(abs(a - b) < 2**32 for a, b in itertools.pairwise(tokens)) < 3
 
 
 async def test_ask_returns_the_reply_and_cleans_up() -> None:

@@ -297,7 +297,8 @@ class Soak:
             # connections peers dialed to us: they carry the peer's traffic, not ours
             "receive_only": sum(
                 1 for p in node._protocols
-                if p.context.established and not p.context.outbound and all(e.proto is not p for e in node._peers.values())
+                if p.context.established and not p.context.outbound
+                and all(e.proto is not p for e in node._peers.values())
             ),
             "stray_connections": [
                 f"{p.peername} outbound={p.context.outbound} established={p.context.established} "
