@@ -9,7 +9,7 @@ from typing import Any
 from casty.address import ActorAddress
 from casty.ref import ActorRef
 from casty.serialization import MsgpackSerializer, Serializer, TypeRegistry
-from casty.system import ActorSystem
+from casty.system import DEFAULT_MAILBOX_CAPACITY, ActorSystem
 from casty.transport.config import TcpTransportConfig
 from casty.transport.node import TcpNode
 from casty.transport.remote import InboundMessageHandler, RemoteTransport, SendFailureCallback
@@ -28,6 +28,9 @@ class RemoteActorSystem(ActorSystem):
     gives a reference to any actor anywhere, and ``ask`` works across nodes.
     Start it with ``async with`` (or ``await start()``); port 0 picks a free port
     and ``address`` tells the real one.
+
+    ``mailbox_capacity`` bounds every actor's mailbox (see :class:`ActorSystem`); a
+    peer whose message fills one is not read from until it has room.
 
     Extra keyword arguments (``connect_timeout``, ``max_frame_size``,
     ``handshake_timeout``, ``max_queue_bytes``, ``address_map``, ...) go to
@@ -56,9 +59,10 @@ class RemoteActorSystem(ActorSystem):
         node_id: str | None = None,
         on_send_failure: SendFailureCallback | None = None,
         client_only: bool = False,
+        mailbox_capacity: int = DEFAULT_MAILBOX_CAPACITY,
         **tcp_options: Any,
     ) -> None:
-        super().__init__(name)
+        super().__init__(name, mailbox_capacity=mailbox_capacity)
         self.serializer = serializer if serializer is not None else MsgpackSerializer(registry)
         self_address = None
         if advertised_host is not None or advertised_port is not None:

@@ -1229,7 +1229,7 @@ class _Local:
     def __init__(self) -> None:
         self.delivered: list[tuple[str, Any]] = []
 
-    def deliver_path(self, path: str, msg: Any) -> None:
+    def deliver_path(self, path: str, msg: Any, nbytes: int = -1) -> None:
         self.delivered.append((path, _canon(msg)))
 
 

@@ -262,3 +262,30 @@ async def test_peers_cannot_message_system_actors(caplog: pytest.LogCaptureFixtu
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert "is a system actor, which peers may not message" in caplog.text
         writer.close()
+
+
+# -- back-pressure ------------------------------------------------------------------------------
+
+
+async def test_a_full_mailbox_pauses_the_peer_and_loses_nothing() -> None:
+    release = asyncio.Event()
+    seen: list[int] = []
+
+    async def slow(ctx: Any, msg: Ping) -> Behavior[Any]:
+        await release.wait()
+        seen.append(msg.seq)
+        return Behaviors.same()
+
+    async with node("a") as a, node("b", mailbox_capacity=16) as b:
+        b.spawn(Behaviors.receive(slow), "slow")
+        sink = a.ref(b.address.with_path("/user/slow"))
+        for i in range(2000):
+            sink.tell(Ping(i))
+        cell = b._cells["/user/slow"]
+        await wait_until(lambda: any(p.reading_paused for p in b.node._protocols))
+        # held at capacity: the rest waits in a's queue and the sockets, not in b's mailbox
+        assert len(cell.mailbox.queue) <= 16
+        release.set()
+        await wait_until(lambda: len(seen) == 2000)
+        assert seen == list(range(2000))
+        assert sum(a.node.drops.values()) == 0 and b.local.drops.get("mailbox_full", 0) == 0

@@ -39,7 +39,7 @@ class Local:
     def __init__(self) -> None:
         self.got: list[tuple[str, Any]] = []
 
-    def deliver_path(self, path: str, msg: Any) -> None:
+    def deliver_path(self, path: str, msg: Any, nbytes: int = -1) -> None:
         self.got.append((path, msg))
 
 
@@ -95,7 +95,7 @@ class _Owner:
 
 
 class RaisingLocal(Local):
-    def deliver_path(self, path: str, msg: Any) -> None:
+    def deliver_path(self, path: str, msg: Any, nbytes: int = -1) -> None:
         if getattr(msg, "seq", None) == 3:
             raise RuntimeError("actor gone mad")
         super().deliver_path(path, msg)

@@ -147,7 +147,9 @@ cdef class InboundMessageHandler(FrameSink):
             except ValueError as exc:
                 self._drop(str(exc))
                 return 0
-        self._deliver_path(path, msg)
+        full = self._deliver_path(path, msg, size)
+        if full is not None and self.origin is not None:
+            self.origin.mailbox_full(full)
         return 0
 
     cdef object _temp_path(self, const unsigned char* p, Py_ssize_t n):
@@ -178,7 +180,9 @@ cdef class InboundMessageHandler(FrameSink):
         except ValueError as exc:
             self._drop(str(exc))
             return
-        self._deliver_path(path, msg)
+        full = self._deliver_path(path, msg, len(data))
+        if full is not None and self.origin is not None:
+            self.origin.mailbox_full(full)
 
     cdef bint _reply_refused(self, str path) except -1:
         """True (and the frame dropped) when ``reply_check`` refuses a reply to ``path``."""

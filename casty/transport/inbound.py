@@ -78,7 +78,9 @@ class InboundMessageHandler:
     ``allow_system_paths``), and one for an ask's reply path (under ``/temp/``) is
     delivered only when ``reply_check(path, origin)`` (when set) returns None;
     otherwise it returns why not.  ``origin`` is the connection the frame came
-    on, as the node told it through :meth:`sink_for` (None when not told).
+    on, as the node told it through :meth:`sink_for` (None when not told); when a
+    delivery leaves a mailbox at its capacity, ``origin.mailbox_full(mailbox)`` is
+    called, and the node stops reading that connection until the mailbox has room.
     """
 
     def __init__(
@@ -128,7 +130,9 @@ class InboundMessageHandler:
         except ValueError as exc:  # EnvelopeDecodeError or SerializationError: bad peer bytes
             self._drop(str(exc))
             return
-        self._local.deliver_path(path, msg)
+        full = self._local.deliver_path(path, msg, len(data))
+        if full is not None and self.origin is not None:
+            self.origin.mailbox_full(full)
 
     @property
     def cached_targets(self) -> int:

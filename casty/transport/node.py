@@ -41,6 +41,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 from casty._impl import FrameProtocol
@@ -135,6 +136,16 @@ class _Conn:
         self.idle_mark: tuple[tuple[int, int, int], float] | None = None
         #: message frames from this connection that could not be delivered
         self.bad_frames = 0
+
+    def mailbox_full(self, mailbox: Any) -> None:
+        """A message of this connection left ``mailbox`` at its capacity: read no more
+        from the connection until it has room, so the peer's bounded queue (and the
+        drops it reports) takes the pressure instead of this node's memory."""
+        proto = self.proto
+        if proto.closed:
+            return
+        proto.pause_reading(mailbox)
+        mailbox.on_space(partial(proto.resume_reading, mailbox))
 
     def frame_dropped(self) -> None:
         """The inbound handler could not decode or deliver a frame of this connection."""
