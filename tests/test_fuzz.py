@@ -3,7 +3,7 @@
 Each example feeds the same hostile or mutated input to the Cython build and the
 pure twin and requires identical outcomes (values delivered, exception class and
 message, connection state), and checks both against a small reference model
-written here from the wire format in DESIGN.md:
+written here from the wire format in docs/architecture.md:
 
 * the frame splitter (``FrameProtocol.data_received``): random chunkings, chunk
   kinds and owner behaviour give what one chunk gives, and what the model gives;
@@ -281,7 +281,7 @@ def _handshake_bodies(draw: st.DrawFn) -> bytes:
 
 
 def _handshake_model(body: bytes) -> tuple[str, Any]:
-    """What DESIGN.md says a handshake body gives: ``("ok", (host, port))`` or ``("error", None)``."""
+    """What docs/architecture.md says a handshake body gives: ``("ok", (host, port))`` or ``("error", None)``."""
     bad = ("error", None)
     if len(body) > MAX_HANDSHAKE_SIZE:
         return bad
@@ -554,7 +554,7 @@ class _ModelProto:
 
 
 def _splitter_model(data: bytes, max_frame: int, plan: _Plan) -> list[tuple[Any, ...]]:
-    """The wire format read straight off DESIGN.md, for the whole stream in one piece."""
+    """The wire format read straight off docs/architecture.md, for the whole stream in one piece."""
     limit = min(max_frame, MAX_FRAME_LENGTH)
     receiver = _Receiver(pure_framing.decode_handshake, plan)
     proto = receiver.proto = _ModelProto()
@@ -646,7 +646,7 @@ def _envelopes(draw: st.DrawFn) -> bytes:
 
 
 def _envelope_model(data: bytes) -> tuple[str, Any]:
-    """``("ok", (target, sender, payload, type_hint))`` or ``("error", None)``, per DESIGN.md."""
+    """``("ok", (target, sender, payload, type_hint))`` or ``("error", None)``, per docs/architecture.md."""
     bad = ("error", None)
     if len(data) < 4 or int.from_bytes(data[:4], "big") > len(data) - 4:
         return bad

@@ -1,4 +1,4 @@
-"""RemoteTransport's routing rules (DESIGN.md), including its cached last route."""
+"""RemoteTransport's routing rules (docs/architecture.md), including its cached last route."""
 
 from __future__ import annotations
 

@@ -1,17 +1,23 @@
-"""TcpNode: the listening socket, one connection per peer node, and their rules.
+"""TcpNode: the listening socket, the connections to and from peer nodes, and their rules.
 
 The node is driven by plain method calls on the event loop: the ``tcp_transport``
 actor forwards its messages here, and :class:`~casty.transport.remote.RemoteTransport`
 calls :meth:`TcpNode.send_message` directly so a tell pays no mailbox hop.
 
-Connection rules (DESIGN.md, wire format):
+Connection rules (docs/architecture.md, "Connections"):
 
-* the connecting side sends its handshake first; the accepting side answers with
-  its own; frames flow only on a connection whose handshakes are done;
-* one connection per node pair: when both sides connect at once, the connection
-  initiated by the smaller ``(host, port)`` wins; the acceptor closes the loser
-  without answering its handshake, and a loser's initiator then waits (up to
-  ``connect_timeout``) for the winner to arrive as an inbound connection;
+* the connecting side sends its handshake first (v2: ``uid``, ``proto``, ``caps``,
+  see :mod:`casty.transport.handshake`); the accepting side answers with its own
+  (v1 bytes to a v1 peer); frames flow only on a connection whose handshakes are done;
+* with a ``cookie`` each side proves it (HMAC challenge-response): the acceptor in
+  its answer, the connector in a second handshake frame; a peer that cannot, casty
+  0.21 included, is refused;
+* traffic for an address goes over the connection this node dialed to it; an
+  inbound connection carries it only when its claim is proven (cookie, or a TLS
+  client certificate naming the claimed host) or names port 0 (a client-only node,
+  which nobody can dial), and never displaces a connection: a peer cannot take
+  another node's traffic by claiming its address.  Other inbound connections are
+  receive-only, so two nodes that both send use a connection each way;
 * frames for a peer whose connection is being made wait in a bounded queue and are
   flushed in order; a failed connect blacklists the peer for ``blacklist_duration``;
 * connecting happens in its own task per peer, so a slow peer delays no other;
