@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 import casty
-from casty import Behavior, Behaviors, RemoteActorSystem, SendFailure
+from casty import Behavior, Behaviors, RemoteActorSystem, SendFailure, TcpTransportConfig
 from tests.remote_helpers import Echo, Ping, registry
 
 ASK_EVERY = 0.005
@@ -62,9 +62,15 @@ class Node:
     def __init__(self, name: str) -> None:
         self.name = name
         self.failures: dict[str, int] = {}
+        #: the peers this node was told of: with an allow_dial policy (where this casty has
+        #: one), the only addresses it dials, so a peer cannot make it dial others
+        self.peers: set[tuple[str, int]] = set()
+        policy: dict[str, Any] = {}
+        if "allow_dial" in getattr(TcpTransportConfig, "__dataclass_fields__", {}):
+            policy["allow_dial"] = self._may_dial
         self.system = RemoteActorSystem(
             name, "127.0.0.1", 0, registry=registry(), connect_timeout=2.0,
-            on_send_failure=self._on_failure,
+            on_send_failure=self._on_failure, **policy,
         )
         self.asks = {"started": 0, "ok": 0, "forged": 0, "wrong": 0, "timeout": 0, "error": 0, "skipped": 0}
         self.in_flight = 0
@@ -73,6 +79,9 @@ class Node:
         self.loop_errors = 0
         self.slow_handled = 0
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def _may_dial(self, host: str, port: int) -> bool:
+        return (host, port) in self.peers
 
     def _on_failure(self, failure: SendFailure) -> None:
         self.failures[failure.reason] = self.failures.get(failure.reason, 0) + failure.count
@@ -185,6 +194,7 @@ async def main(name: str) -> None:
                     break
                 cmd = json.loads(line)
                 if cmd["cmd"] == "peer":
+                    node.peers.add(("127.0.0.1", cmd["port"]))
                     background.append(loop.create_task(node.traffic(cmd["name"], cmd["port"])))
                 elif cmd["cmd"] == "exit":
                     break
