@@ -73,6 +73,7 @@ from casty.transport.framing import (
     HandshakeError,
     ignored_run_problem,
 )
+from casty.transport.handshake import Handshake, encode_hello, parse_handshake
 
 _REQUIRE = os.environ.get("CASTY_REQUIRE_EXTENSIONS", "").strip().lower() in {"1", "true", "yes"}
 
@@ -263,6 +264,26 @@ _PORTS = st.one_of(
 )
 
 
+_UIDS = st.one_of(
+    st.integers(0, 2**64 - 1),
+    st.sampled_from([-1, 2**64, True, None, 1.0, "7", 0, 2**64 - 1]),
+)
+_PROTOS = st.one_of(st.integers(-1, 5), st.sampled_from([True, None, 2.0, "2", 10**30]))
+_CAPS = st.one_of(
+    st.lists(st.sampled_from(["hb", "watch", "frag", "hdr", "x" * 32, "x" * 33, ""]), max_size=4),
+    st.lists(st.just("hb"), min_size=64, max_size=66),
+    st.sampled_from(["hb", None, {}, [1], [None]]),
+)
+
+
+def _hex_or_not(size: int) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.text("0123456789abcdef", min_size=size, max_size=size),
+        st.text("0123456789abcdefABCDEFg", min_size=size - 1, max_size=size + 1),
+        st.sampled_from([None, 0, "", []]),
+    )
+
+
 @st.composite
 def _handshake_bodies(draw: st.DrawFn) -> bytes:
     kind = draw(st.integers(0, 19))
@@ -271,7 +292,12 @@ def _handshake_bodies(draw: st.DrawFn) -> bytes:
     if kind == 1:  # nesting: JSON's recursion limit, or the size limit first
         depth = draw(st.one_of(st.integers(1, 3000), st.sampled_from([MAX_HANDSHAKE_SIZE, MAX_HANDSHAKE_SIZE + 1])))
         return b"[" * depth + b"]" * draw(st.sampled_from([0, depth]))
-    body = draw(_json_objects({"host": _HOSTS, "port": _PORTS}))
+    fields: dict[str, st.SearchStrategy[Any]] = {"host": _HOSTS, "port": _PORTS}
+    if kind >= 10:  # a v2 handshake: uid, proto, caps and the cookie's nonce and mac
+        fields |= {"uid": _UIDS, "proto": _PROTOS, "caps": _CAPS}
+        if kind >= 13:
+            fields |= {"nonce": _hex_or_not(32), "mac": _hex_or_not(64)}
+    body = draw(_json_objects(fields))
     if kind == 2:  # the right JSON in another encoding
         with contextlib.suppress(UnicodeError):
             body = body.decode("utf-8").encode(draw(st.sampled_from(["utf-16", "utf-32", "utf-8-sig", "latin-1"])))
@@ -294,9 +320,24 @@ def _handshake_model(body: bytes) -> tuple[str, Any]:
     host, port = obj["host"], obj["port"]
     if type(host) is not str or not 0 < len(host) <= MAX_HOST_LENGTH or type(port) is not int:
         return bad
-    if not _host_model(host):
+    if not _host_model(host) or not 0 <= port <= 65535:
         return bad
-    return ("ok", (host, port)) if 0 <= port <= 65535 else bad
+    if "proto" not in obj:
+        return ("ok", (host, port))  # v1: other keys ignored
+    proto, uid, caps = obj["proto"], obj.get("uid"), obj.get("caps", [])
+    if type(proto) is not int or proto < 2 or type(uid) is not int or not 0 <= uid < 2**64:
+        return bad
+    if not isinstance(caps, list) or len(caps) > 64 or not all(
+        type(c) is str and 0 < len(c) <= 32 for c in caps
+    ):
+        return bad
+    for name, size in (("nonce", 32), ("mac", 64)):
+        value = obj.get(name)
+        if value is not None and (
+            type(value) is not str or len(value) != size or any(ch not in "0123456789abcdef" for ch in value)
+        ):
+            return bad
+    return ("ok", (host, port))
 
 
 def _host_model(host: str) -> bool:
@@ -349,6 +390,10 @@ def test_handshake_parser(body: bytes) -> None:
         host, port = first[1]
         frame = pure_framing.encode_handshake(host, port)  # what we would answer must read back
         assert pure_framing.decode_handshake(frame[5:]) == (host, port)
+        hs = parse_handshake(body)  # and a v2 hello carrying what it said
+        again = parse_handshake(encode_hello(Handshake(host, port, hs.uid if hs.uid is not None else 1, 2,
+                                                       hs.caps, hs.nonce, hs.mac))[5:])
+        assert (again.key, again.caps, again.nonce, again.mac) == ((host, port), hs.caps, hs.nonce, hs.mac)
 
 
 # --- the frame splitter ----------------------------------------------------------------------
