@@ -9,8 +9,9 @@ stall, RSS, fds and ask counters.  Once both are answering, this process plays t
 attacker over raw sockets on 127.0.0.1 (``tests/redteam/attacks.py``: sprayed ask replies,
 a handshake claiming A's address, a colliding-int set, memory floods, streams of
 undecodable or unknown frames, ``/system/tcp``, hostile handshake fields, idle
-connections; where this casty has ``allow_dial``, both nodes dial only the peer they
-were told of, the set-up issue 20 asks for against untrusted peers), then lets B settle (3 s after a memory flood, 2.5 s otherwise: longer than
+connections; where this casty has ``allow_dial``, both nodes dial only the peer
+they were told of, the set-up issue 20 asks for against untrusted peers), then lets
+B settle (3 s after a memory flood, 2.5 s otherwise: longer than
 the ask timeout, so asks the attack made fail are counted).  Each attack gets rows for
 spoofed replies (B's asks answered with the attacker's value), B's largest loop stall, B's
 RSS at start / peak / after settling, the healthy asks that failed either way and pings
