@@ -189,10 +189,10 @@ def test_on_space_fires_once_when_drained_to_half(impl: types.SimpleNamespace) -
     drained = []
     while box.queue:
         drained.append(box.queue.popleft())
-        box.notify_space()  # what the actor's loop does after each message while space_wanted
+        box.taken()  # what the actor's loop does after each message while space_wanted
     assert calls == [("a", 2), ("b", 2)]  # at capacity // 2, once each
     assert not box.space_wanted and drained == [0, 1, 2, 3, 4]
-    box.notify_space()
+    box.taken()
     assert len(calls) == 2
 
 
@@ -230,7 +230,7 @@ def test_a_raising_on_space_callback_is_logged_not_propagated(
     box.on_space(lambda: calls.append("next"))
     box.queue.clear()
     with caplog.at_level(logging.ERROR, logger="casty.transport.mailbox"):
-        box.notify_space()
+        box.taken()
     assert calls == ["next"]
     [record] = caplog.records
     assert record.exc_info is not None and "on_space" in record.getMessage()
