@@ -928,13 +928,14 @@ class TwinsAgree(RuleBasedStateMachine):
         for i, boxes in enumerate(self.boxes):
             if not boxes:
                 return
-            box = boxes[which % len(boxes)]
+            n = which % len(boxes)
+            box = boxes[n]
             if box.queue:
                 box.queue.popleft()
                 if box.space_wanted:
                     box.taken()
             if box.full:
-                box.on_space(lambda i=i, n=which % len(boxes): self.logs[i].append(("space", n)))
+                box.on_space(lambda i=i, n=n: self.logs[i].append(("space", n)))
 
     @rule(path=st.sampled_from(PATHS))
     def unregister(self, path: str) -> None:

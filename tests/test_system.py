@@ -561,8 +561,8 @@ def test_mailbox_bytes_is_validated(bad: Any) -> None:
 async def test_each_mailbox_gets_the_byte_capacity() -> None:
     assert ActorSystem("u").mailbox_bytes == 64 * 1024 * 1024
     async with ActorSystem("t", mailbox_bytes=1000) as system, ActorSystem("n", mailbox_bytes=0) as none:
-        system.spawn(Behaviors.receive(lambda ctx, msg: Behaviors.same()), "a")  # type: ignore[arg-type,return-value]
-        none.spawn(Behaviors.receive(lambda ctx, msg: Behaviors.same()), "a")  # type: ignore[arg-type,return-value]
+        system.spawn(gated(asyncio.Event(), []), "a")
+        none.spawn(gated(asyncio.Event(), []), "a")
         assert system._cells["/user/a"].mailbox.byte_capacity == 1000
         assert none._cells["/user/a"].mailbox.byte_capacity == 0
 
