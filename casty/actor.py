@@ -22,8 +22,10 @@ handling (``casty.transport.mailbox``, at C level in its Cython twin).
 
 Capacity: the mailbox holds at most ``ActorSystem(mailbox_capacity=...)`` messages
 from local senders (more are dropped and counted by the LocalTransport); a peer's
-messages are always queued, and its reader is paused until the loop has drained
-the queue to half the capacity (see ``casty.transport.mailbox``).
+messages are always queued, their wire bytes counted, and its reader is paused
+once the mailbox holds ``mailbox_capacity`` messages or ``mailbox_bytes`` bytes of
+peers' messages, until the loop has drained both to half (see
+``casty.transport.mailbox``).
 
 Failure policy: a handler (or setup, or pre_start) that raises is logged on
 ``casty.actor`` with the actor path.  Without :meth:`Behaviors.supervise` the
@@ -220,7 +222,7 @@ class ActorCell(Generic[M]):
         self.terminated: asyncio.Future[None] = loop.create_future()
         self._loop = loop
         self._initial = behavior
-        self.mailbox = Mailbox(system.mailbox_capacity)
+        self.mailbox = Mailbox(system.mailbox_capacity, system.mailbox_bytes)
         self._handler: _Handler = _not_started
         self._post_stop: list[_Hook] = []
         self._supervision: _Supervision | None = None
@@ -312,7 +314,6 @@ class ActorCell(Generic[M]):
             await self._start_guarded(self._initial)
             box = self.mailbox
             mailbox = box.queue
-            low = box.capacity // 2
             ctx = self.context
             budget = BATCH
             while not self._stop_requested:
@@ -324,8 +325,8 @@ class ActorCell(Generic[M]):
                         await asyncio.sleep(0)  # let other tasks run, then carry on
                         continue
                     msg = mailbox.popleft()
-                    if box.space_wanted and len(mailbox) <= low:
-                        box.notify_space()  # a paused peer may send again
+                    if box.space_wanted:
+                        box.taken()  # releases a peer's bytes; a paused peer may send again
                     try:
                         nxt = await self._handler(ctx, msg)
                     except Exception as exc:
@@ -487,8 +488,9 @@ class ActorCell(Generic[M]):
         if queue:
             log.debug("actor %s stopped with %d unprocessed messages; dropped them",
                       self.path, len(queue), extra={"actor_path": self.path})
-            queue.clear()
-        self.mailbox.close()  # peers paused on it may read again (their messages go dead)
+        # Drops the queue and its byte count; peers paused on it may read again (their
+        # messages go dead).
+        self.mailbox.close()
         try:
             await self._stop_children()
             await self._run_post_stop(0)

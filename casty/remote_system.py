@@ -9,7 +9,7 @@ from typing import Any
 from casty.address import ActorAddress
 from casty.ref import ActorRef
 from casty.serialization import MsgpackSerializer, Serializer, TypeRegistry
-from casty.system import DEFAULT_MAILBOX_CAPACITY, ActorSystem
+from casty.system import DEFAULT_MAILBOX_BYTES, DEFAULT_MAILBOX_CAPACITY, ActorSystem
 from casty.transport.config import TcpTransportConfig
 from casty.transport.node import TcpNode
 from casty.transport.remote import InboundMessageHandler, RemoteTransport, SendFailureCallback
@@ -29,8 +29,9 @@ class RemoteActorSystem(ActorSystem):
     Start it with ``async with`` (or ``await start()``); port 0 picks a free port
     and ``address`` tells the real one.
 
-    ``mailbox_capacity`` bounds every actor's mailbox (see :class:`ActorSystem`); a
-    peer whose message fills one is not read from until it has room.
+    ``mailbox_capacity`` and ``mailbox_bytes`` bound every actor's mailbox, in
+    messages and in peers' wire bytes (see :class:`ActorSystem`); a peer whose
+    message fills one is not read from until it has room.
 
     Extra keyword arguments (``connect_timeout``, ``max_frame_size``,
     ``handshake_timeout``, ``max_queue_bytes``, ``address_map``, ...) go to
@@ -60,9 +61,10 @@ class RemoteActorSystem(ActorSystem):
         on_send_failure: SendFailureCallback | None = None,
         client_only: bool = False,
         mailbox_capacity: int = DEFAULT_MAILBOX_CAPACITY,
+        mailbox_bytes: int = DEFAULT_MAILBOX_BYTES,
         **tcp_options: Any,
     ) -> None:
-        super().__init__(name, mailbox_capacity=mailbox_capacity)
+        super().__init__(name, mailbox_capacity=mailbox_capacity, mailbox_bytes=mailbox_bytes)
         self.serializer = serializer if serializer is not None else MsgpackSerializer(registry)
         self_address = None
         if advertised_host is not None or advertised_port is not None:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     # Both twins share this interface; the pure one carries the type.
     from casty.transport.local import LocalTransport as LocalTransportType
 
-__all__ = ["DEFAULT_MAILBOX_CAPACITY", "ActorSystem"]
+__all__ = ["DEFAULT_MAILBOX_BYTES", "DEFAULT_MAILBOX_CAPACITY", "ActorSystem"]
 
 log = logging.getLogger("casty.system")
 
@@ -31,6 +31,8 @@ _BAD_SYSTEM_CHARS = frozenset("/@:[]")
 
 DEFAULT_MAILBOX_CAPACITY = 65_536
 """Messages an actor's mailbox queues before local senders are refused and peers paused."""
+DEFAULT_MAILBOX_BYTES = 64 * 1024 * 1024
+"""Wire bytes of peers' messages an actor's mailbox queues before those peers are paused."""
 _NUMBERS = (int, float)
 _RANDOM_BATCH = 8 * 256  # bytes of randomness drawn at once: 256 reply paths
 
@@ -60,6 +62,10 @@ class ActorSystem:
     unbounded) is how many queued messages an actor's mailbox takes from local
     senders before the LocalTransport drops their messages (reason
     ``mailbox_full``); at that length a peer's reading is paused instead.
+    ``mailbox_bytes`` (0 = unbounded) bounds the wire bytes of peers' messages
+    queued in one mailbox: at that many a peer's reading is paused too (local
+    senders are charged no bytes).  A paused peer is read again once the mailbox
+    is down to half of both.
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class ActorSystem:
         local_transport: LocalTransportType | None = None,
         stop_timeout: float = 5.0,
         mailbox_capacity: int = DEFAULT_MAILBOX_CAPACITY,
+        mailbox_bytes: int = DEFAULT_MAILBOX_BYTES,
     ) -> None:
         if not isinstance(name, str) or not name or any(
             ch in _BAD_SYSTEM_CHARS or ch.isspace() or not ch.isprintable() for ch in name
@@ -85,6 +92,8 @@ class ActorSystem:
             )
         #: the capacity each actor's mailbox gets (0 = unbounded)
         self.mailbox_capacity = check_capacity(mailbox_capacity, "mailbox_capacity")
+        #: the byte capacity each actor's mailbox gets, for peers' messages (0 = unbounded)
+        self.mailbox_bytes = check_capacity(mailbox_bytes, "mailbox_bytes")
         self.name = name
         self._root = ActorAddress(name, "/")
         self.local: LocalTransportType = (

@@ -289,3 +289,45 @@ async def test_a_full_mailbox_pauses_the_peer_and_loses_nothing() -> None:
         await wait_until(lambda: len(seen) == 2000)
         assert seen == list(range(2000))
         assert sum(a.node.drops.values()) == 0 and b.local.drops.get("mailbox_full", 0) == 0
+
+
+async def test_a_mailbox_full_of_bytes_pauses_the_peer_and_loses_nothing() -> None:
+    """Few, large messages: far under mailbox_capacity, so only the byte bound holds them."""
+    mib, size, count = 1024 * 1024, 256 * 1024, 200
+    release = asyncio.Event()
+    seen: list[int] = []
+    most = [0]
+
+    async with node("a", max_queue_bytes=64 * mib) as a, node("b", mailbox_bytes=4 * mib) as b:
+        box = None
+
+        def note() -> None:
+            if box is not None:
+                most[0] = max(most[0], box.queued_bytes)
+
+        async def slow(ctx: Any, msg: Ping) -> Behavior[Any]:
+            await release.wait()
+            seen.append(msg.seq)
+            note()  # while the peer refills the mailbox
+            return Behaviors.same()
+
+        b.spawn(Behaviors.receive(slow), "slow")
+        box = b._cells["/user/slow"].mailbox
+        assert box.byte_capacity == 4 * mib
+        sink = a.ref(b.address.with_path("/user/slow"))
+        for i in range(count):
+            sink.tell(Ping(i, "x" * size))
+
+        def paused() -> bool:
+            note()
+            return any(p.reading_paused for p in b.node._protocols)
+
+        await wait_until(paused)
+        # held at 4 MiB: the rest waits in a's queue and the sockets, not in b's mailbox
+        assert box.full and len(box.queue) < count // 2
+        release.set()
+        await wait_until(lambda: len(seen) == count)
+        assert seen == list(range(count))
+        assert 4 * mib <= most[0] <= 4 * mib + size + 1024  # one message over at most
+        assert box.queued_bytes == 0
+        assert sum(a.node.drops.values()) == 0 and b.local.drops.get("mailbox_full", 0) == 0

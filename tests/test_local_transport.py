@@ -731,6 +731,41 @@ def test_deliver_path_queues_and_returns_a_full_mailbox(impl: types.SimpleNamesp
     assert t.deliver_path("/user/c", 1) is None  # not a mailbox: always None
 
 
+def test_deliver_path_returns_a_mailbox_full_of_bytes(impl: types.SimpleNamespace) -> None:
+    t = impl.LocalTransport()
+    box = impl.Mailbox(capacity=100, byte_capacity=1000)
+    t.register("/user/a", box)
+    assert t.deliver_path("/user/a", 1, 400) is None
+    assert t.deliver_path("/user/a", 2, 500) is None and box.queued_bytes == 900
+    assert t.deliver_path("/user/a", 3, 100) is box  # 1000 bytes: the peer should pause
+    assert t.deliver_path("/user/a", 4, 400) is box  # never refused
+    assert t.deliver_path("/user/a", 5) is box  # size not known: charged nothing, still full
+    t.deliver(addr("/user/a"), "local")  # local senders are not refused for peers' bytes
+    assert list(box.queue) == [1, 2, 3, 4, 5, "local"] and box.queued_bytes == 1400
+    assert t.dropped == 0
+    box.queue.popleft()
+    box.taken()
+    assert box.queued_bytes == 1000 and t.deliver_path("/user/a", 6, 0) is box
+    for _ in range(2):
+        box.queue.popleft()
+        box.taken()
+    assert box.queued_bytes == 400 and t.deliver_path("/user/a", 7, 100) is None
+
+
+def test_a_factory_made_mailbox_is_charged_its_first_message(impl: types.SimpleNamespace) -> None:
+    t = impl.LocalTransport()
+    boxes: list[Any] = []
+
+    def spawn(path: str) -> None:
+        boxes.append(impl.Mailbox(byte_capacity=100))
+        t.register(path, boxes[-1])
+
+    t.register_path_factory("/user/", spawn)
+    assert t.deliver_path("/user/new", "first", 60) is None
+    assert t.deliver_path("/user/new", "second", 60) is boxes[0]
+    assert boxes[0].queued_bytes == 120 and list(boxes[0].queue) == ["first", "second"]
+
+
 def test_flush_into_a_mailbox_is_not_refused(impl: types.SimpleNamespace) -> None:
     t = impl.LocalTransport()
     for i in range(5):
@@ -878,14 +913,29 @@ class TwinsAgree(RuleBasedStateMachine):
     def register(self, path: str, name: str, raises: bool) -> None:
         self._each(lambda i, t: t.register(path, self._handler(i, f"{name}{path}", raises)))
 
-    @rule(path=st.sampled_from(PATHS), capacity=LIMIT)
-    def register_mailbox(self, path: str, capacity: int) -> None:
+    @rule(path=st.sampled_from(PATHS), capacity=LIMIT, byte_capacity=st.integers(0, 30))
+    def register_mailbox(self, path: str, capacity: int, byte_capacity: int) -> None:
         def install(i: int, t: Any) -> None:
-            box = MAILBOXES[i].Mailbox(capacity)  # type: ignore[union-attr]
+            box = MAILBOXES[i].Mailbox(capacity, byte_capacity)  # type: ignore[union-attr]
             self.boxes[i].append(box)
             t.register(path, box)
 
         self._each(install)
+
+    @rule(which=st.integers(0, 5))
+    def take(self, which: int) -> None:
+        """The actor's loop takes a message from a mailbox; on_space callbacks are logged."""
+        for i, boxes in enumerate(self.boxes):
+            if not boxes:
+                return
+            n = which % len(boxes)
+            box = boxes[n]
+            if box.queue:
+                box.queue.popleft()
+                if box.space_wanted:
+                    box.taken()
+            if box.full:
+                box.on_space(lambda i=i, n=n: self.logs[i].append(("space", n)))
 
     @rule(path=st.sampled_from(PATHS))
     def unregister(self, path: str) -> None:
@@ -933,6 +983,8 @@ class TwinsAgree(RuleBasedStateMachine):
         assert fast.dropped == pure.dropped
         assert fast.pending_bytes == pure.pending_bytes
         assert [list(b.queue) for b in self.boxes[0]] == [list(b.queue) for b in self.boxes[1]]
+        state = [[(b.queued_bytes, b.full, b.space_wanted) for b in boxes] for boxes in self.boxes]
+        assert state[0] == state[1]
         assert [fast.is_registered(p) for p in PATHS] == [pure.is_registered(p) for p in PATHS]
 
 

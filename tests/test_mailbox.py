@@ -189,10 +189,10 @@ def test_on_space_fires_once_when_drained_to_half(impl: types.SimpleNamespace) -
     drained = []
     while box.queue:
         drained.append(box.queue.popleft())
-        box.notify_space()  # what the actor's loop does after each message while space_wanted
+        box.taken()  # what the actor's loop does after each message while space_wanted
     assert calls == [("a", 2), ("b", 2)]  # at capacity // 2, once each
     assert not box.space_wanted and drained == [0, 1, 2, 3, 4]
-    box.notify_space()
+    box.taken()
     assert len(calls) == 2
 
 
@@ -230,7 +230,130 @@ def test_a_raising_on_space_callback_is_logged_not_propagated(
     box.on_space(lambda: calls.append("next"))
     box.queue.clear()
     with caplog.at_level(logging.ERROR, logger="casty.transport.mailbox"):
-        box.notify_space()
+        box.taken()
     assert calls == ["next"]
     [record] = caplog.records
     assert record.exc_info is not None and "on_space" in record.getMessage()
+
+
+# ---------------------------------------------------------------- byte capacity (peers' messages)
+
+
+def _take(box: Any) -> Any:
+    """Pop the next message as the actor's loop does, telling the box while it wants to know."""
+    msg = box.queue.popleft()
+    if box.space_wanted:
+        box.taken()
+    return msg
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3", None])
+def test_bad_byte_capacity_is_named(impl: types.SimpleNamespace, bad: object) -> None:
+    with pytest.raises(ValueError, match="mailbox byte capacity"):
+        impl.Mailbox(0, bad)
+
+
+def test_put_sized_charges_bytes_until_the_loop_takes_the_message(impl: types.SimpleNamespace) -> None:
+    assert impl.Mailbox().byte_capacity == 0
+    box = impl.Mailbox(byte_capacity=100)
+    assert box.byte_capacity == 100 and box.queued_bytes == 0 and not box.space_wanted
+    box.put("local")  # local senders are charged nothing
+    assert box.put_sized("a", 30) is False and box.space_wanted
+    box.put("local 2")
+    assert box.put_sized("b", 40) is False and box.queued_bytes == 70 and not box.full
+    assert box.put_sized("c", 30) is True and box.queued_bytes == 100 and box.full
+    assert box.offer("local 3")  # full by peers' bytes only: local tells still go in
+    assert box.put_sized("d", 0) is True  # nothing to charge, still full
+    left = []
+    while box.queue:
+        left.append((_take(box), box.queued_bytes))
+    assert left == [
+        ("local", 100), ("a", 70), ("local 2", 70), ("b", 30), ("c", 0), ("local 3", 0), ("d", 0),
+    ]
+    assert not box.space_wanted and not box.full
+    # positions restart from the queue as it is now
+    box.put("x")
+    box.put_sized("y", 10)
+    assert _take(box) == "x" and box.queued_bytes == 10
+    assert _take(box) == "y" and box.queued_bytes == 0 and not box.space_wanted
+
+
+def test_no_byte_capacity_charges_nothing(impl: types.SimpleNamespace) -> None:
+    box = impl.Mailbox(capacity=2)
+    assert box.put_sized("a", 10**9) is False
+    assert box.queued_bytes == 0 and not box.space_wanted
+    assert box.put_sized("b", 1) is True  # full by messages, as before
+    assert list(box.queue) == ["a", "b"]
+
+
+def test_on_space_waits_for_both_bytes_and_messages_to_halve(impl: types.SimpleNamespace) -> None:
+    box = impl.Mailbox(byte_capacity=100)  # no bound in messages
+    full = [box.put_sized(i, 30) for i in range(4)]
+    assert full == [False, False, False, True]
+    calls: list[int] = []
+    box.on_space(lambda: calls.append(box.queued_bytes))
+    assert calls == []
+    while box.queue:
+        _take(box)
+    assert calls == [30]  # at byte_capacity // 2 or below, once
+
+    both = impl.Mailbox(capacity=4, byte_capacity=100)
+    for i in range(5):
+        both.put(i)
+    assert both.put_sized("big", 60) is True  # full by messages; bytes past half
+    both.on_space(lambda: calls.append(len(both.queue)))
+    for _ in range(4):
+        _take(both)
+    assert calls == [30] and len(both.queue) == 2  # messages at half, bytes not yet
+    _take(both)
+    assert calls == [30] and both.queued_bytes == 60
+    _take(both)
+    assert calls == [30, 0] and not both.space_wanted
+
+    bytes_first = impl.Mailbox(capacity=4, byte_capacity=100)
+    assert bytes_first.put_sized("big", 100) is True
+    for i in range(5):
+        bytes_first.put(i)
+    bytes_first.on_space(lambda: calls.append(len(bytes_first.queue)))
+    _take(bytes_first)
+    assert bytes_first.queued_bytes == 0 and calls == [30, 0]  # 5 messages still > 4 // 2
+    while len(bytes_first.queue) > 2:
+        _take(bytes_first)
+    assert calls == [30, 0, 2] and not bytes_first.space_wanted
+
+
+def test_closing_forgets_the_queued_bytes(impl: types.SimpleNamespace) -> None:
+    box = impl.Mailbox(byte_capacity=10)
+    box.put("local")
+    assert box.put_sized("a", 20) is True
+    calls: list[str] = []
+    box.on_space(lambda: calls.append("resumed"))
+    box.close()
+    assert calls == ["resumed"] and not box.queue and box.queued_bytes == 0
+    assert not box.space_wanted and not box.full
+
+
+async def test_a_sized_message_handled_eagerly_is_not_charged(impl: types.SimpleNamespace) -> None:
+    if not impl.mailbox.EAGER:
+        pytest.skip("this asyncio lacks what eager handling needs")
+    loop = asyncio.get_running_loop()
+    parked = loop.create_future()
+    task = loop.create_task(asyncio.wait([parked]))  # stands for the actor's task
+    same, handled = object(), []
+
+    async def handler(actor_context: Any, msg: Any) -> Any:
+        handled.append(msg)
+        return same
+
+    box = impl.Mailbox(byte_capacity=100)
+    assert box.arm_eager(task, loop, contextvars.copy_context(), "ctx", same, lambda *a: None)
+    box.handler = handler
+    waiter = box.wait(loop)
+    assert await _in_callback(lambda: box.put_sized("eager", 500)) is False
+    assert handled == ["eager"] and not box.queue and box.queued_bytes == 0
+    assert not box.space_wanted and not waiter.done()
+    assert box.put_sized("from a task", 500) is True  # declined: queued, charged, woken
+    assert list(box.queue) == ["from a task"] and box.queued_bytes == 500 and waiter.done()
+    assert handled == ["eager"]
+    parked.set_result(None)
+    await task

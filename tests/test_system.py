@@ -552,6 +552,21 @@ def test_mailbox_capacity_is_validated(bad: Any) -> None:
         ActorSystem("t", mailbox_capacity=bad)
 
 
+@pytest.mark.parametrize("bad", [-1, 2.0, True, "8", None])
+def test_mailbox_bytes_is_validated(bad: Any) -> None:
+    with pytest.raises(ValueError, match="mailbox_bytes"):
+        ActorSystem("t", mailbox_bytes=bad)
+
+
+async def test_each_mailbox_gets_the_byte_capacity() -> None:
+    assert ActorSystem("u").mailbox_bytes == 64 * 1024 * 1024
+    async with ActorSystem("t", mailbox_bytes=1000) as system, ActorSystem("n", mailbox_bytes=0) as none:
+        system.spawn(gated(asyncio.Event(), []), "a")
+        none.spawn(gated(asyncio.Event(), []), "a")
+        assert system._cells["/user/a"].mailbox.byte_capacity == 1000
+        assert none._cells["/user/a"].mailbox.byte_capacity == 0
+
+
 def gated(gate: asyncio.Event, got: list[Any], entered: asyncio.Event | None = None) -> Behavior[Any]:
     """Records each message once ``gate`` is set (the first one waits for it); sets
     ``entered`` when a handler runs."""

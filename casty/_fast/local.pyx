@@ -4,8 +4,10 @@
 Routing rules (the same as the pure twin, whose module docstring has them in full):
 
 1. a handler is registered for the path: call it with ``msg`` (an actor's Mailbox
-   at capacity: ``deliver`` drops the message as ``mailbox_full``,
-   ``deliver_path`` queues it and returns the mailbox, for the peer to pause);
+   at ``capacity`` messages: ``deliver`` drops the message as ``mailbox_full``;
+   ``deliver_path`` always queues it, charging the mailbox ``nbytes`` when known,
+   and returns the mailbox when it is now full in messages or bytes, for the peer
+   to pause; local senders are charged no bytes);
 2. the path was unregistered (a dead actor): drop;
 3. the path is under ``/temp/`` (an ask's reply path): drop (``no_such_ask``),
    never buffered, never given to a factory;
@@ -18,7 +20,8 @@ Routing rules (the same as the pure twin, whose module docstring has them in ful
 6. otherwise drop.
 
 Rule 1 is the hot path: one attribute read, one borrowed dict lookup, one call
-(a Mailbox is put into at C level, its capacity read from its struct).  Drops are
+(a Mailbox is put into at C level, its capacity read from its struct; a peer's
+sized message goes through the Mailbox's C-level ``put_sized_c``).  Drops are
 counted and logged by the pure module's ``log_drop``, and the rare paths (limit
 checks, waking waiters, ``wait_for_path``, buffer bookkeeping) use the pure
 module's helpers, so the two twins cannot drift apart there.
@@ -119,16 +122,17 @@ __all__ = [
 ]
 
 
-cdef inline object _hand(object handler, object msg):
-    """``handler(msg)``; an actor's Mailbox (the usual handler) is put into at C level
-    and returned when it is now at or over its capacity.  Else None."""
+cdef inline object _hand(object handler, object msg, Py_ssize_t nbytes):
+    """``handler(msg)``; an actor's Mailbox (the usual handler) is put into at C level,
+    charged ``nbytes`` when that is known (>= 0), and returned when it is now full.
+    Else None."""
     cdef Mailbox box
     if type(handler) is Mailbox:
         box = <Mailbox>handler
+        if nbytes >= 0:
+            return box if box.put_sized_c(msg, nbytes) else None
         box.put_c(msg)
-        if box.capacity and len(box.queue) >= box.capacity:
-            return box
-        return None
+        return box if box._full() else None
     handler(msg)
     return None
 
@@ -323,16 +327,16 @@ cdef class LocalTransport:
     def deliver_path(self, path, msg, Py_ssize_t nbytes=-1):
         """Like :meth:`deliver`, addressed by path alone, for messages from peers.
 
-        ``nbytes`` is the message's wire size, charged if it is buffered (negative:
-        not known, ``sys.getsizeof(msg)`` is charged).  A mailbox is never refused:
-        it is returned when, with ``msg`` queued, it is at or over its capacity;
-        else None.
+        ``nbytes`` is the message's wire size, charged to a mailbox while it is
+        queued and to a buffer (negative: not known; a buffer is then charged
+        ``sys.getsizeof(msg)``, a mailbox nothing).  A mailbox is never refused: it
+        is returned when, with ``msg`` queued, it is full; else None.
         """
         cdef PyObject* found = PyDict_GetItemWithError(self._handlers, path)
         cdef object handler
         if found is not NULL:
             handler = <object>found
-            return _hand(handler, msg)
+            return _hand(handler, msg, nbytes)
         self._deliver_unrouted(path, msg, nbytes)
         return None
 
@@ -352,7 +356,7 @@ cdef class LocalTransport:
                 found = PyDict_GetItemWithError(self._handlers, path)
                 if found is not NULL:
                     handler = <object>found
-                    _hand(handler, msg)  # a new mailbox: far from full
+                    _hand(handler, msg, nbytes)  # a new mailbox: far from full
                     return
                 if path in self._dead:
                     log_drop(self.drops, DROP_DEAD, path)

@@ -8,7 +8,11 @@ cimport cython
 cdef class Mailbox:
     cdef readonly object queue
     cdef readonly Py_ssize_t capacity  # 0 = unbounded
-    cdef readonly bint space_wanted  # on_space callbacks wait
+    cdef readonly Py_ssize_t byte_capacity  # 0 = unbounded
+    cdef readonly bint space_wanted  # on_space callbacks wait, or sized messages are queued
+    cdef object _sized  # deque of (position when taken, bytes), oldest first
+    cdef Py_ssize_t _queued_bytes
+    cdef Py_ssize_t _taken
     cdef bint _closed
     cdef list _space
     cdef object _waiter
@@ -17,6 +21,9 @@ cdef class Mailbox:
     cdef object _task, _loop, _context, _actor_context, _same, _take_over
 
     cdef int put_c(self, object msg) except -1
+    cdef bint put_sized_c(self, object msg, Py_ssize_t nbytes) except -1
+    cdef bint _full(self) except -1
+    cdef bint _has_space(self) except -1
     cdef bint _run_eager(self, object msg) except -1
     cdef int _wake(self) except -1
     cdef int _release_space(self) except -1

@@ -7,7 +7,8 @@ Eager handling runs at C level: the handler's coroutine is stepped with
 returns at once costs no StopIteration and no Python frame of the mailbox's own.
 
 Capacity as in the pure twin: ``put_c`` never refuses; the Cython LocalTransport
-reads ``capacity`` and the queue length itself, at C level."""
+reads ``capacity`` and the queue length itself, at C level, and calls ``put_sized_c``
+for a peer's message (the byte accounting stays off the local tell's path)."""
 
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.ref cimport Py_DECREF, PyObject
@@ -73,9 +74,13 @@ def run_step(coro, context):
 cdef class Mailbox:
     """Messages in arrival order, and at most one waiter for the next one (see the pure twin)."""
 
-    def __init__(self, capacity=0):
+    def __init__(self, capacity=0, byte_capacity=0):
         self.capacity = check_capacity(capacity)
+        self.byte_capacity = check_capacity(byte_capacity, "mailbox byte capacity")
         self.queue = deque()
+        self._sized = deque()
+        self._queued_bytes = 0
+        self._taken = 0
         self._space = []
         self.space_wanted = False
         self._closed = False
@@ -93,6 +98,36 @@ cdef class Mailbox:
             self.queue.append(msg)
             self._wake()
         return 0
+
+    cdef bint put_sized_c(self, object msg, Py_ssize_t nbytes) except -1:
+        waiter = self._waiter
+        if (
+            waiter is not None
+            and self._armed
+            and not more_to_come
+            and not waiter.done()
+            and self._run_eager(msg)
+        ):
+            return self._full()  # handled already: nothing of it is queued
+        self.queue.append(msg)
+        if waiter is not None:
+            self._wake()
+        if nbytes > 0 and self.byte_capacity:
+            self._sized.append((self._taken + len(self.queue), nbytes))
+            self._queued_bytes += nbytes
+            self.space_wanted = True
+        return self._full()
+
+    cdef bint _full(self) except -1:
+        return (
+            (self.capacity and len(self.queue) >= self.capacity)
+            or (self.byte_capacity and self._queued_bytes >= self.byte_capacity)
+        )
+
+    cdef bint _has_space(self) except -1:
+        return (not self.capacity or len(self.queue) <= self.capacity // 2) and (
+            not self.byte_capacity or self._queued_bytes <= self.byte_capacity // 2
+        )
 
     cdef bint _run_eager(self, object msg) except -1:
         cdef object loop = self._loop
@@ -150,6 +185,11 @@ cdef class Mailbox:
     def __call__(self, msg):
         self.put_c(msg)
 
+    def put_sized(self, msg, Py_ssize_t nbytes):
+        """Put a peer's ``msg`` of ``nbytes`` wire bytes, charged to ``queued_bytes``
+        while it is queued (see the pure twin); True when the mailbox is now full."""
+        return self.put_sized_c(msg, nbytes)
+
     def offer(self, msg):
         """Put ``msg`` unless the queue is at capacity; False when refused."""
         if self.capacity and len(self.queue) >= self.capacity:
@@ -158,33 +198,59 @@ cdef class Mailbox:
         return True
 
     @property
+    def queued_bytes(self):
+        """Bytes of the messages queued by put_sized that the loop has not taken."""
+        return self._queued_bytes
+
+    @property
     def full(self):
-        """True when the queue is at or over a nonzero capacity."""
-        return 0 < self.capacity <= len(self.queue)
+        """True when the queue is at or over a nonzero ``capacity``, or ``queued_bytes``
+        at or over a nonzero ``byte_capacity``."""
+        return self._full()
 
     def on_space(self, callback):
-        """Call ``callback()`` once, when the queue next falls to ``capacity // 2`` or
-        below, or the mailbox is closed: at once if that is already so (see the pure twin)."""
-        if self._closed or len(self.queue) <= self.capacity // 2:
+        """Call ``callback()`` once, when the queue is next down to ``capacity // 2``
+        messages and ``byte_capacity // 2`` bytes, or the mailbox is closed: at once if
+        that is already so (see the pure twin)."""
+        if self._closed or self._has_space():
             run_space_callbacks([callback])
             return
         self._space.append(callback)
         self.space_wanted = True
 
-    def notify_space(self):
-        """Run the waiting on_space callbacks if the queue is down to ``capacity // 2``."""
-        if self._space and len(self.queue) <= self.capacity // 2:
+    def taken(self):
+        """The actor's loop took one message off the queue (see the pure twin): release
+        the bytes of the sized messages taken, run on_space callbacks once there is space."""
+        cdef object sized = self._sized
+        cdef Py_ssize_t due
+        if sized:
+            self._taken += 1
+            while sized:
+                due, nbytes = sized[0]
+                if due > self._taken:
+                    break
+                sized.popleft()
+                self._queued_bytes -= <Py_ssize_t>nbytes
+            if not sized:
+                self._taken = 0
+        if self._space and self._has_space():
             self._release_space()
+        elif not sized and not self._space:
+            self.space_wanted = False
 
     def close(self):
-        """The actor stopped: run the waiting callbacks, and later ones at once."""
+        """The actor stopped: drop what is queued, run the waiting callbacks, and later
+        ones at once."""
         self._closed = True
+        self.queue.clear()
+        self._sized.clear()
+        self._queued_bytes = self._taken = 0
         self._release_space()
 
     cdef int _release_space(self) except -1:
         callbacks = self._space
         self._space = []
-        self.space_wanted = False
+        self.space_wanted = len(self._sized) > 0
         run_space_callbacks(callbacks)
         return 0
 

@@ -3,10 +3,13 @@
 Routing rules for ``deliver(address, msg)`` and ``deliver_path(path, msg, nbytes)``,
 in order:
 
-1. a handler is registered for the path: call it with ``msg`` (an actor's
-   :class:`~casty.transport.mailbox.Mailbox` at capacity: ``deliver`` drops the
-   message, ``deliver_path`` queues it and returns the mailbox so that the peer's
-   reader can pause until :meth:`Mailbox.on_space`);
+1. a handler is registered for the path: call it with ``msg``.  An actor's
+   :class:`~casty.transport.mailbox.Mailbox`: ``deliver`` drops the message when
+   the queue is at ``capacity`` messages; ``deliver_path`` always queues it, with
+   its ``nbytes`` charged to the mailbox when known (:meth:`Mailbox.put_sized`), and
+   returns the mailbox when it is now full (``capacity`` messages or
+   ``byte_capacity`` bytes) so that the peer's reader pauses until
+   :meth:`Mailbox.on_space`.  Local senders are charged no bytes;
 2. the path was unregistered (a dead actor): drop;
 3. the path is under ``/temp/`` (an ask's reply path, registered only by the ask
    itself): drop (``no_such_ask``), never buffered, never given to a factory;
@@ -347,17 +350,19 @@ class LocalTransport:
     def deliver_path(self, path: str, msg: Any, nbytes: int = -1) -> Mailbox | None:
         """Like :meth:`deliver`, addressed by path alone, for messages from peers.
 
-        ``nbytes`` is the message's wire size, charged if it is buffered (negative:
-        not known, ``sys.getsizeof(msg)`` is charged).  A mailbox is never refused:
-        it is returned when, with ``msg`` queued, it is at or over its capacity, so
-        that the caller pauses until :meth:`Mailbox.on_space`; else None.
+        ``nbytes`` is the message's wire size, charged to a mailbox while it is
+        queued and to a buffer (negative: not known; a buffer is then charged
+        ``sys.getsizeof(msg)``, a mailbox nothing).  A mailbox is never refused: it
+        is returned when, with ``msg`` queued, it is :attr:`Mailbox.full`, so that
+        the caller pauses until :meth:`Mailbox.on_space`; else None.
         """
         handler = self._handlers.get(path)
         if handler is not None:
             if type(handler) is Mailbox:
+                if nbytes >= 0:
+                    return handler if handler.put_sized(msg, nbytes) else None
                 handler.put(msg)
-                capacity = handler.capacity
-                return handler if capacity and len(handler.queue) >= capacity else None
+                return handler if handler.full else None
             handler(msg)
             return None
         self._deliver_unrouted(path, msg, nbytes)
@@ -376,7 +381,11 @@ class LocalTransport:
                 factory(path)
                 handler = self._handlers.get(path)
                 if handler is not None:
-                    handler(msg)  # a new mailbox: far from full
+                    # A new mailbox: far from full.
+                    if nbytes >= 0 and type(handler) is Mailbox:
+                        handler.put_sized(msg, nbytes)
+                    else:
+                        handler(msg)
                     return
                 if path in self._dead:
                     log_drop(self.drops, DROP_DEAD, path)

@@ -17,12 +17,18 @@ the message.  ``started`` is the handler's coroutine with what it yielded as
 ``result``, or its awaitable with :data:`NOT_STARTED`, or None with the
 behaviour it returned, or :data:`FAILED` with the exception.
 
-Capacity (0 = unbounded): ``put`` always queues, and the LocalTransport tells a
-peer's reader when the queue is at or over ``capacity`` so that it pauses;
-:meth:`Mailbox.offer` (local senders) refuses a message instead.  Callbacks given
-to :meth:`Mailbox.on_space` run once the actor's loop has drained the queue to
-``capacity // 2`` (it calls :meth:`Mailbox.notify_space`), or when the mailbox
-is closed.
+Capacity, in messages (``capacity``) and in bytes of peers' messages
+(``byte_capacity``), 0 = unbounded: ``put`` always queues, and
+:meth:`Mailbox.offer` (local senders) refuses a message once the queue holds
+``capacity`` messages.  :meth:`Mailbox.put_sized` (the LocalTransport's delivery of
+a peer's message, with its wire size) always queues too and charges those bytes to
+:attr:`Mailbox.queued_bytes` until the actor's loop takes the message; it reports
+the mailbox :attr:`~Mailbox.full` (at ``capacity`` messages or ``byte_capacity``
+bytes) so that the peer's reader pauses.  Local senders are charged no bytes and
+are not refused for them.  Callbacks given to :meth:`Mailbox.on_space` run once
+the queue is down to ``capacity // 2`` messages and ``byte_capacity // 2`` bytes
+(the actor's loop calls :meth:`Mailbox.taken` after each message it takes while
+:attr:`Mailbox.space_wanted`), or when the mailbox is closed.
 """
 
 from __future__ import annotations
@@ -103,20 +109,41 @@ class Mailbox:
     ['hello']
     """
 
-    __slots__ = ("_closed", "_eager", "_space", "_waiter", "capacity", "handler", "queue", "space_wanted")
+    __slots__ = (
+        "_closed",
+        "_eager",
+        "_queued_bytes",
+        "_sized",
+        "_space",
+        "_taken",
+        "_waiter",
+        "byte_capacity",
+        "capacity",
+        "handler",
+        "queue",
+        "space_wanted",
+    )
 
-    def __init__(self, capacity: int = 0) -> None:
+    def __init__(self, capacity: int = 0, byte_capacity: int = 0) -> None:
         #: the queue length at which :meth:`offer` refuses and peers are asked to pause
         #: (0 = unbounded)
         self.capacity = check_capacity(capacity)
+        #: the :attr:`queued_bytes` at which peers are asked to pause (0 = unbounded)
+        self.byte_capacity = check_capacity(byte_capacity, "mailbox byte capacity")
         self.queue: deque[Any] = deque()
+        # Sized messages still queued, oldest first: (value of _taken once the loop has
+        # taken it, its bytes).  Positions, not the messages: the loop pops the queue itself.
+        self._sized: deque[tuple[int, int]] = deque()
+        self._queued_bytes = 0
+        self._taken = 0  # messages taken while anything was tracked (reset when nothing is)
         self._waiter: asyncio.Future[None] | None = None
         #: the actor's current handler, used once eager handling is armed
         self.handler: Handler | None = None
         # (task, loop, task context, actor context, same marker, take_over) once armed
         self._eager: tuple[Any, ...] | None = None
         self._space: list[SpaceCallback] = []
-        #: True while :meth:`on_space` callbacks wait (the actor's loop reads it per message)
+        #: True while :meth:`on_space` callbacks wait or sized messages are queued (the
+        #: actor's loop then calls :meth:`taken` after each message it takes)
         self.space_wanted = False
         self._closed = False
 
@@ -133,6 +160,29 @@ class Mailbox:
 
     __call__ = put
 
+    def put_sized(self, msg: Any, nbytes: int) -> bool:
+        """:meth:`put` a peer's ``msg`` of ``nbytes`` wire bytes, charged to
+        :attr:`queued_bytes` while it is queued (not when it is handled eagerly, nor
+        with no ``byte_capacity``).  Never refuses; True when the mailbox is now
+        :attr:`full`, for the peer's reader to pause."""
+        waiter = self._waiter
+        if (
+            waiter is not None
+            and self._eager is not None
+            and not more_to_come
+            and not waiter.done()
+            and self._run_eager(msg)
+        ):
+            return self.full  # handled already: nothing of it is queued
+        self.queue.append(msg)
+        if waiter is not None:
+            self.wake()
+        if nbytes > 0 and self.byte_capacity:
+            self._sized.append((self._taken + len(self.queue), nbytes))
+            self._queued_bytes += nbytes
+            self.space_wanted = True
+        return self.full
+
     def offer(self, msg: Any) -> bool:
         """:meth:`put` ``msg`` unless the queue is at capacity; False when refused."""
         capacity = self.capacity
@@ -142,35 +192,67 @@ class Mailbox:
         return True
 
     @property
+    def queued_bytes(self) -> int:
+        """Bytes of the messages queued by :meth:`put_sized` that the loop has not taken."""
+        return self._queued_bytes
+
+    @property
     def full(self) -> bool:
-        """True when the queue is at or over a nonzero capacity."""
-        return 0 < self.capacity <= len(self.queue)
+        """True when the queue is at or over a nonzero ``capacity``, or
+        :attr:`queued_bytes` at or over a nonzero ``byte_capacity``."""
+        return 0 < self.capacity <= len(self.queue) or 0 < self.byte_capacity <= self._queued_bytes
+
+    def _has_space(self) -> bool:
+        """The queue is down to half of each nonzero capacity."""
+        capacity = self.capacity
+        byte_capacity = self.byte_capacity
+        return (not capacity or len(self.queue) <= capacity // 2) and (
+            not byte_capacity or self._queued_bytes <= byte_capacity // 2
+        )
 
     def on_space(self, callback: SpaceCallback) -> None:
-        """Call ``callback()`` once, when the queue next falls to ``capacity // 2`` or
-        below, or the mailbox is closed: at once if that is already so.
+        """Call ``callback()`` once, when the queue is next down to ``capacity // 2``
+        messages and ``byte_capacity // 2`` bytes, or the mailbox is closed: at once if
+        that is already so.
 
         Several callbacks may wait; one that raises is logged, not propagated."""
-        if self._closed or len(self.queue) <= self.capacity // 2:
+        if self._closed or self._has_space():
             run_space_callbacks([callback])
             return
         self._space.append(callback)
         self.space_wanted = True
 
-    def notify_space(self) -> None:
-        """Run the waiting :meth:`on_space` callbacks if the queue is down to
-        ``capacity // 2`` (the actor's loop calls it while :attr:`space_wanted`)."""
-        if self._space and len(self.queue) <= self.capacity // 2:
+    def taken(self) -> None:
+        """The actor's loop took one message off the queue (it calls this after each
+        while :attr:`space_wanted`): release the bytes of the sized messages taken,
+        and run the waiting :meth:`on_space` callbacks once there is space."""
+        sized = self._sized
+        if sized:
+            taken = self._taken = self._taken + 1
+            while sized and sized[0][0] <= taken:
+                self._queued_bytes -= sized.popleft()[1]
+            if not sized:
+                self._taken = 0
+        if self._space and self._has_space():
             self._release_space()
+        elif not sized and not self._space:
+            self.space_wanted = False
 
     def close(self) -> None:
-        """The actor stopped: run the waiting callbacks, and later ones at once."""
+        """The actor stopped: drop what is queued, run the waiting callbacks, and later
+        ones at once."""
         self._closed = True
+        self.queue.clear()
+        self._forget_sized()
         self._release_space()
+
+    def _forget_sized(self) -> None:
+        self._sized.clear()
+        self._queued_bytes = self._taken = 0
 
     def _release_space(self) -> None:
         callbacks, self._space = self._space, []
-        self.space_wanted = False
+        self.space_wanted = bool(self._sized)
         run_space_callbacks(callbacks)
 
     def wait(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
