@@ -20,6 +20,7 @@
 from casty._impl import EXTENSIONS_ACTIVE, LocalTransport, MessageEnvelope
 from casty.actor import ActorCell
 from casty.address import ActorAddress
+from casty.ask_deadlines import AskFailed
 from casty.behavior import Behavior, Behaviors
 from casty.context import ActorContext
 from casty.malloc_tuning import tune_malloc
@@ -63,6 +64,7 @@ __all__ = [
     "ActorContext",
     "ActorRef",
     "ActorSystem",
+    "AskFailed",
     "Behavior",
     "Behaviors",
     "ClearNodeBlacklist",

@@ -13,7 +13,7 @@ import math
 from heapq import heapify, heappop, heappush
 from typing import Any
 
-__all__ = ["AskDeadlines"]
+__all__ = ["AskDeadlines", "AskFailed"]
 
 # An entry: [deadline, seq, reply future or None once answered, target, timeout].
 _WHEN, _REPLY, _TARGET = 0, 2, 3
@@ -21,6 +21,31 @@ _WHEN, _REPLY, _TARGET = 0, 2, 3
 _RESOLUTION = 1e-3
 # Blanked entries kept before a sweep, beyond twice the live ones.
 _SLACK = 64
+
+
+class AskFailed(RuntimeError):
+    """An ask that cannot get its reply, and why: raised at once, not after the timeout.
+
+    ``target`` is the asked actor's URI; ``reason`` one of ``"send_failed"`` (the request
+    was not sent: ``detail`` names the :class:`~casty.SendFailure` reason, e.g.
+    ``serialization``, ``connect_failed``, ``blacklisted``), ``"dead_target"`` (no actor
+    lives at the target path), ``"target_stopped"`` (the asked local actor stopped) or
+    ``"shutdown"`` (the asking system shut down).  Only an ask nobody answered ends in
+    :class:`TimeoutError`.  A subclass of RuntimeError, which asks raised on shutdown before.
+
+    >>> err = AskFailed("casty://app/user/gone", "dead_target", "no actor at /user/gone")
+    >>> (err.reason, str(err))
+    ('dead_target', 'ask to casty://app/user/gone failed (dead_target): no actor at /user/gone')
+    """
+
+    def __init__(self, target: str, reason: str, detail: str = "") -> None:
+        self.target = target
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"ask to {target} failed ({reason})" + (f": {detail}" if detail else ""))
+
+    def __reduce__(self) -> tuple[type[AskFailed], tuple[str, str, str]]:
+        return type(self), (self.target, self.reason, self.detail)
 
 
 class AskDeadlines:

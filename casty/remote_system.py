@@ -11,11 +11,16 @@ from casty.ref import ActorRef
 from casty.serialization import MsgpackSerializer, Serializer, TypeRegistry
 from casty.system import DEFAULT_MAILBOX_BYTES, DEFAULT_MAILBOX_CAPACITY, ActorSystem
 from casty.transport.config import TcpTransportConfig
+from casty.transport.messages import SendFailure
 from casty.transport.node import TcpNode
 from casty.transport.remote import InboundMessageHandler, RemoteTransport, SendFailureCallback
 from casty.transport.tcp import tcp_transport
 
 __all__ = ["RemoteActorSystem"]
+
+#: failure reasons after which nothing queued for a node was sent: its queued asks fail
+_NOTHING_SENT = frozenset({"connect_failed", "blacklisted", "peer_down", "closed", "not_allowed",
+                           "connection_limit"})
 
 log = logging.getLogger("casty.remote")
 
@@ -85,6 +90,8 @@ class RemoteActorSystem(ActorSystem):
         )
         # A reply from a peer is taken only from the node its ask went to (see _check_reply).
         self._reply_routes = {}
+        #: node -> reply paths of asks whose request waits for a connection to it
+        self._queued_asks: dict[tuple[str, int], set[str]] = {}
         self._inbound.reply_check = self._check_reply
         self.node = TcpNode(self.config, self._inbound, logger=logging.getLogger("casty.transport.tcp"))
         self._remote: RemoteTransport | None = None
@@ -110,12 +117,13 @@ class RemoteActorSystem(ActorSystem):
             system_name=self.name,
             advertised_host=host,
             advertised_port=port,
-            on_send_failure=self._on_send_failure,
+            on_send_failure=self._send_failed,
             local_node_id=self.node_id,
             serializer=self.serializer,
             node=self.node,
         )
         self._inbound.ref_factory = self._remote.make_ref
+        self.node.add_connect_listener(self._connected)
         return self
 
     async def __aenter__(self) -> RemoteActorSystem:
@@ -168,6 +176,27 @@ class RemoteActorSystem(ActorSystem):
             return remote.route_of(address)
         except LookupError:
             return None
+
+    def _send_failed(self, failure: SendFailure) -> Any:
+        """Every send failure: fail the asks whose request it was, then tell the user's callback."""
+        asking = self._asking
+        key = (failure.host, failure.port)
+        if asking is not None and (
+            failure.reason == "unknown_node" or (self._reply_routes or {}).get(asking) == key
+        ):
+            self._fail_ask(asking, "send_failed", f"{failure.reason}: {failure.detail}")
+        if failure.reason in _NOTHING_SENT:
+            for path in self._queued_asks.pop(key, ()):
+                self._fail_ask(path, "send_failed", f"{failure.reason}: {failure.detail}")
+        callback = self._on_send_failure
+        return callback(failure) if callback is not None else None
+
+    def _request_queued(self, path: str, route: Any) -> None:
+        if not self.node.is_connected(route):  # it waits in the node's connect queue
+            self._queued_asks.setdefault(route, set()).add(path)
+
+    def _connected(self, key: tuple[str, int]) -> None:
+        self._queued_asks.pop(key, None)  # their requests went out
 
     def _check_reply(self, path: str, origin: Any) -> str | None:
         """Why a message from a peer to the reply path ``path`` is refused, or None.

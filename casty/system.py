@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from casty._impl import LocalTransport
 from casty.actor import ActorCell, validate_name
 from casty.address import TEMP_PREFIX, ActorAddress, _trusted
-from casty.ask_deadlines import AskDeadlines
+from casty.ask_deadlines import AskDeadlines, AskFailed
 from casty.behavior import SAME, UNHANDLED, Behavior
 from casty.ref import ActorRef, LocalActorRef
 from casty.transport.mailbox import check_capacity
@@ -110,6 +110,11 @@ class ActorSystem:
         self._ask_random_at = 0
         #: reply path -> the node its ask went to (None: a local actor); None when not tracked
         self._reply_routes: dict[str, Any] | None = None
+        #: reply path -> (reply future, target URI) of every pending ask, so one can fail fast
+        self._asks: dict[str, tuple[asyncio.Future[Any], str]] = {}
+        #: the reply path of the ask whose request is being told right now: a send failure
+        #: reported during that call is that request's
+        self._asking: str | None = None
         self._ask_loop: asyncio.AbstractEventLoop | None = None  # the loop asks last ran on
         self._ask_deadlines: AskDeadlines | None = None  # their timeouts, on that loop
         self._closing = False
@@ -243,9 +248,11 @@ class ActorSystem:
 
         The reply ref points at a temporary path ``/temp/ask-<n>-<64 random bits>``
         (unguessable, never reused) that is unregistered once the reply arrived or
-        the time ran out; raises
-        TimeoutError when no reply came within ``timeout`` seconds, and
-        RuntimeError when the system shuts down first (no reply can come then).
+        the time ran out.  Raises :class:`~casty.AskFailed` at once when casty
+        knows no reply can come: the request was not sent (``send_failed``), no actor
+        lives at the target path (``dead_target``), the asked local actor stopped
+        (``target_stopped``) or this system shuts down (``shutdown``); TimeoutError
+        only when no reply came within ``timeout`` seconds.
         """
         # A float (the usual case) needs only the range check.
         bad_type = type(timeout) is not float and (
@@ -254,9 +261,10 @@ class ActorSystem:
         if bad_type or not timeout > 0:
             raise ValueError(f"ask timeout must be a positive number of seconds, got {timeout!r}")
         if self._shutdown is not None and self._shutdown.done():
-            raise RuntimeError(
-                f"actor system {self.name!r} is shut down; cannot ask {getattr(target, 'id', target)}"
+            raise AskFailed(
+                getattr(target, "id", str(target)), "shutdown", f"actor system {self.name!r} is shut down"
             )
+        cell = self._local_target(target)
         loop = self._ask_loop
         deadlines = self._ask_deadlines
         if loop is None or deadlines is None or not loop.is_running():
@@ -275,9 +283,15 @@ class ActorSystem:
 
         self.local.register(path, on_reply)
         routes = self._reply_routes
+        route = None
         if routes is not None:
-            routes[path] = self._reply_route(target)
+            route = routes[path] = self._reply_route(target)
         entry = deadlines.add(timeout, reply, target)
+        self._asks[path] = (reply, target.id)
+        if cell is not None:
+            def stopped(_: object, path: str = path) -> None:
+                self._fail_ask(path, "target_stopped", f"{cell.path} stopped before it replied")
+            cell.terminated.add_done_callback(stopped)
         if self._plain_refs:
             # What make_ref(address_of(path)) gives, built without the checks a path
             # from elsewhere needs: this runs once per ask.
@@ -288,11 +302,20 @@ class ActorSystem:
         else:
             reply_to = self.make_ref(self.address_of(path))
         try:
-            target.tell(make_message(reply_to))
+            outer, self._asking = self._asking, path
+            try:
+                target.tell(make_message(reply_to))
+            finally:
+                self._asking = outer
+            if route is not None and not reply.done():
+                self._request_queued(path, route)
             return await reply
         finally:
             deadlines.answered(entry)
             self.local.unregister(path)
+            del self._asks[path]
+            if cell is not None:
+                cell.terminated.remove_done_callback(stopped)
             if routes is not None:
                 del routes[path]
 
@@ -304,6 +327,30 @@ class ActorSystem:
             at = 0
         self._ask_random_at = at + 16
         return self._ask_random[at:at + 16]
+
+    def _local_target(self, target: ActorRef[Any]) -> ActorCell[Any] | None:
+        """The live cell of ``target`` when it is an actor of this system; AskFailed when
+        its path is dead (no actor will ever be there); None otherwise."""
+        if type(target) is not LocalActorRef:
+            return None
+        address = target.address
+        if address.system != self.name:
+            return None
+        cell = self._cells.get(address.path)
+        if cell is not None and not cell.terminated.done():
+            return cell
+        if self.local.is_dead(address.path):
+            raise AskFailed(target.id, "dead_target", f"no actor lives at {address.path}")
+        return None
+
+    def _fail_ask(self, path: str, reason: str, detail: str) -> None:
+        """Fail the pending ask at reply path ``path`` (if it still waits) with AskFailed."""
+        pending = self._asks.get(path)
+        if pending is not None and not pending[0].done():
+            pending[0].set_exception(AskFailed(pending[1], reason, detail))
+
+    def _request_queued(self, path: str, route: Any) -> None:
+        """Hook: the request of the ask at ``path`` went to the node at ``route``."""
 
     def _reply_route(self, target: ActorRef[Any]) -> Any:
         """The node an ask to ``target`` goes to, as reply checks compare it (None: local)."""
@@ -330,20 +377,21 @@ class ActorSystem:
                 )
         self._closing = True
         self._shutdown = asyncio.get_running_loop().create_future()
+        self._fail_all_asks()  # nothing answers an ask once actors stop: no caller waits its timeout
         try:
             await self._stop_all(self._user, "/user/")
             await self._stop_all(self._system_actors, "/system/")
         finally:
             # Nothing can answer them now: their callers should not wait out the timeout.
+            self._fail_all_asks()
             deadlines = self._ask_deadlines
             if deadlines is not None:
-                for reply in deadlines.pending_replies():
-                    if not reply.done():
-                        reply.set_exception(RuntimeError(
-                            f"actor system {self.name!r} shut down before the ask got a reply"
-                        ))
                 deadlines.close()
             self._shutdown.set_result(None)
+
+    def _fail_all_asks(self) -> None:
+        for path in list(self._asks):
+            self._fail_ask(path, "shutdown", f"actor system {self.name!r} shut down before the ask got a reply")
 
     async def _stop_all(self, roots: dict[str, ActorCell[Any]], prefix: str) -> None:
         for cell in list(roots.values()):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from casty.actor import _Supervision
+from casty.ask_deadlines import AskFailed
 from casty.behavior import Behavior, Behaviors
 from casty.context import ActorContext
 from casty.ref import ActorRef
@@ -352,8 +353,9 @@ async def test_failing_pre_start_stops_without_post_stop(caplog: pytest.LogCaptu
     async with ActorSystem("t") as system:
         b = Behaviors.with_lifecycle(counter(0), pre_start=pre_start, post_stop=post_stop)
         ref = system.spawn(b, "s")
-        with pytest.raises(TimeoutError):
-            await system.ask(ref, Get, timeout=0.05)
+        with pytest.raises(AskFailed) as info:  # at once: the actor stopped, nothing will answer
+            await system.ask(ref, Get, timeout=60)
+        assert info.value.reason in ("target_stopped", "dead_target")
         assert system.lookup("/user/s") is None
     assert events == []
     assert any("/user/s" in r.getMessage() and "starting" in r.getMessage() for r in caplog.records)

@@ -22,6 +22,7 @@ from casty import (
     FRAME_HANDSHAKE,
     FRAME_MESSAGE,
     ActorSystem,
+    AskFailed,
     Behaviors,
     MessageEnvelope,
     MsgpackSerializer,
@@ -388,7 +389,8 @@ async def test_shutdown_with_messages_in_flight_ends_cleanly() -> None:
             gc.collect()
 
         assert asyncio.all_tasks() == {asyncio.current_task()}
-        assert [type(r) for r in results] == [RuntimeError] * 3, results
+        assert [type(r) for r in results] == [AskFailed] * 3, results
+        assert all(r.reason == "shutdown" for r in results)
         assert all("shut down before the ask got a reply" in str(r) for r in results)
         after = [(f.reason, f.count, f.port) for f in failures[before:]]
         # the silent peer's connect queue (150 Pings and an ask), the stalled peer's write queue
@@ -432,7 +434,7 @@ async def test_asks_pending_at_shutdown_fail_at_once_and_later_asks_are_refused(
     await system.shutdown()
     with pytest.raises(RuntimeError, match="shut down before the ask got a reply"):
         await asyncio.wait_for(pending, 5)
-    with pytest.raises(RuntimeError, match="is shut down; cannot ask"):
+    with pytest.raises(AskFailed, match="failed \\(shutdown\\): actor system 'local' is shut down"):
         await system.ask(mute, lambda r: Echo("?", r))
 
 

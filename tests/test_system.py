@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import casty
+from casty import AskFailed
 from casty.actor import BATCH
 from casty.address import ActorAddress
 from casty.behavior import Behavior, Behaviors
@@ -228,16 +229,40 @@ async def test_ask_timeout_names_target_and_cleans_up() -> None:
         assert system.local.drops["dead"] == before + 1
 
 
-async def test_ask_to_a_dead_actor_times_out() -> None:
+async def test_ask_to_a_dead_actor_fails_at_once() -> None:
     async with ActorSystem("t") as system:
         ref = system.spawn(echo(), "echo")
         await system.stop(ref)
         before = system.local.drops["dead"]
-        paths: list[str] = []
-        with pytest.raises(TimeoutError, match="casty://t/user/echo"):
-            await system.ask(ref, lambda r: paths.append(r.address.path) or Echo("anyone?", r), timeout=0.05)
-        assert system.local.drops["dead"] == before + 1
-        assert not system.local.is_registered(paths[0])
+        made: list[Any] = []
+        with pytest.raises(AskFailed) as info:
+            await system.ask(ref, lambda r: made.append(r) or Echo("anyone?", r), timeout=60)
+        assert (info.value.target, info.value.reason) == ("casty://t/user/echo", "dead_target")
+        assert str(info.value) == "ask to casty://t/user/echo failed (dead_target): no actor lives at /user/echo"
+        assert made == [] and system.local.drops["dead"] == before  # nothing was sent
+
+
+async def test_an_ask_fails_at_once_when_the_asked_actor_stops() -> None:
+    async def quit_on_ask(ctx: Any, msg: Any) -> Behavior[Any]:
+        return Behaviors.stopped()
+
+    async with ActorSystem("t") as system:
+        ref = system.spawn(Behaviors.receive(quit_on_ask), "quitter")
+        with pytest.raises(AskFailed) as info:
+            await asyncio.wait_for(system.ask(ref, lambda r: Echo("bye", r), timeout=60), 5)
+        assert info.value.reason == "target_stopped"
+        assert "/user/quitter stopped before it replied" in str(info.value)
+        # an ask answered before its actor stops is not failed
+        assert await system.ask(system.spawn(echo(), "e"), lambda r: Echo("ok", r)) == "ok"
+
+
+def test_ask_failed_pickles_and_is_a_runtime_error() -> None:
+    import pickle
+
+    err = AskFailed("casty://a/user/x", "send_failed", "connect_failed: refused")
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.target, back.reason, back.detail, str(back)) == (err.target, err.reason, err.detail, str(err))
+    assert isinstance(err, RuntimeError) and not isinstance(err, TimeoutError)
 
 
 async def test_ask_cleans_up_when_message_factory_raises() -> None:

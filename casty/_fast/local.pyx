@@ -292,6 +292,10 @@ cdef class LocalTransport:
         if len(dead) > self._max_dead:
             dead.popitem(last=False)
 
+    def is_dead(self, path):
+        """True when ``path`` was unregistered (and not registered again): messages to it are dropped."""
+        return path in self._dead
+
     def is_registered(self, path):
         """True when a handler is registered for ``path``."""
         return path in self._handlers

@@ -322,6 +322,10 @@ class LocalTransport:
         if len(dead) > self._max_dead:
             dead.popitem(last=False)
 
+    def is_dead(self, path: str) -> bool:
+        """True when ``path`` was unregistered (and not registered again): messages to it are dropped."""
+        return path in self._dead
+
     def is_registered(self, path: str) -> bool:
         """True when a handler is registered for ``path``."""
         return path in self._handlers

@@ -231,6 +231,7 @@ class TcpNode:
         self._blacklist: dict[Key, float] = {}
         self._protocols: set[Any] = set()
         self._listeners: list[FailureListener] = []
+        self._connect_listeners: list[Callable[[Key], None]] = []
         self._server: asyncio.AbstractServer | None = None
         self._dials: set[asyncio.Task[None]] = set()  # connect calls in progress
         self._sweep_timer: asyncio.TimerHandle | None = None
@@ -330,6 +331,16 @@ class TcpNode:
         await asyncio.sleep(0)
 
     # -- sending ---------------------------------------------------------------
+
+    def add_connect_listener(self, listener: Callable[[Key], None]) -> None:
+        """Call ``listener(key)`` when a connection that carries this node's traffic to
+        ``key`` (the address sends name) is established."""
+        self._connect_listeners.append(listener)
+
+    def is_connected(self, key: Key) -> bool:
+        """True when a connection carrying this node's traffic to ``key`` is established."""
+        peer = self._peers.get(key)
+        return peer is not None and peer.proto is not None
 
     def add_failure_listener(self, listener: FailureListener) -> None:
         """Call ``listener(SendFailure)`` whenever frames are not sent."""
@@ -650,6 +661,7 @@ class TcpNode:
             self.log.info("connected to %s:%d (inbound, %s)", key[0], key[1],
                           "verified" if conn.verified else "client-only")
             self._flush_pending(peer, proto, key)
+            self._tell_connected(key)
         else:
             self.log.info("connection from %s:%d (inbound, receive only)", key[0], key[1])
 
@@ -728,6 +740,7 @@ class TcpNode:
         proto.set_message_sink(self._sink_for(conn))
         self.log.info("connected to %s:%d (outbound)", key[0], key[1])
         self._flush_pending(peer, proto, key)
+        self._tell_connected(peer.key)
 
     def _flush_pending(self, peer: _Peer, proto: Any, key: Key) -> None:
         if peer.pending:
@@ -736,6 +749,13 @@ class TcpNode:
             lost = sum(1 for frame in pending if not proto.send_frame(frame))
             if lost:
                 self.report(key, "queue_full", lost, "connection write queue full")
+
+    def _tell_connected(self, key: Key) -> None:
+        for listener in self._connect_listeners:
+            try:
+                listener(key)
+            except Exception:
+                self.log.exception("connect listener raised")
 
     def claimed_by(self, key: Key) -> Key | None:
         """What the node this node dialed at ``key`` says it is, while connected; else None."""
