@@ -14,6 +14,9 @@ behaviour replaces the current one (so state lives in closures, not fields).
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -53,10 +56,32 @@ class ReceiveBehavior(Behavior[M]):
             raise TypeError(
                 f"Behaviors.receive needs an async callable (ctx, msg), got {handler!r}"
             )
-        self.handler = handler
+        # An ``async def`` (the usual case) is used as it is; anything else is checked per
+        # call, so a plain ``def`` that returns a behaviour says what to do, not "can't be
+        # used in 'await' expression".
+        self.handler = handler if _is_async(handler) else _checked(handler)
 
     def __repr__(self) -> str:
-        return f"Behaviors.receive({_name(self.handler)})"
+        return f"Behaviors.receive({_name(getattr(self.handler, '__wrapped__', self.handler))})"
+
+
+def _is_async(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+def _checked(handler: Handler[M]) -> Handler[M]:
+    @functools.wraps(handler)
+    def call(ctx: Any, msg: M) -> Any:
+        result = handler(ctx, msg)
+        if not inspect.isawaitable(result):
+            raise TypeError(
+                f"the handler {_name(handler)} given to Behaviors.receive returned "
+                f"{_shown(result)} instead of an awaitable: define it with 'async def' "
+                f"(async def handler(ctx, msg): ... return Behaviors.same())"
+            )
+        return result
+
+    return call
 
 
 class SetupBehavior(Behavior[M]):
@@ -230,6 +255,12 @@ def _check_behavior(where: str, behavior: object) -> None:
         raise TypeError(f"{where} needs a Behavior, got {type(behavior).__name__}: {behavior!r}")
     if isinstance(behavior, _Marker):
         raise TypeError(f"{where} needs a behaviour to run, not the directive {behavior!r}")
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, Behavior):
+        return repr(value)
+    return f"a {type(value).__name__}"
 
 
 def _name(fn: object) -> str:

@@ -161,7 +161,11 @@ class RemoteActorSystem(ActorSystem):
         return self._remote.make_ref(address)
 
     def ref(self, target: str | ActorAddress) -> ActorRef[Any]:
-        """A reference to any actor, on this node or another, by URI or address."""
+        """A reference to any actor, on this node or another: by URI
+        (``casty://system@host:port/path``), by address, or by a path of this node
+        (``"/user/x"``)."""
+        if isinstance(target, str) and target.startswith("/"):
+            return self.remote.make_ref(self.address_of(target))
         address = ActorAddress.from_uri(target) if isinstance(target, str) else target
         if address.host is None and address.node_id is None:
             address = self.address_of(address.path) if address.system == self.name else address

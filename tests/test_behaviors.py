@@ -607,3 +607,32 @@ def test_restart_window_forgets_old_restarts() -> None:
 def test_zero_restarts_means_never() -> None:
     sup = _Supervision(Behaviors.supervise(Behaviors.ignore(), max_restarts=0), 0)  # type: ignore[arg-type]
     assert not sup.may_restart(0.0)
+
+
+async def test_a_handler_that_is_not_async_is_named_with_what_to_do(caplog: pytest.LogCaptureFixture) -> None:
+    def plain(ctx: Any, msg: Any) -> Behavior[Any]:
+        return Behaviors.same()
+
+    async with ActorSystem("t") as system:
+        ref = system.spawn(Behaviors.receive(plain), "plain")  # type: ignore[arg-type]
+        cell = system._cells["/user/plain"]
+        ref.tell("hi")
+        await asyncio.wait_for(cell.terminated, 5)  # the failure stops it
+    text = caplog.text
+    assert "the handler test_a_handler_that_is_not_async_is_named_with_what_to_do.<locals>.plain" in text
+    assert "returned Behaviors.same() instead of an awaitable: define it with 'async def'" in text
+    assert "can't be used in 'await' expression" not in text
+
+
+async def test_a_plain_callable_returning_a_coroutine_still_works() -> None:
+    got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def handle(msg: Any) -> Behavior[Any]:
+        got.set_result(msg)
+        return Behaviors.same()
+
+    async with ActorSystem("t") as system:
+        behavior = Behaviors.receive(lambda ctx, msg: handle(msg))
+        assert repr(behavior).startswith("Behaviors.receive(test_a_plain_callable_returning")
+        system.spawn(behavior, "lam").tell(1)
+        assert await asyncio.wait_for(got, 5) == 1

@@ -29,6 +29,7 @@ from casty import (
     RemoteActorSystem,
 )
 from tests.remote_helpers import Collector, Count, Echo, Failures, Ping, node, registry
+from tests.test_remote import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -466,3 +467,17 @@ async def test_peer_down_as_a_connect_completes_leaves_no_connection_behind() ->
         sink.tell(Ping(2))
         assert [p.seq for p in await got.wait(1)] == [2]
         assert len(a.node._protocols) == 1
+
+
+async def test_losing_the_connection_to_a_peer_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    async with node("a") as a:
+        async with node("b") as b:
+            got = Collector()
+            b.spawn(got.behavior(), "sink")
+            a.ref(b.address.with_path("/user/sink")).tell(Ping(1))
+            await got.wait(1)
+            caplog.clear()
+        key = (b.address.host, b.address.port)
+        await wait_until(lambda: key not in a.node.connected_peers)
+        lost = [r for r in caplog.records if r.getMessage().startswith(f"connection to {key[0]}:{key[1]} lost")]
+        assert [r.levelno for r in lost] == [logging.WARNING]

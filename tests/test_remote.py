@@ -508,3 +508,11 @@ async def test_address_of_names_the_port_the_node_listens_on() -> None:
         assert a.address_of("/user/y").port == port  # the cached root address
         with pytest.raises(ValueError, match="actor path must start with '/'"):
             a.address_of("user/x")
+
+
+async def test_ref_takes_a_bare_path_of_this_node() -> None:
+    async with node("a") as a:
+        a.spawn(echo_behavior(), "echo")
+        ref = a.ref("/user/echo")
+        assert ref.address == a.address_of("/user/echo")
+        assert await a.ask(ref, lambda r: Echo("by path", r), timeout=5) == "by path"

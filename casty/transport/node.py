@@ -32,7 +32,8 @@ Connection rules (docs/architecture.md, "Connections"):
   number (:data:`MAX_BLACKLIST`, oldest out first);
 * a connection closed for what its peer sent (bad frame, bad handshake, none in
   time, frame too slow) is logged in one line, saying why; an ordinary disconnect
-  or a reset of an established connection is one info line.
+  or a reset of a connection carrying this node's traffic is one warning line (a
+  peer it sends to is gone), of a receive-only one an info line.
 
 Every frame that is not sent is counted, logged and reported to the failure
 listeners as a :class:`~casty.transport.messages.SendFailure`.
@@ -801,6 +802,7 @@ class TcpNode:
         peer = self._peers.get(key)
         if peer is None or (peer.proto is not proto and peer.outbound is not proto):
             if conn.established and not conn.outbound:  # a receive-only inbound connection
+                # Info: none of this node's traffic was on it (a peer that dialed us left).
                 (self.log.debug if conn.logged else self.log.info)(
                     "connection from %s:%d lost%s", *key, f": {exc!r}" if exc else ""
                 )
@@ -810,7 +812,7 @@ class TcpNode:
         if peer.proto is proto:
             peer.proto = None
             # Once: a connection we closed for cause was logged saying why.
-            (self.log.debug if conn.logged else self.log.info)(
+            (self.log.debug if conn.logged else self.log.warning)(
                 "connection to %s:%d lost%s", *key, f": {exc!r}" if exc else ""
             )
             if unsent:
