@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -66,7 +65,8 @@ class ReceiveBehavior(Behavior[M]):
 
 
 def _is_async(fn: object) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    # A callable object whose __call__ is an async def counts too.
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
 
 def _checked(handler: Handler[M]) -> Handler[M]:
