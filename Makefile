@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.casty-deps
 PYTEST_ARGS ?=
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: all build test test-fast test-pure lint bench bench-plot fuzz soak redteam clean distclean
+.PHONY: all build test test-fast test-pure casty021 lint bench bench-plot fuzz soak redteam clean distclean
 
 all: build
 
@@ -23,15 +23,48 @@ $(STAMP): $(VPY) pyproject.toml
 build: $(STAMP)
 	CASTY_REQUIRE_EXTENSIONS=1 $(VPY) setup.py -q build_ext --inplace
 
+# A casty 0.21.0 node from PyPI for tests/test_interop_021.py, in its own Python 3.12 venv
+# (0.21 needs >= 3.12): python3.12 on PATH, else pyenv's 3.12.x; CASTY021_BASE_PYTHON picks one.
+# With none it stops here: the interop tests are part of `make test`, never skipped by it.
+CASTY021_VENV ?= .venv-casty021
+CASTY021_PY := $(CASTY021_VENV)/bin/python
+CASTY021_STAMP := $(CASTY021_VENV)/.casty-021
+CASTY021_BASE_PYTHON ?=
+# What the interop tests run the 0.21 node with; unset, they skip and name this target.
+CASTY021_ENV = CASTY021_PYTHON=$(abspath $(CASTY021_PY))
+
+casty021: $(CASTY021_STAMP)
+
+# PYTHONPATH is cleared: this tree's casty must not shadow (or satisfy) the one installed.
+$(CASTY021_STAMP):
+	@base=""; \
+	for c in $(CASTY021_BASE_PYTHON) python3.12 \
+		$$(ls -d "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.12*/bin/python 2>/dev/null | sort -V -r); do \
+		if env -u PYTHONPATH "$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1; then \
+			base=$$c; break; \
+		fi; \
+	done; \
+	if [ -z "$$base" ]; then \
+		echo "make casty021: no Python 3.12 found (not python3.12 on PATH, nor pyenv's versions/3.12*)."; \
+		echo "  casty 0.21.0 needs Python >= 3.12 and the interop tests need it: install 3.12"; \
+		echo "  (e.g. 'pyenv install 3.12') or set CASTY021_BASE_PYTHON=/path/to/python3.12."; \
+		exit 1; \
+	fi; \
+	echo "casty021: $$base ($$(env -u PYTHONPATH $$base -c 'import sys; print(sys.version.split()[0])'))"; \
+	rm -rf $(CASTY021_VENV) && env -u PYTHONPATH "$$base" -m venv $(CASTY021_VENV)
+	env -u PYTHONPATH $(CASTY021_PY) -m pip install -q --disable-pip-version-check "casty==0.21.0"
+	env -u PYTHONPATH $(CASTY021_PY) -P -c 'import casty; assert casty.__version__ == "0.21.0", casty.__version__'
+	touch $@
+
 # The whole suite runs twice: against the Cython build (which must load) and the pure twins.
-test: build
+test: build casty021
 	$(MAKE) --no-print-directory test-fast test-pure
 
 test-fast:
-	CASTY_REQUIRE_EXTENSIONS=1 CASTY_NO_EXTENSIONS=0 $(VPY) -m pytest $(PYTEST_ARGS)
+	$(CASTY021_ENV) CASTY_REQUIRE_EXTENSIONS=1 CASTY_NO_EXTENSIONS=0 $(VPY) -m pytest $(PYTEST_ARGS)
 
 test-pure:
-	CASTY_NO_EXTENSIONS=1 $(VPY) -m pytest $(PYTEST_ARGS)
+	$(CASTY021_ENV) CASTY_NO_EXTENSIONS=1 $(VPY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VPY) -m ruff check casty tests bench examples
@@ -81,4 +114,4 @@ clean:
 	find casty -name '*.so' -delete -o -name '*.c' -delete -o -name '*.html' -delete -o -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(CASTY021_VENV)

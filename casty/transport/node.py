@@ -18,6 +18,14 @@ Connection rules (docs/architecture.md, "Connections"):
   which nobody can dial), and never displaces a connection: a peer cannot take
   another node's traffic by claiming its address.  Other inbound connections are
   receive-only, so two nodes that both send use a connection each way;
+* except with a casty 0.21 (v1) peer, which keeps one connection per pair and, when
+  both dial, closes the one dialed by the larger (host, port): when our dial to it is
+  answered in v1 while the one inbound v1 connection claiming that address is its
+  own, and its address is the smaller, our frames wait (``handshake_timeout`` at
+  most) instead of going out on a dial it is about to close; when it does close it,
+  that inbound connection carries our traffic (a 0.21 node does so only while it
+  holds a connection to our address; with two inbound claims none is chosen; no
+  stronger than 0.21's own identity, see docs/architecture.md);
 * frames for a peer whose connection is being made wait in a bounded queue and are
   flushed in order; a failed connect blacklists the peer for ``blacklist_duration``;
 * connecting happens in its own task per peer, so a slow peer delays no other;
@@ -112,7 +120,8 @@ class _Conn:
 
     __slots__ = (
         "awaiting_proof", "bad_frames", "dial_key", "dial_peer", "established", "hello", "idle_mark", "logged",
-        "node", "nonce", "outbound", "partial_mark", "peer_key", "proto", "superseded", "timer", "verified",
+        "node", "nonce", "outbound", "partial_mark", "peer_key", "proto", "superseded", "timer", "v1_hold",
+        "verified",
     )
 
     def __init__(
@@ -134,6 +143,8 @@ class _Conn:
         self.verified = False
         self.established = False
         self.superseded = False
+        #: our dial to a casty 0.21 peer that is expected to close it (see _outbound_handshake)
+        self.v1_hold = False
         self.timer: asyncio.TimerHandle | None = None
         #: why the connection is closing has been logged already
         self.logged = False
@@ -588,7 +599,7 @@ class TcpNode:
 
     def frame_handshake(self, proto: Any, body: Any) -> None:
         conn: _Conn = proto.context
-        if conn.established:
+        if conn.established or conn.v1_hold:
             self.log.debug("ignoring a repeated handshake from %s", proto.peername)
             return
         try:
@@ -684,8 +695,71 @@ class TcpNode:
             conn.verified = True
         self._cancel_timer(conn)
         conn.hello = hello
+        if hello.proto < 2 and self._v1_keeps_its_own(conn.dial_key, hello):
+            # casty 0.21 keeps one connection per pair: holding its own connection to us,
+            # and its address the smaller, it closes ours after its handshake, unread.
+            # Nothing goes out on it meanwhile; its close hands our queue to its connection
+            # (frame_connection_lost), and if it keeps ours after all, ours carries it.
+            conn.v1_hold = True
+            conn.peer_key = hello.key
+            proto.set_message_sink(self._sink_for(conn))  # what we dialed may still talk
+            conn.timer = asyncio.get_running_loop().call_later(
+                self.config.handshake_timeout, self._v1_hold_over, proto
+            )
+            self.log.debug("%s:%d answered in v1 and has its own connection here: waiting for it to "
+                           "close ours", *hello.key)
+            return
         peer.outbound = None
         self._establish(peer, proto, hello.key)
+
+    def _v1_claimant(self, key: Key) -> Any:
+        """The established inbound v1 connection claiming ``key``, when exactly one does; else None."""
+        found = None
+        for proto in self._protocols:
+            conn: _Conn = proto.context
+            hello = conn.hello
+            if (conn.outbound or not conn.established or conn.peer_key != key or hello is None
+                    or hello.proto >= 2 or proto.closed):
+                continue
+            if found is not None:
+                return None  # two claim it: which is the node we dialed cannot be told
+            found = proto
+        return found
+
+    def _v1_keeps_its_own(self, dial_key: Key, hello: Handshake) -> bool:
+        """Whether a casty 0.21 node at ``dial_key`` (its v1 answer: ``hello``) will close our dial.
+
+        It does when it holds a connection to our address and its own (host, port) is the
+        smaller (0.21's ``resolve_race``: the connection dialed by the smaller one stays).
+        """
+        return hello.key == dial_key and hello.key < self.advertised and self._v1_claimant(dial_key) is not None
+
+    def _v1_hold_over(self, proto: Any) -> None:
+        """The casty 0.21 peer kept our dial after all: it carries our traffic."""
+        conn: _Conn = proto.context
+        conn.timer = None
+        conn.v1_hold = False
+        assert conn.dial_key is not None and conn.hello is not None
+        peer = self._peers.get(conn.dial_key)
+        if peer is None or peer.outbound is not proto or peer.proto is not None:
+            proto.close()  # given up on or superseded meanwhile
+            return
+        peer.outbound = None
+        self._establish(peer, proto, conn.hello.key)
+
+    def _adopt_v1_inbound(self, peer: _Peer, key: Key) -> bool:
+        """Our held dial to the casty 0.21 peer ``key`` was closed by it: send over its own
+        connection (the one inbound v1 connection claiming ``key``), if it is still there."""
+        proto = self._v1_claimant(key)
+        if proto is None:
+            return False
+        peer.proto = proto
+        peer.connecting = False
+        self._peers[key] = peer
+        self.log.info("connected to %s:%d (casty 0.21 closed our connection and keeps its own: "
+                      "sending over that one)", *key)
+        self._flush_pending(peer, proto, key)
+        return True
 
     def _cancel_timer(self, conn: _Conn) -> None:
         if conn.timer is not None:
@@ -820,6 +894,8 @@ class TcpNode:
             self._forget(peer)
         else:  # our dial, still in its handshake
             peer.outbound = None
+            if conn.v1_hold and self._adopt_v1_inbound(peer, key):
+                return
             reason = f"handshake with {key[0]}:{key[1]} failed: {exc!r}" if exc else (
                 f"{key[0]}:{key[1]} closed the connection during the handshake"
             )
