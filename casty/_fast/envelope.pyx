@@ -92,7 +92,7 @@ cdef inline char* _put_str(char* out, str s, Py_ssize_t n) noexcept:
     return out + n
 
 
-cdef bytes _encode(str target, str sender, str type_hint, bytes payload):
+cdef bytes encode_envelope(str target, str sender, str type_hint, bytes payload):
     """Length prefix, header, then ``payload`` (may be None: header only), in one allocation."""
     cdef Py_ssize_t lt, ls, lh, header_len, payload_len
     cdef bytes out
@@ -134,7 +134,7 @@ cdef str _check_str(str name, object value):
 
 def encode_header(target, sender, type_hint):
     """The 4-byte length prefix and the JSON header: envelope bytes minus the payload."""
-    return _encode(
+    return encode_envelope(
         _check_str("target", target),
         _check_str("sender", sender),
         _check_str("type_hint", type_hint),
@@ -228,7 +228,7 @@ cdef class MessageEnvelope:
 
     def to_bytes(self):
         """``[header_len:4][header][payload]``, byte for byte what casty v1 writes."""
-        return _encode(self.target, self.sender, self.type_hint, self.payload)
+        return encode_envelope(self.target, self.sender, self.type_hint, self.payload)
 
     @staticmethod
     def from_bytes(data):

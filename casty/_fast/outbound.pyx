@@ -15,7 +15,7 @@ key, same bound, ask reply paths never); one for an ask reply path is built at C
 from cpython.unicode cimport PyUnicode_GET_LENGTH
 
 from casty._fast cimport wire
-from casty._fast.envelope cimport _encode
+from casty._fast.envelope cimport encode_envelope
 from casty._fast.plain_codec cimport encode_fields_after, encode_plain_after, encode_value_after
 
 from casty._fast.envelope import encode_header
@@ -122,7 +122,7 @@ cdef class EnvelopeWriter:
             hint = self._hints.get(cls)
             if hint is None:
                 hint = self._hints[cls] = type_hint(msg)
-            header = _encode(target, sender, hint, None)
+            header = encode_envelope(target, sender, hint, None)
         else:
             header = self.header_for(target, sender, msg)
             self._last_target = target
