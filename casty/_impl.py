@@ -3,6 +3,9 @@
 ``CASTY_NO_EXTENSIONS`` set to ``1``/``true``/``yes`` forces the pure twins;
 unset, empty, ``0``/``false``/``no`` keep the extensions when they import.
 Any other value is an error, so a typo cannot silently change the implementation.
+
+This is the only module that imports both kinds of twin, and :data:`TWINS` the only
+table of them (see docs/architecture.md, "Twins").
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 __all__ = [
     "EXTENSIONS_ACTIVE",
+    "TWINS",
     "EnvelopeWriter",
     "FrameProtocol",
     "InboundMessageHandler",
@@ -108,5 +112,6 @@ else:
         # The pure twin of every name, by the table (the branch above imports them all).
         for _name, (_pure, _fast) in TWINS.items():
             globals()[_name] = getattr(importlib.import_module(_pure), _name)
+        del _name, _pure, _fast
     else:
         EXTENSIONS_ACTIVE = True
