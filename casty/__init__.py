@@ -23,21 +23,14 @@ from casty.address import ActorAddress
 from casty.ask_deadlines import AskFailed
 from casty.behavior import Behavior, Behaviors
 from casty.context import ActorContext
+from casty.errors import EnvelopeDecodeError, FrameError, HandshakeError, SerializationError
 from casty.malloc_tuning import tune_malloc
 from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
 from casty.remote_system import RemoteActorSystem
 from casty.runner import run
-from casty.serialization import (
-    JsonSerializer,
-    MsgpackSerializer,
-    SerializationError,
-    Serializer,
-    TypeRegistry,
-)
+from casty.serialization import JsonSerializer, MsgpackSerializer, Serializer, TypeRegistry
 from casty.system import ActorSystem
 from casty.transport.config import TcpTransportConfig
-from casty.transport.envelope import EnvelopeDecodeError
-from casty.transport.framing import FRAME_HANDSHAKE, FRAME_MESSAGE, FrameError, HandshakeError
 from casty.transport.local import MessageTransport
 from casty.transport.messages import (
     ClearNodeBlacklist,
@@ -54,6 +47,7 @@ from casty.transport.messages import (
 from casty.transport.node import InboundHandler, TcpNode
 from casty.transport.remote import InboundMessageHandler, RemoteTransport
 from casty.transport.tcp import tcp_transport
+from casty.wire import FRAME_HANDSHAKE, FRAME_MESSAGE
 
 __all__ = [
     "EXTENSIONS_ACTIVE",

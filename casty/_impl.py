@@ -3,15 +3,21 @@
 ``CASTY_NO_EXTENSIONS`` set to ``1``/``true``/``yes`` forces the pure twins;
 unset, empty, ``0``/``false``/``no`` keep the extensions when they import.
 Any other value is an error, so a typo cannot silently change the implementation.
+
+This is the only module that imports both kinds of twin, and :data:`TWINS` the only
+table of them (see docs/architecture.md, "Twins").
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+from typing import TYPE_CHECKING, Final
 
 __all__ = [
     "EXTENSIONS_ACTIVE",
+    "TWINS",
     "EnvelopeWriter",
     "FrameProtocol",
     "InboundMessageHandler",
@@ -53,67 +59,59 @@ def extensions_disabled(value: str | None) -> bool:
 NO_EXTENSIONS = extensions_disabled(os.environ.get("CASTY_NO_EXTENSIONS"))
 IMPORT_ERROR: ImportError | None = None
 
-from casty.plain_codec import decode_plain as _py_decode_plain  # noqa: E402
-from casty.plain_codec import dict_from_pairs as _py_dict_from_pairs  # noqa: E402
-from casty.plain_codec import encode_plain as _py_encode_plain  # noqa: E402
-from casty.plain_codec import keys_safe_within as _py_keys_safe_within  # noqa: E402
-from casty.plain_codec import safe_members as _py_safe_members  # noqa: E402
-from casty.transport.envelope import MessageEnvelope as _PyMessageEnvelope  # noqa: E402
-from casty.transport.envelope import encode_header as _py_encode_header  # noqa: E402
-from casty.transport.framing import FrameProtocol as _PyFrameProtocol  # noqa: E402
-from casty.transport.local import LocalTransport as _PyLocalTransport  # noqa: E402
-from casty.transport.mailbox import Mailbox as _PyMailbox  # noqa: E402
+#: Every twin: name -> (pure module, Cython module), both exporting ``name``.  The one
+#: table of them: the imports below follow it, and so do the tests' twin fixture
+#: (tests/conftest.py) and the parity test (tests/test_parity.py).
+TWINS: Final[dict[str, tuple[str, str]]] = {
+    "MessageEnvelope": ("casty.transport.envelope", "casty._fast.envelope"),
+    "encode_header": ("casty.transport.envelope", "casty._fast.envelope"),
+    "LocalTransport": ("casty.transport.local", "casty._fast.local"),
+    "Mailbox": ("casty.transport.mailbox", "casty._fast.mailbox"),
+    "FrameProtocol": ("casty.transport.framing", "casty._fast.framing"),
+    "encode_plain": ("casty.plain_codec", "casty._fast.plain_codec"),
+    "decode_plain": ("casty.plain_codec", "casty._fast.plain_codec"),
+    "dict_from_pairs": ("casty.plain_codec", "casty._fast.plain_codec"),
+    "keys_safe_within": ("casty.plain_codec", "casty._fast.plain_codec"),
+    "safe_members": ("casty.plain_codec", "casty._fast.plain_codec"),
+    "InboundMessageHandler": ("casty.transport.inbound", "casty._fast.inbound"),
+    "EnvelopeWriter": ("casty.transport.outbound", "casty._fast.outbound"),
+}
 
-MessageEnvelope: type[_PyMessageEnvelope] = _PyMessageEnvelope
-LocalTransport: type[_PyLocalTransport] = _PyLocalTransport
-Mailbox: type[_PyMailbox] = _PyMailbox
-FrameProtocol: type[_PyFrameProtocol] = _PyFrameProtocol
-decode_plain = _py_decode_plain
-encode_header = _py_encode_header
-encode_plain = _py_encode_plain
-dict_from_pairs = _py_dict_from_pairs
-keys_safe_within = _py_keys_safe_within
-safe_members = _py_safe_members
-EXTENSIONS_ACTIVE = False
+# Type checkers see the pure twins (the Cython ones have the same interface: see
+# tests/test_parity.py); at run time they are used when asked for or when the
+# extensions do not import.
+if TYPE_CHECKING or NO_EXTENSIONS:
+    from casty.plain_codec import decode_plain, dict_from_pairs, encode_plain, keys_safe_within, safe_members
+    from casty.transport.envelope import MessageEnvelope, encode_header
+    from casty.transport.framing import FrameProtocol
+    from casty.transport.inbound import InboundMessageHandler
+    from casty.transport.local import LocalTransport
+    from casty.transport.mailbox import Mailbox
+    from casty.transport.outbound import EnvelopeWriter
 
-if not NO_EXTENSIONS:
+    EXTENSIONS_ACTIVE = False
+else:
     try:
-        from casty._fast.envelope import MessageEnvelope as _CMessageEnvelope
-        from casty._fast.envelope import encode_header as _c_encode_header
-        from casty._fast.framing import FrameProtocol as _CFrameProtocol
-        from casty._fast.local import LocalTransport as _CLocalTransport
-        from casty._fast.mailbox import Mailbox as _CMailbox
-        from casty._fast.plain_codec import decode_plain as _c_decode_plain
-        from casty._fast.plain_codec import dict_from_pairs as _c_dict_from_pairs
-        from casty._fast.plain_codec import encode_plain as _c_encode_plain
-        from casty._fast.plain_codec import keys_safe_within as _c_keys_safe_within
-        from casty._fast.plain_codec import safe_members as _c_safe_members
+        from casty._fast.envelope import MessageEnvelope, encode_header
+        from casty._fast.framing import FrameProtocol
+        from casty._fast.inbound import InboundMessageHandler
+        from casty._fast.local import LocalTransport
+        from casty._fast.mailbox import Mailbox
+        from casty._fast.outbound import EnvelopeWriter
+        from casty._fast.plain_codec import (
+            decode_plain,
+            dict_from_pairs,
+            encode_plain,
+            keys_safe_within,
+            safe_members,
+        )
     except ImportError as exc:
         IMPORT_ERROR = exc
         log.debug("casty extensions unavailable, using the pure twins: %s", exc)
+        EXTENSIONS_ACTIVE = False
+        # The pure twin of every name, by the table (the branch above imports them all).
+        for _name, (_pure, _fast) in TWINS.items():
+            globals()[_name] = getattr(importlib.import_module(_pure), _name)
+        del _name, _pure, _fast
     else:
-        MessageEnvelope = _CMessageEnvelope  # type: ignore[assignment]
-        LocalTransport = _CLocalTransport  # type: ignore[assignment]
-        Mailbox = _CMailbox
-        FrameProtocol = _CFrameProtocol  # type: ignore[assignment]
-        decode_plain = _c_decode_plain
-        encode_header = _c_encode_header
-        encode_plain = _c_encode_plain
-        dict_from_pairs = _c_dict_from_pairs
-        keys_safe_within = _c_keys_safe_within
-        safe_members = _c_safe_members
         EXTENSIONS_ACTIVE = True
-
-# The inbound handler and the envelope writer go through the serializers, which import
-# the codecs chosen above from this module, so they are chosen last.
-from casty.transport.inbound import InboundMessageHandler as _PyInboundMessageHandler  # noqa: E402
-from casty.transport.outbound import EnvelopeWriter as _PyEnvelopeWriter  # noqa: E402
-
-InboundMessageHandler: type[_PyInboundMessageHandler] = _PyInboundMessageHandler
-EnvelopeWriter: type[_PyEnvelopeWriter] = _PyEnvelopeWriter
-if EXTENSIONS_ACTIVE:
-    from casty._fast.inbound import InboundMessageHandler as _CInboundMessageHandler
-    from casty._fast.outbound import EnvelopeWriter as _CEnvelopeWriter
-
-    InboundMessageHandler = _CInboundMessageHandler  # type: ignore[assignment]
-    EnvelopeWriter = _CEnvelopeWriter  # type: ignore[assignment]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["TEMP_PREFIX", "ActorAddress", "is_temp_uri", "split_uri"]
+from casty.wire import TEMP_PREFIX
+
+__all__ = ["TEMP_PREFIX", "URI_HEADS", "ActorAddress", "is_temp_uri", "split_uri"]
 
 _SCHEME = "casty://"
-#: paths of the one-off actors that receive ask replies (``/temp/ask-<n>``); caches keyed
-#: by path or URI leave them out, since each is used once
-TEMP_PREFIX = "/temp/"
 
 
 def is_temp_uri(uri: str) -> bool:
@@ -102,7 +101,10 @@ class ActorAddress:
 
 _MAX_HEADS = 1024
 _MAX_HEAD_LENGTH = 300
-_HEADS: dict[str, tuple[str, str | None, int | None]] = {}
+#: :func:`split_uri`'s cache: the part of a URI between scheme and path, mapped to its
+#: ``(system, host, port)``, for heads already checked.  Others may read it (the Cython
+#: plain codec builds addresses from it) but never write it; it is cleared when full.
+URI_HEADS: dict[str, tuple[str, str | None, int | None]] = {}
 
 
 def split_uri(uri: str) -> tuple[str, str | None, int | None, str]:
@@ -130,13 +132,13 @@ def split_uri(uri: str) -> tuple[str, str | None, int | None, str]:
     if cut < 0:
         raise ValueError(f"actor URI has no path (expected 'casty://system[@host:port]/path'): {_show(uri)}")
     head, path = uri[_SCHEME_LENGTH:cut], uri[cut:]
-    parsed = _HEADS.get(head)
+    parsed = URI_HEADS.get(head)
     if parsed is None:
         parsed = _parse_head(head, uri)
         if len(head) <= _MAX_HEAD_LENGTH:  # a peer may send long ones: keep memory bounded
-            if len(_HEADS) >= _MAX_HEADS:
-                _HEADS.clear()
-            _HEADS[head] = parsed
+            if len(URI_HEADS) >= _MAX_HEADS:
+                URI_HEADS.clear()
+            URI_HEADS[head] = parsed
     return parsed[0], parsed[1], parsed[2], path
 
 

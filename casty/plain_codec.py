@@ -39,7 +39,7 @@ whichever ``casty._impl`` picked.
 >>> data = encode_plain("demo.Tick", (1, "hi"))
 >>> data
 b'\\xc7\\x0f\\x01\\x93\\xa9demo.Tick\\x01\\xa2hi'
->>> decode_plain(data, reg._named)
+>>> decode_plain(data, reg._name_plans)
 Tick(seq=1, text='hi')
 >>> encode_plain("demo.Tick", (1, ["not", "plain"])) is None
 True
@@ -59,7 +59,8 @@ from typing import Any, Final
 from msgpack import ExtType, Packer, unpackb  # type: ignore[import-untyped]
 
 from casty.address import ActorAddress
-from casty.ref import LocalActorRef, RemoteActorRef
+from casty.msgpack_ext import PLAIN_TYPES, REF_TYPES, dataclass_ext_body, ext_header
+from casty.wire import EXT_DATACLASS, EXT_REF, KEY_INT_LIMIT, KEYS_DEPTH
 
 __all__ = [
     "KEY_INT_LIMIT",
@@ -72,23 +73,8 @@ __all__ = [
     "safe_members",
 ]
 
-#: exact types a plain message's fields may hold, besides the actor refs
-PLAIN_TYPES: Final = frozenset({type(None), bool, int, float, str, bytes})
-#: actor refs travel as ext 6 holding their URI, as the generic path writes them
-REF_TYPES: Final = frozenset({LocalActorRef, RemoteActorRef})
-
-#: a hash-safe int key lies strictly between -KEY_INT_LIMIT and KEY_INT_LIMIT; there
-#: hash(n) == n (hashes are taken modulo 2**61 - 1), so a peer cannot make two collide
-KEY_INT_LIMIT: Final = 2**60
-#: how deep keys_safe_within looks; msgpack's packer refuses deeper nesting (511) anyway
-KEYS_DEPTH: Final = 512
-
-_EXT_DATACLASS: Final = 1
-_EXT_REF: Final = 6
 _INT_MIN: Final = -(2**63)
 _UINT_MAX: Final = 2**64 - 1
-_FIXEXT: Final = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
-_FIXEXT_SIZE: Final = {v: k for k, v in _FIXEXT.items()}
 
 # One packer for the module: packing is synchronous and never re-enters here.
 _packer: Final = Packer(use_bin_type=True, strict_types=True, autoreset=True)
@@ -101,18 +87,6 @@ def _is_plain(value: object) -> bool:
     return kind in PLAIN_TYPES
 
 
-def ext_header(code: int, size: int) -> bytes:
-    """The msgpack ext header for a body of ``size`` bytes, as msgpack's packer writes it."""
-    fixed = _FIXEXT.get(size)
-    if fixed is not None:
-        return bytes((fixed, code))
-    if size < 0x100:
-        return bytes((0xC7, size, code))
-    if size < 0x10000:
-        return b"\xc8" + size.to_bytes(2, "big") + bytes((code,))
-    return b"\xc9" + size.to_bytes(4, "big") + bytes((code,))
-
-
 def encode_plain(name: str, values: tuple[Any, ...]) -> bytes | None:
     """``ext(1, [name, *values])`` as msgpack bytes, or None when a value is not plain."""
     if type(name) is not str or type(values) is not tuple:
@@ -121,36 +95,14 @@ def encode_plain(name: str, values: tuple[Any, ...]) -> bytes | None:
     try:
         for value in values:
             if type(value) in REF_TYPES:
-                value = ExtType(_EXT_REF, value.address.to_uri().encode())
+                value = ExtType(EXT_REF, value.address.to_uri().encode())
             elif not _is_plain(value):
                 return None
             items.append(value)
         body: bytes = _packer.pack(items)
     except UnicodeEncodeError:
         return None  # a lone surrogate: the generic path reports it
-    return ext_header(_EXT_DATACLASS, len(body)) + body
-
-
-def dataclass_ext_body(data: bytes) -> bytes | None:
-    """The body when ``data`` is exactly one dataclass ext; None for anything else."""
-    n = len(data)
-    if n < 2:
-        return None
-    first = data[0]
-    size = _FIXEXT_SIZE.get(first)
-    if size is not None:
-        start = 2
-    elif first == 0xC7 and n >= 3:
-        size, start = data[1], 3
-    elif first == 0xC8 and n >= 4:
-        size, start = int.from_bytes(data[1:3], "big"), 4
-    elif first == 0xC9 and n >= 6:
-        size, start = int.from_bytes(data[1:5], "big"), 6
-    else:
-        return None
-    if data[start - 1] != _EXT_DATACLASS or n != start + size:
-        return None
-    return data[start:]
+    return ext_header(EXT_DATACLASS, len(body)) + body
 
 
 def decode_plain(
@@ -203,7 +155,7 @@ _CONTAINERS: Final = frozenset(range(0x80, 0xA0)) | {0xDC, 0xDD, 0xDE, 0xDF}
 def _plain_value(value: Any, ref_factory: Callable[[ActorAddress], Any] | None) -> Any:
     """``value`` as unpacked, with an actor ref rebuilt; _DECLINE when it is not plain."""
     if type(value) is ExtType:
-        if value.code != _EXT_REF or ref_factory is None:
+        if value.code != EXT_REF or ref_factory is None:
             return _DECLINE
         try:
             return ref_factory(ActorAddress.from_uri(value.data.decode("utf-8")))

@@ -48,19 +48,33 @@ import operator
 import sys
 from collections.abc import Callable
 from enum import Enum
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from msgpack import ExtType, Packer, Unpacker, unpackb  # type: ignore[import-untyped]
 
 from casty._impl import decode_plain, dict_from_pairs, encode_plain, keys_safe_within, safe_members
 from casty.address import ActorAddress
-from casty.plain_codec import dataclass_ext_body, ext_header
+from casty.errors import SerializationError, UnsafeKeyError
+from casty.msgpack_ext import dataclass_ext_body, ext_header
 from casty.ref import ActorRef, LocalActorRef, RemoteActorRef, _TransportRef
+from casty.transport.envelope_codec import type_hint
+from casty.wire import (
+    EXT_BIGINT,
+    EXT_DATACLASS,
+    EXT_ENUM,
+    EXT_FROZENSET,
+    EXT_REF,
+    EXT_SET,
+    EXT_TUPLE,
+)
 
 __all__ = [
     "MAX_INT_BYTES",
+    "EncodeSpec",
+    "FastPath",
     "JsonSerializer",
     "MsgpackSerializer",
+    "Plan",
     "RefFactory",
     "SerializationError",
     "Serializer",
@@ -81,15 +95,6 @@ MAX_NESTING: Final = 256
 # levels, decode through Unpacker objects, which keep theirs on the heap.
 _C_STACK_LEVELS: Final = 4
 
-# Ext type codes; those up to _EXT_FROZENSET carry a msgpack array as their body.
-_EXT_DATACLASS: Final = 1  # [name, *field values]
-_EXT_ENUM: Final = 2  # [name, value]
-_EXT_TUPLE: Final = 3  # [items]
-_EXT_SET: Final = 4
-_EXT_FROZENSET: Final = 5
-_EXT_REF: Final = 6  # UTF-8 URI
-_EXT_BIGINT: Final = 7  # big-endian two's complement
-
 _INT_MIN: Final = -(2**63)  # msgpack's native int range: int64 min .. uint64 max
 _INT_END: Final = 2**64
 #: the largest int that travels, in bytes of two's complement: -2**8191 <= n < 2**8191.
@@ -99,14 +104,6 @@ _BIG_INT_MIN: Final = -(2 ** (8 * MAX_INT_BYTES - 1))
 _BIG_INT_END: Final = 2 ** (8 * MAX_INT_BYTES - 1)
 # The longest JSON number that is an int: what the encoder writes is int64/uint64 (20 digits).
 _JSON_INT_DIGITS: Final = 20
-
-
-class SerializationError(ValueError):
-    """A value could not be encoded, or a payload could not be decoded."""
-
-
-class UnsafeKeyError(SerializationError):
-    """A dict key or set member is not hash-safe (a peer could make such hashes collide)."""
 
 
 def _unsafe_key(items: Any, what: str) -> UnsafeKeyError:
@@ -138,16 +135,6 @@ def _int_too_large(n: int) -> SerializationError:
         f"int of {n.bit_length()} bits is too large: ints travel up to {MAX_INT_BYTES} bytes "
         f"(-2**{8 * MAX_INT_BYTES - 1} <= n < 2**{8 * MAX_INT_BYTES - 1})"
     )
-
-
-def type_hint(obj: object) -> str:
-    """The fully-qualified name of ``obj``'s type, as written in an envelope's type_hint.
-
-    >>> type_hint(7), type_hint(ActorAddress("s", "/"))
-    ('builtins.int', 'casty.address.ActorAddress')
-    """
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _type_name(cls: type) -> str:
@@ -190,8 +177,13 @@ class Serializer(Protocol):
         ...
 
 
-class _Plan:
+class Plan:
     """How one registered class travels: its wire name, and how to take it apart and rebuild it.
+
+    Made by :class:`TypeRegistry`; its fields are read by the fast paths too (see
+    :class:`FastPath`), so they are part of that contract: ``cls``, ``name`` (the wire
+    name), ``is_enum``, ``fields`` (a dataclass's field names, in order), ``get(obj)``
+    (their values, as a tuple), ``build(*values)``, ``direct`` and ``size``.
 
     ``build(*values)`` makes the object: the class itself in the common case of a dataclass
     whose ``__init__`` takes every field positionally (or of an Enum, from its value).
@@ -311,7 +303,7 @@ class TypeRegistry:
     >>> reg.resolve("os.system")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    casty.serialization.SerializationError: unknown type name 'os.system': not registered ...
+    casty.errors.SerializationError: unknown type name 'os.system': not registered ...
     """
 
     def __init__(self) -> None:
@@ -320,8 +312,8 @@ class TypeRegistry:
         self._modules: set[str] = set()
         # Plans cache hits only: a miss may become a hit once a module is imported or a
         # class registered, and caching misses would let a peer grow the cache.
-        self._plans: dict[type, _Plan] = {}
-        self._named: dict[str, _Plan] = {}
+        self._class_plans: dict[type, Plan] = {}
+        self._name_plans: dict[str, Plan] = {}
         self.register(ActorAddress)
 
     def register(self, cls: type, name: str | None = None) -> type:
@@ -337,8 +329,8 @@ class TypeRegistry:
         if not isinstance(name, str) or not name:
             raise TypeError(f"a registered type name must be a non-empty str, got {name!r}")
         taken = self._by_name.get(name)
-        if taken is None and name in self._named:
-            taken = self._named[name].cls
+        if taken is None and name in self._name_plans:
+            taken = self._name_plans[name].cls
         if taken is not None and taken is not cls:
             raise ValueError(
                 f"type name {name!r} is already taken by {taken!r}, cannot give it to {cls!r}"
@@ -348,7 +340,7 @@ class TypeRegistry:
             raise ValueError(f"{cls!r} is already registered as {old!r}, not {name!r}")
         self._by_name[name] = cls
         self._by_class[cls] = name
-        self._plans.pop(cls, None)  # it may have travelled under its allowed-module name
+        self._class_plans.pop(cls, None)  # it may have travelled under its allowed-module name
         return cls
 
     def allow_module(self, module_name: str) -> None:
@@ -373,8 +365,8 @@ class TypeRegistry:
         """The class a payload's type ``name`` stands for; SerializationError if unknown."""
         return self._plan_for_name(name).cls
 
-    def _plan_for_class(self, cls: type) -> _Plan | None:
-        plan = self._plans.get(cls)
+    def _plan_for_class(self, cls: type) -> Plan | None:
+        plan = self._class_plans.get(cls)
         if plan is not None:
             return plan
         name = self._by_class.get(cls)
@@ -382,17 +374,17 @@ class TypeRegistry:
             name = _type_name(cls)
             if cls.__module__ not in self._modules or self._find(name) is not cls:
                 return None  # e.g. a class defined in a function: it could not be found back
-        plan = self._named.get(name)
+        plan = self._name_plans.get(name)
         if plan is None or plan.cls is not cls:
-            plan = _Plan(cls, name)
-            self._named[name] = plan
-        self._plans[cls] = plan
+            plan = Plan(cls, name)
+            self._name_plans[name] = plan
+        self._class_plans[cls] = plan
         return plan
 
-    def _plan_for_name(self, name: object) -> _Plan:
+    def _plan_for_name(self, name: object) -> Plan:
         if type(name) is not str:
             raise SerializationError(f"a type name must be a str, got {_show(name)}")
-        plan = self._named.get(name)
+        plan = self._name_plans.get(name)
         if plan is not None:
             return plan
         cls = self._by_name.get(name)
@@ -402,10 +394,10 @@ class TypeRegistry:
                 raise SerializationError(
                     f"unknown type name {_show(name)}: not registered and not in an allowed module"
                 )
-        plan = self._plans.get(cls)
+        plan = self._class_plans.get(cls)
         if plan is None or plan.name != name:
-            plan = _Plan(cls, name)
-        self._named[name] = plan
+            plan = Plan(cls, name)
+        self._name_plans[name] = plan
         return plan
 
     def _find(self, name: str) -> type | None:
@@ -437,15 +429,56 @@ class TypeRegistry:
 
 # --- msgpack -------------------------------------------------------------------------------
 
-_Spec = tuple[int, str, Callable[[Any], tuple[Any, ...]]]
-_BUILTIN_SPECS: dict[type, _Spec] = {
-    tuple: (_EXT_TUPLE, "", _no_fields),
-    set: (_EXT_SET, "", _no_fields),
-    frozenset: (_EXT_FROZENSET, "", _no_fields),
-    int: (_EXT_BIGINT, "", _no_fields),
-    LocalActorRef: (_EXT_REF, "", _no_fields),
-    RemoteActorRef: (_EXT_REF, "", _no_fields),
+class EncodeSpec(NamedTuple):
+    """How :class:`MsgpackSerializer` packs the values of one class as an ext type."""
+
+    #: the ext type code (``casty.wire``: EXT_DATACLASS, EXT_ENUM, ...)
+    code: int
+    #: the wire name of a dataclass or Enum class; "" for the others
+    name: str
+    #: a dataclass's field values, in order, as a tuple (``()`` for the others)
+    get: Callable[[Any], tuple[Any, ...]]
+
+
+_BUILTIN_SPECS: dict[type, EncodeSpec] = {
+    tuple: EncodeSpec(EXT_TUPLE, "", _no_fields),
+    set: EncodeSpec(EXT_SET, "", _no_fields),
+    frozenset: EncodeSpec(EXT_FROZENSET, "", _no_fields),
+    int: EncodeSpec(EXT_BIGINT, "", _no_fields),
+    LocalActorRef: EncodeSpec(EXT_REF, "", _no_fields),
+    RemoteActorRef: EncodeSpec(EXT_REF, "", _no_fields),
 }
+
+
+class FastPath:
+    """What a serializer shows the Cython fast paths: ``MsgpackSerializer.fast_path``.
+
+    ``casty._fast.outbound`` packs a plain message (see ``casty.plain_codec``) straight
+    after its envelope header, and ``casty._fast.inbound`` decodes one straight out of
+    a frame, writing and reading exactly the bytes the serializer would; this object
+    is all they read of it.  The dicts are the serializer's and registry's own, live:
+    entries appear as classes are first used.
+
+    ``specs``: class -> :class:`EncodeSpec`, for the classes packed so far.
+    ``class_plans``: class -> :class:`Plan`, and ``plans``: wire name -> :class:`Plan`,
+    the registry's plans for the classes that may travel.
+    ``depth``: how deep the serializer is inside its own packing right now (it keeps
+    this count here); a fast path packs a message itself only at 0, as ``serialize``
+    does, so nested calls keep the nesting limits.
+    """
+
+    __slots__ = ("class_plans", "depth", "plans", "specs")
+
+    def __init__(
+        self,
+        specs: dict[type, EncodeSpec],
+        class_plans: dict[type, Plan],
+        plans: dict[str, Plan],
+    ) -> None:
+        self.specs = specs
+        self.class_plans = class_plans
+        self.plans = plans
+        self.depth = 0
 
 
 # ExtType's own __new__ re-checks its arguments in Python (about as slow as packing a
@@ -478,22 +511,23 @@ class MsgpackSerializer:
     >>> s.serialize({(1, 2): "a tuple key"})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    casty.serialization.UnsafeKeyError: dict key of type 'builtins.tuple' ((1, 2)) is not hash-safe: ...
+    casty.errors.UnsafeKeyError: dict key of type 'builtins.tuple' ((1, 2)) is not hash-safe: ...
     """
 
     __slots__ = (
-        "_decode_depth", "_depth", "_hook", "_packers", "_plans", "_ref_factory", "_registry",
-        "_specs",
+        "_decode_depth", "_fast", "_hook", "_name_plans", "_packers", "_ref_factory",
+        "_registry", "_specs",
     )
 
     def __init__(self, registry: TypeRegistry | None = None) -> None:
         self._registry = registry if registry is not None else TypeRegistry()
-        self._plans = self._registry._named
-        self._specs: dict[type, _Spec] = dict(_BUILTIN_SPECS)
+        self._name_plans = self._registry._name_plans
+        self._specs: dict[type, EncodeSpec] = dict(_BUILTIN_SPECS)
+        # Also where the packing depth is kept (fast.depth), for the fast paths to see.
+        self._fast = FastPath(self._specs, self._registry._class_plans, self._name_plans)
         # One packer per nesting level in use: an ext's body is packed while the packer
         # of the enclosing value is mid-way through its own buffer.
         self._packers: list[Packer] = [self._new_packer()]
-        self._depth = 0
         self._hook = self._ext_hook  # bound once, not per call
         self._decode_depth = 0
         self._ref_factory: RefFactory | None = None
@@ -503,6 +537,12 @@ class MsgpackSerializer:
         """The registry deciding which classes may travel."""
         return self._registry
 
+    @property
+    def fast_path(self) -> FastPath | None:
+        """What the Cython fast paths may read (see :class:`FastPath`); None for a
+        subclass, whose ``serialize``/``deserialize`` may not write what they would."""
+        return self._fast if type(self) is MsgpackSerializer else None
+
     def _new_packer(self) -> Packer:
         # strict_types: tuples, subclasses of int/str (IntEnum) etc. must reach _default.
         return Packer(default=self._default, use_bin_type=True, strict_types=True, autoreset=True)
@@ -511,19 +551,20 @@ class MsgpackSerializer:
         """Encode ``obj`` as msgpack; SerializationError names an unsupported type."""
         try:
             spec = self._specs.get(type(obj))
-            if spec is not None and spec[0] == _EXT_DATACLASS and self._depth == 0:
+            fast = self._fast
+            if spec is not None and spec[0] == EXT_DATACLASS and fast.depth == 0:
                 # The usual message, a dataclass: the same bytes the packer would write for
                 # its ext, without the packer calling back into _default for it.
                 values = spec[2](obj)
                 plain = encode_plain(spec[1], values)
                 if plain is not None:
                     return plain
-                self._depth = 1  # as if inside the outer pack, so nesting limits match
+                fast.depth = 1  # as if inside the outer pack, so nesting limits match
                 try:
                     body = self._pack([spec[1], *values])
                 finally:
-                    self._depth = 0
-                return ext_header(_EXT_DATACLASS, len(body)) + body
+                    fast.depth = 0
+                return ext_header(EXT_DATACLASS, len(body)) + body
             return self._pack(obj)
         except SerializationError:
             raise
@@ -531,7 +572,8 @@ class MsgpackSerializer:
             raise _encode_error(obj, exc) from exc
 
     def _pack(self, value: Any) -> bytes:
-        depth = self._depth
+        fast = self._fast
+        depth = fast.depth
         if depth > MAX_NESTING:
             raise SerializationError(f"value nested deeper than {MAX_NESTING} levels")
         if not keys_safe_within(value):  # what msgpack packs natively, it packs unchecked
@@ -539,11 +581,11 @@ class MsgpackSerializer:
         packers = self._packers
         if depth == len(packers):
             packers.append(self._new_packer())
-        self._depth = depth + 1
+        fast.depth = depth + 1
         try:
             data: bytes = packers[depth].pack(value)
         finally:
-            self._depth = depth
+            fast.depth = depth
         return data
 
     def _default(self, obj: Any) -> ExtType:
@@ -551,17 +593,17 @@ class MsgpackSerializer:
         if spec is None:
             spec = self._spec_for(obj)
         code, name, get = spec
-        if code == _EXT_DATACLASS:
+        if code == EXT_DATACLASS:
             data = self._pack([name, *get(obj)])
-        elif code == _EXT_ENUM:
+        elif code == EXT_ENUM:
             data = self._pack([name, obj.value])
-        elif code == _EXT_REF:
+        elif code == EXT_REF:
             data = obj.address.to_uri().encode()
-        elif code == _EXT_BIGINT:  # msgpack hands over only the ints it cannot hold
+        elif code == EXT_BIGINT:  # msgpack hands over only the ints it cannot hold
             data = _int_to_bytes(obj)
             if len(data) > MAX_INT_BYTES:
                 raise _int_too_large(obj)
-        elif code == _EXT_TUPLE:
+        elif code == EXT_TUPLE:
             data = self._pack(list(obj))
         else:  # set, frozenset
             if not safe_members(obj):
@@ -569,16 +611,16 @@ class MsgpackSerializer:
             data = self._pack(list(obj))
         return _new_ext(ExtType, (code, data))
 
-    def _spec_for(self, obj: Any) -> _Spec:
+    def _spec_for(self, obj: Any) -> EncodeSpec:
         cls = type(obj)
         if isinstance(obj, _TransportRef):
-            spec: _Spec = (_EXT_REF, "", _no_fields)
+            spec = EncodeSpec(EXT_REF, "", _no_fields)
         else:
             plan = self._registry._plan_for_class(cls)
             if plan is None:
                 raise _unsupported(obj)
-            code = _EXT_ENUM if plan.is_enum else _EXT_DATACLASS
-            spec = (code, plan.name, plan.get)
+            code = EXT_ENUM if plan.is_enum else EXT_DATACLASS
+            spec = EncodeSpec(code, plan.name, plan.get)
         self._specs[cls] = spec
         return spec
 
@@ -588,12 +630,12 @@ class MsgpackSerializer:
         self._ref_factory = ref_factory
         try:
             if type(data) is bytes:
-                obj = decode_plain(data, self._plans, ref_factory)
+                obj = decode_plain(data, self._name_plans, ref_factory)
                 if obj is not None:
                     return obj
                 body = dataclass_ext_body(data)
                 if body is not None:  # the whole payload is one dataclass ext: skip unpackb
-                    return self._ext_hook(_EXT_DATACLASS, body)
+                    return self._ext_hook(EXT_DATACLASS, body)
             return unpackb(
                 data, ext_hook=self._hook, object_pairs_hook=_dict_hook, raw=False,
                 strict_map_key=False,
@@ -625,7 +667,7 @@ class MsgpackSerializer:
             raise SerializationError(f"payload nested deeper than {MAX_NESTING} levels")
         self._decode_depth = depth + 1
         try:
-            if _EXT_DATACLASS <= code <= _EXT_FROZENSET:  # every ext with a msgpack body
+            if EXT_DATACLASS <= code <= EXT_FROZENSET:  # every ext with a msgpack body
                 if depth < _C_STACK_LEVELS:
                     items = unpackb(
                         data, ext_hook=self._hook, object_pairs_hook=_dict_hook, raw=False,
@@ -635,23 +677,23 @@ class MsgpackSerializer:
                     items = self._unpack_deep(data)
                 if type(items) is not list:
                     raise SerializationError(f"malformed msgpack ext {code}: body is not an array")
-                if code == _EXT_TUPLE:
+                if code == EXT_TUPLE:
                     return tuple(items)
-                if code == _EXT_SET or code == _EXT_FROZENSET:
+                if code == EXT_SET or code == EXT_FROZENSET:
                     if not safe_members(items):  # checked before anything is hashed
                         raise _unsafe_key(items, "set member")
-                    return set(items) if code == _EXT_SET else frozenset(items)
-                is_enum = code == _EXT_ENUM
-                plan = self._plans.get(items[0]) if items and type(items[0]) is str else None
+                    return set(items) if code == EXT_SET else frozenset(items)
+                is_enum = code == EXT_ENUM
+                plan = self._name_plans.get(items[0]) if items and type(items[0]) is str else None
                 if plan is not None and plan.is_enum is is_enum and len(items) == plan.size:
                     try:  # the common case, inline; _build says what is wrong otherwise
                         return plan.build(*items[1:])
                     except Exception as exc:
                         raise _rebuild_error(plan, exc) from exc
                 return _build(self._registry, items, dataclass=not is_enum)
-            if code == _EXT_REF:
+            if code == EXT_REF:
                 return _make_ref(data.decode("utf-8"), self._ref_factory)
-            if code == _EXT_BIGINT:
+            if code == EXT_BIGINT:
                 if not data:
                     raise SerializationError("empty big int ext")
                 if len(data) > MAX_INT_BYTES:
@@ -673,7 +715,7 @@ def _dict_hook(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return result
 
 
-def _kind_mismatch(plan: _Plan) -> SerializationError:
+def _kind_mismatch(plan: Plan) -> SerializationError:
     kind, other = ("an Enum", "a dataclass") if plan.is_enum else ("a dataclass", "an Enum")
     return SerializationError(f"type {plan.name!r} is {kind}, but the payload sends {other}")
 
@@ -696,7 +738,7 @@ def _build(registry: TypeRegistry, items: list[Any], *, dataclass: bool) -> Any:
         raise _rebuild_error(plan, exc) from exc
 
 
-def _rebuild_error(plan: _Plan, exc: Exception) -> SerializationError:
+def _rebuild_error(plan: Plan, exc: Exception) -> SerializationError:
     return SerializationError(f"cannot rebuild {plan.name!r} from payload: {exc}")
 
 
@@ -759,11 +801,11 @@ class JsonSerializer:
     {'k': (1, b'\\x00'), '__t': None}
     """
 
-    __slots__ = ("_dumps", "_registry", "_specs")
+    __slots__ = ("_class_plans", "_dumps", "_registry")
 
     def __init__(self, registry: TypeRegistry | None = None) -> None:
         self._registry = registry if registry is not None else TypeRegistry()
-        self._specs: dict[type, _Plan] = {}
+        self._class_plans: dict[type, Plan] = {}
         self._dumps = json.JSONEncoder(
             separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
         ).encode
@@ -813,12 +855,12 @@ class JsonSerializer:
             return {_TAG: "b", "v": base64.b64encode(obj).decode("ascii")}
         if isinstance(obj, _TransportRef):
             return {_TAG: "r", "v": obj.address.to_uri()}
-        plan = self._specs.get(cls)
+        plan = self._class_plans.get(cls)
         if plan is None:
             plan = self._registry._plan_for_class(cls)
             if plan is None:
                 raise _unsupported(obj)
-            self._specs[cls] = plan
+            self._class_plans[cls] = plan
         if plan.is_enum:
             return {_TAG: "e", "n": plan.name, "v": enc(obj.value)}
         return {_TAG: "dc", "n": plan.name, "f": [enc(x) for x in plan.get(obj)]}

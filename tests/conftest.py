@@ -47,17 +47,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         pytest.exit(f"casty extensions were required but did not load: {impl_mod.IMPORT_ERROR}", returncode=3)
 
 
-# (name in casty._impl, pure module, fast module)
-TWINS = {
-    "MessageEnvelope": ("casty.transport.envelope", "casty._fast.envelope"),
-    "LocalTransport": ("casty.transport.local", "casty._fast.local"),
-    "Mailbox": ("casty.transport.mailbox", "casty._fast.mailbox"),
-    "FrameProtocol": ("casty.transport.framing", "casty._fast.framing"),
-    "encode_plain": ("casty.plain_codec", "casty._fast.plain_codec"),
-    "decode_plain": ("casty.plain_codec", "casty._fast.plain_codec"),
-    "InboundMessageHandler": ("casty.transport.inbound", "casty._fast.inbound"),
-    "EnvelopeWriter": ("casty.transport.outbound", "casty._fast.outbound"),
-}
+# name in casty._impl -> (pure module, fast module): casty._impl's own table of twins.
+TWINS = impl_mod.TWINS
 
 
 def _namespace(kind: str) -> types.SimpleNamespace:

@@ -163,19 +163,19 @@ def test_uris_of_one_node_share_a_parsed_head_but_not_paths() -> None:
     assert (a.system, a.host, a.port, a.path) == ("s", "h", 1, "/user/a")
     assert (b.system, b.host, b.port, b.path) == ("s", "h", 1, "/temp/ask-7\n")
     assert a == ActorAddress("s", "/user/a", "h", 1) and hash(b) == hash(ActorAddress("s", "/temp/ask-7\n", "h", 1))
-    assert "s@h:1" in address_mod._HEADS
+    assert "s@h:1" in address_mod.URI_HEADS
 
 
 def test_long_heads_from_peers_are_parsed_but_not_cached() -> None:
     from casty import address as address_mod
 
-    address_mod._HEADS.clear()
+    address_mod.URI_HEADS.clear()
     long_host = "h" * 5000
     assert ActorAddress.from_uri(f"casty://s@{long_host}:1/a").host == long_host
-    assert address_mod._HEADS == {}
+    assert address_mod.URI_HEADS == {}
     with pytest.raises(ValueError, match="malformed"):
         ActorAddress.from_uri("casty://s@h:1:2/a")
-    assert address_mod._HEADS == {}
+    assert address_mod.URI_HEADS == {}
 
 
 @settings(max_examples=200)

@@ -88,7 +88,7 @@ def registry() -> TypeRegistry:
 FIXTURE_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 REG = registry()
-PLANS = REG._named
+PLANS = REG._name_plans
 
 plain_values = st.one_of(
     st.none(),
@@ -187,10 +187,10 @@ def test_each_registry_maps_the_same_name_to_its_own_class(impl: types.SimpleNam
     other._plan_for_name("t.Tick")
     for _ in range(2):
         assert type(impl.decode_plain(data, PLANS)) is Tick
-        assert type(impl.decode_plain(data, other._named)) is Slotted
+        assert type(impl.decode_plain(data, other._name_plans)) is Slotted
     mutable = dict(PLANS)
     assert type(impl.decode_plain(data, mutable)) is Tick
-    mutable["t.Tick"] = other._named["t.Tick"]
+    mutable["t.Tick"] = other._name_plans["t.Tick"]
     assert type(impl.decode_plain(data, mutable)) is Slotted
     del mutable["t.Tick"]
     assert impl.decode_plain(data, mutable) is None
@@ -397,16 +397,16 @@ def test_frozen_messages_of_scalars_stay_out_of_the_cycle_collector(impl: types.
     for cls in (Frozen, Plain):
         reg.register(cls, f"t.{cls.__name__}")
         reg._plan_for_name(f"t.{cls.__name__}")
-    scalars = impl.decode_plain(generic_bytes("t.Frozen", (1, "x")), reg._named)
+    scalars = impl.decode_plain(generic_bytes("t.Frozen", (1, "x")), reg._name_plans)
     assert scalars == Frozen(1, "x")
     assert gc.is_tracked(scalars) is (impl.kind == "pure")
     gone = weakref.ref(scalars)
     del scalars
     assert gone() is None
     ref = _ref("/user/a")
-    with_ref = impl.decode_plain(generic_bytes("t.Frozen", (1, _ref_ext(ref))), reg._named, _factory)
+    with_ref = impl.decode_plain(generic_bytes("t.Frozen", (1, _ref_ext(ref))), reg._name_plans, _factory)
     assert with_ref == Frozen(1, ref) and gc.is_tracked(with_ref)
-    mutable = impl.decode_plain(generic_bytes("t.Plain", ("x",)), reg._named)
+    mutable = impl.decode_plain(generic_bytes("t.Plain", ("x",)), reg._name_plans)
     assert mutable == Plain("x") and gc.is_tracked(mutable)
 
 

@@ -10,4 +10,4 @@ cdef class MessageEnvelope:
 cdef Py_ssize_t header_end(const unsigned char* p, Py_ssize_t size) except -1
 cdef bint canonical_fields(const unsigned char* p, Py_ssize_t end, Py_ssize_t* spans) noexcept
 # Length prefix, JSON header, then ``payload`` (None: header only); the fields must be exact str.
-cdef bytes _encode(str target, str sender, str type_hint, bytes payload)
+cdef bytes encode_envelope(str target, str sender, str type_hint, bytes payload)

@@ -1,8 +1,8 @@
 """Types of the Cython twin of ``casty.transport.envelope``."""
 
-from casty.transport.envelope import EnvelopeDecodeError as EnvelopeDecodeError
-from casty.transport.envelope import bounds_error as bounds_error
-from casty.transport.envelope import decode_header_slow as decode_header_slow
+from casty.errors import EnvelopeDecodeError as EnvelopeDecodeError
+from casty.transport.envelope_codec import bounds_error as bounds_error
+from casty.transport.envelope_codec import decode_header_slow as decode_header_slow
 
 __all__ = [
     "EnvelopeDecodeError",

@@ -7,8 +7,9 @@ writes when every string is printable ASCII without ``"`` or ``\\``:
     {"target": "<t>", "sender": "<s>", "type_hint": "<h>"}
 
 Anything else (escapes, non-ASCII, other key orders or spacing, bad input) goes
-through the pure module's ``encode_header`` / ``decode_header_slow``, so the two
-twins cannot disagree on what they accept or on the errors they raise.
+through ``encode_header`` / ``decode_header_slow`` of the neutral
+``casty.transport.envelope_codec`` (the pure twin's own), so the two twins cannot
+disagree on what they accept or on the errors they raise.
 
 Compiled with bounds checking off: every read of peer bytes below is checked by
 hand against the buffer length or the header end.
@@ -19,12 +20,11 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.unicode cimport PyUnicode_1BYTE_DATA, PyUnicode_DecodeASCII, PyUnicode_GET_LENGTH
 from libc.string cimport memcmp, memcpy
 
-from casty.transport.envelope import (
-    EnvelopeDecodeError,
-    bounds_error,
-    decode_header_slow,
-)
-from casty.transport.envelope import encode_header as _encode_header_slow
+from casty._fast cimport wire
+
+from casty.errors import EnvelopeDecodeError
+from casty.transport.envelope_codec import bounds_error, decode_header_slow
+from casty.transport.envelope_codec import encode_header as _encode_header_slow
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
@@ -50,7 +50,6 @@ cdef Py_ssize_t _SENDER_LEN = 14
 cdef Py_ssize_t _HINT_LEN = 17
 cdef Py_ssize_t _CLOSE_LEN = 2
 cdef Py_ssize_t _FIXED_LEN = 45  # all four pieces together
-cdef unsigned long long _MAX_HEADER_LEN = 0xFFFFFFFF  # what the 4-byte prefix can say
 
 
 cdef inline bint _plain_byte(unsigned char c) noexcept nogil:
@@ -93,7 +92,7 @@ cdef inline char* _put_str(char* out, str s, Py_ssize_t n) noexcept:
     return out + n
 
 
-cdef bytes _encode(str target, str sender, str type_hint, bytes payload):
+cdef bytes encode_envelope(str target, str sender, str type_hint, bytes payload):
     """Length prefix, header, then ``payload`` (may be None: header only), in one allocation."""
     cdef Py_ssize_t lt, ls, lh, header_len, payload_len
     cdef bytes out
@@ -105,17 +104,14 @@ cdef bytes _encode(str target, str sender, str type_hint, bytes payload):
     ls = PyUnicode_GET_LENGTH(sender)
     lh = PyUnicode_GET_LENGTH(type_hint)
     header_len = _FIXED_LEN + lt + ls + lh
-    if <unsigned long long>header_len > _MAX_HEADER_LEN:
-        # Too long for the length prefix: let the pure twin raise its error.
+    if <unsigned long long>header_len > wire.MAX_FRAME_LENGTH:
+        # Too long for the length prefix: let the slow path raise its error.
         return _encode_header_slow(target, sender, type_hint)
     payload_len = 0 if payload is None else PyBytes_GET_SIZE(payload)
     out = PyBytes_FromStringAndSize(NULL, 4 + header_len + payload_len)
     w = PyBytes_AS_STRING(out)
-    w[0] = <char>((header_len >> 24) & 0xFF)
-    w[1] = <char>((header_len >> 16) & 0xFF)
-    w[2] = <char>((header_len >> 8) & 0xFF)
-    w[3] = <char>(header_len & 0xFF)
-    w = _put(w + 4, _OPEN, _OPEN_LEN)
+    wire.write_be32(<unsigned char*>w, <unsigned long long>header_len)
+    w = _put(w + wire.LENGTH_PREFIX_SIZE, _OPEN, _OPEN_LEN)
     w = _put_str(w, target, lt)
     w = _put(w, _SENDER, _SENDER_LEN)
     w = _put_str(w, sender, ls)
@@ -138,7 +134,7 @@ cdef str _check_str(str name, object value):
 
 def encode_header(target, sender, type_hint):
     """The 4-byte length prefix and the JSON header: envelope bytes minus the payload."""
-    return _encode(
+    return encode_envelope(
         _check_str("target", target),
         _check_str("sender", sender),
         _check_str("type_hint", type_hint),
@@ -150,12 +146,9 @@ cdef Py_ssize_t header_end(const unsigned char* p, Py_ssize_t size) except -1:
     """Where the header ends (= where the payload starts); EnvelopeDecodeError when the
     length prefix is missing or runs past ``size``."""
     cdef unsigned long long announced
-    if size < 4:
+    if size < wire.LENGTH_PREFIX_SIZE:
         raise bounds_error(size, None)
-    announced = (
-        (<unsigned long long>p[0] << 24) | (<unsigned long long>p[1] << 16)
-        | (<unsigned long long>p[2] << 8) | p[3]
-    )
+    announced = wire.read_be32(p)
     # Unsigned, and compared this way round, so nothing overflows on any platform.
     if announced > <unsigned long long>(size - 4):
         raise bounds_error(size, announced)
@@ -235,7 +228,7 @@ cdef class MessageEnvelope:
 
     def to_bytes(self):
         """``[header_len:4][header][payload]``, byte for byte what casty v1 writes."""
-        return _encode(self.target, self.sender, self.type_hint, self.payload)
+        return encode_envelope(self.target, self.sender, self.type_hint, self.payload)
 
     @staticmethod
     def from_bytes(data):

@@ -4,28 +4,28 @@ import asyncio
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from casty.transport.framing import DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE
-from casty.transport.framing import DEFAULT_MAX_HANDSHAKE_SIZE as DEFAULT_MAX_HANDSHAKE_SIZE
-from casty.transport.framing import DEFAULT_MAX_IGNORED_FRAMES as DEFAULT_MAX_IGNORED_FRAMES
-from casty.transport.framing import DEFAULT_MAX_QUEUE_BYTES as DEFAULT_MAX_QUEUE_BYTES
-from casty.transport.framing import DEFAULT_READ_BUDGET_FRAMES as DEFAULT_READ_BUDGET_FRAMES
-from casty.transport.framing import DEFAULT_WRITE_HIGH_WATER as DEFAULT_WRITE_HIGH_WATER
-from casty.transport.framing import DEFAULT_WRITE_LOW_WATER as DEFAULT_WRITE_LOW_WATER
-from casty.transport.framing import FRAME_HANDSHAKE as FRAME_HANDSHAKE
-from casty.transport.framing import FRAME_HEADER_SIZE as FRAME_HEADER_SIZE
-from casty.transport.framing import FRAME_MESSAGE as FRAME_MESSAGE
-from casty.transport.framing import MAX_FRAME_LENGTH as MAX_FRAME_LENGTH
-from casty.transport.framing import MAX_HANDSHAKE_SIZE as MAX_HANDSHAKE_SIZE
-from casty.transport.framing import MAX_HOST_LENGTH as MAX_HOST_LENGTH
-from casty.transport.framing import OWN_WRITE_SIZE as OWN_WRITE_SIZE
-from casty.transport.framing import FrameError as FrameError
-from casty.transport.framing import HandshakeError as HandshakeError
-from casty.transport.framing import check_protocol_limits as check_protocol_limits
-from casty.transport.framing import decode_handshake as decode_handshake
-from casty.transport.framing import encode_frame as encode_frame
-from casty.transport.framing import encode_handshake as encode_handshake
-from casty.transport.framing import frame_length_problem as frame_length_problem
-from casty.transport.framing import send_frame_problem as send_frame_problem
+from casty.errors import FrameError as FrameError
+from casty.errors import HandshakeError as HandshakeError
+from casty.transport.frame_codec import check_protocol_limits as check_protocol_limits
+from casty.transport.frame_codec import encode_frame as encode_frame
+from casty.transport.frame_codec import frame_length_problem as frame_length_problem
+from casty.transport.frame_codec import send_frame_problem as send_frame_problem
+from casty.transport.handshake import MAX_HANDSHAKE_SIZE as MAX_HANDSHAKE_SIZE
+from casty.transport.handshake import MAX_HOST_LENGTH as MAX_HOST_LENGTH
+from casty.transport.handshake import decode_handshake as decode_handshake
+from casty.transport.handshake import encode_handshake as encode_handshake
+from casty.wire import DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE
+from casty.wire import DEFAULT_MAX_HANDSHAKE_SIZE as DEFAULT_MAX_HANDSHAKE_SIZE
+from casty.wire import DEFAULT_MAX_IGNORED_FRAMES as DEFAULT_MAX_IGNORED_FRAMES
+from casty.wire import DEFAULT_MAX_QUEUE_BYTES as DEFAULT_MAX_QUEUE_BYTES
+from casty.wire import DEFAULT_READ_BUDGET_FRAMES as DEFAULT_READ_BUDGET_FRAMES
+from casty.wire import DEFAULT_WRITE_HIGH_WATER as DEFAULT_WRITE_HIGH_WATER
+from casty.wire import DEFAULT_WRITE_LOW_WATER as DEFAULT_WRITE_LOW_WATER
+from casty.wire import FRAME_HANDSHAKE as FRAME_HANDSHAKE
+from casty.wire import FRAME_HEADER_SIZE as FRAME_HEADER_SIZE
+from casty.wire import FRAME_MESSAGE as FRAME_MESSAGE
+from casty.wire import MAX_FRAME_LENGTH as MAX_FRAME_LENGTH
+from casty.wire import OWN_WRITE_SIZE as OWN_WRITE_SIZE
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -44,7 +44,6 @@ __all__ = [
     "OWN_WRITE_SIZE",
     "FrameError",
     "FrameProtocol",
-    "FrameProtocolBase",
     "HandshakeError",
     "check_protocol_limits",
     "decode_handshake",

@@ -25,9 +25,11 @@ module and are the same here.  What differs is how the bytes are handled:
   queued after it as a piece of its own.
 
 Compiled with bounds checking off: every read of peer bytes is checked by hand
-against the chunk size or the frame length.  Error texts, limit checks,
-logging and the handshake codec come from the pure module, so both twins say
-the same things.
+against the chunk size or the frame length.  Constants come from ``casty.wire``
+(the C values from ``wire.pxd``); error texts, limit checks, logging and the
+handshake codec from the neutral ``casty.transport.frame_codec`` and
+``casty.transport.handshake``, which the pure twin uses too, so both say the same
+things.
 """
 
 import asyncio
@@ -40,9 +42,24 @@ from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.stdint cimport uint32_t
 from libc.string cimport memcpy
 
-from casty._fast cimport mailbox
+from casty._fast cimport mailbox, wire
 
-from casty.transport.framing import (
+from casty.errors import FrameError, HandshakeError
+from casty.transport.frame_codec import (
+    call_owner,
+    check_protocol_limits,
+    early_frame_problem,
+    encode_frame,
+    frame_length_problem,
+    ignored_run_problem,
+    log_ignored_frame,
+    log_protocol_error,
+    log_sink_error,
+    log_write_error,
+    send_frame_problem,
+)
+from casty.transport.handshake import MAX_HANDSHAKE_SIZE, MAX_HOST_LENGTH, decode_handshake, encode_handshake
+from casty.wire import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_HANDSHAKE_SIZE,
     DEFAULT_MAX_IGNORED_FRAMES,
@@ -54,24 +71,7 @@ from casty.transport.framing import (
     FRAME_HEADER_SIZE,
     FRAME_MESSAGE,
     MAX_FRAME_LENGTH,
-    MAX_HANDSHAKE_SIZE,
-    MAX_HOST_LENGTH,
     OWN_WRITE_SIZE,
-    FrameError,
-    HandshakeError,
-    call_owner,
-    check_protocol_limits,
-    decode_handshake,
-    early_frame_problem,
-    encode_frame,
-    encode_handshake,
-    frame_length_problem,
-    ignored_run_problem,
-    log_ignored_frame,
-    log_protocol_error,
-    log_sink_error,
-    log_write_error,
-    send_frame_problem,
 )
 
 cdef extern from "Python.h":
@@ -120,7 +120,6 @@ __all__ = [
     "OWN_WRITE_SIZE",
     "FrameError",
     "FrameProtocol",
-    "FrameProtocolBase",
     "HandshakeError",
     "check_protocol_limits",
     "decode_handshake",
@@ -131,9 +130,6 @@ __all__ = [
 ]
 
 cdef enum:
-    _T_HANDSHAKE = 0x00
-    _T_MESSAGE = 0x01
-    _HEADER_SIZE = 5
     # A send buffer grown past this is given back after a flush.
     _KEEP_WBUF = 1024 * 1024
     # A frame body spanning reads starts at most this big and doubles as bytes arrive.
@@ -147,7 +143,6 @@ cdef enum:
     # fell silent right after a large frame.
     _SPARE_TOTAL_MAX = 32 * 1024 * 1024
 
-cdef unsigned long long _MAX_LENGTH = 0xFFFFFFFF
 # OWN_WRITE_SIZE as a C value, for the per-frame comparisons.
 cdef Py_ssize_t _OWN_WRITE = OWN_WRITE_SIZE
 
@@ -165,18 +160,10 @@ def spare_bytes_held():
     return _spare_total
 
 
-cdef inline unsigned long long _be32(const unsigned char* p) noexcept nogil:
-    return ((<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16)
-            | (<uint32_t>p[2] << 8) | <uint32_t>p[3])
-
-
 cdef inline void _put_header(unsigned char* p, unsigned long long length,
                              unsigned char frame_type) noexcept nogil:
-    p[0] = <unsigned char>(length >> 24)
-    p[1] = <unsigned char>(length >> 16)
-    p[2] = <unsigned char>(length >> 8)
-    p[3] = <unsigned char>length
-    p[4] = frame_type
+    wire.write_be32(p, length)
+    p[wire.LENGTH_PREFIX_SIZE] = frame_type
 
 
 cdef class FrameSink:
@@ -547,15 +534,15 @@ cdef class FrameProtocolBase:
         cdef Py_ssize_t off = 0, take, before
         cdef unsigned char frame_type
         cdef object body
-        if self._hdr_fill < _HEADER_SIZE:
+        if self._hdr_fill < wire.FRAME_HEADER_SIZE:
             before = self._hdr_fill
-            take = min(_HEADER_SIZE - before, n)
+            take = min(wire.FRAME_HEADER_SIZE - before, n)
             memcpy(&self._hdr[before], p, take)
             self._hdr_fill = before + take
             off = take
-            if before < 4 <= self._hdr_fill and not self._length_ok(_be32(self._hdr)):
+            if before < 4 <= self._hdr_fill and not self._length_ok(wire.read_be32(self._hdr)):
                 return -1
-            if self._hdr_fill < _HEADER_SIZE:
+            if self._hdr_fill < wire.FRAME_HEADER_SIZE:
                 return -1
             self._begin_body()
         take = min(self._body_len - self._body_fill, n - off)
@@ -592,7 +579,7 @@ cdef class FrameProtocolBase:
                 avail = n - off
                 if avail < 4:
                     break
-                length = _be32(p + off)
+                length = wire.read_be32(p + off)
                 if length == 0 or length > self._limit:
                     self._length_ok(length)
                     return 0
@@ -605,16 +592,16 @@ cdef class FrameProtocolBase:
                 frame_type = p[off + 4]
                 # Another frame starts after this one: its messages are handled as a batch.
                 mailbox.more_to_come = <Py_ssize_t>length + 4 < avail
-                if frame_type == _T_MESSAGE and self._fast_sink is not None:
+                if frame_type == wire.FRAME_MESSAGE and self._fast_sink is not None:
                     # What _dispatch does for a message, minus the body's bytes object.
                     self._frames_received += 1
                     self._ignored_run = 0
                     try:
-                        self._fast_sink.on_frame_at(p + off + _HEADER_SIZE, blen, None)
+                        self._fast_sink.on_frame_at(p + off + wire.FRAME_HEADER_SIZE, blen, None)
                     except Exception:
                         log_sink_error(self._peername)
-                elif frame_type == _T_MESSAGE or frame_type == _T_HANDSHAKE:
-                    body = PyBytes_FromStringAndSize(<const char*>p + off + _HEADER_SIZE, blen)
+                elif frame_type == wire.FRAME_MESSAGE or frame_type == wire.FRAME_HANDSHAKE:
+                    body = PyBytes_FromStringAndSize(<const char*>p + off + wire.FRAME_HEADER_SIZE, blen)
                     self._dispatch(frame_type, body, 0)
                 else:
                     self._dispatch(frame_type, None, blen)
@@ -628,12 +615,12 @@ cdef class FrameProtocolBase:
             return 0
         # Less than one frame is left, and its length (when present) passed the check.
         avail = n - off
-        if avail > _HEADER_SIZE:
-            avail = _HEADER_SIZE
+        if avail > wire.FRAME_HEADER_SIZE:
+            avail = wire.FRAME_HEADER_SIZE
         memcpy(self._hdr, p + off, avail)
         self._hdr_fill = avail
         off += avail
-        if avail == _HEADER_SIZE:
+        if avail == wire.FRAME_HEADER_SIZE:
             self._begin_body()
             avail = n - off
             if self._body is not None:
@@ -644,9 +631,9 @@ cdef class FrameProtocolBase:
     cdef int _begin_body(self) except -1:
         """The partial frame's header is complete: make room for its body."""
         cdef unsigned char frame_type = self._hdr[4]
-        self._body_len = <Py_ssize_t>_be32(self._hdr) - 1
+        self._body_len = <Py_ssize_t>wire.read_be32(self._hdr) - 1
         self._body_fill = 0
-        if frame_type == _T_MESSAGE or frame_type == _T_HANDSHAKE:
+        if frame_type == wire.FRAME_MESSAGE or frame_type == wire.FRAME_HANDSHAKE:
             # Filled in place before anyone else can see it.  Sized by what has arrived,
             # not by what the peer announced: a length prefix alone costs us little.
             if self._spare is not None and self._body_len >= _SPARE_MIN:
@@ -741,7 +728,7 @@ cdef class FrameProtocolBase:
     cdef int _dispatch(self, unsigned char frame_type, object body, Py_ssize_t skipped) except -1:
         """Hand one frame on; ``skipped`` is the body size of an unknown-type frame."""
         self._frames_received += 1
-        if frame_type == _T_MESSAGE:
+        if frame_type == wire.FRAME_MESSAGE:
             self._ignored_run = 0
             sink = self._sink  # re-read per frame: frame_handshake may just have set it
             if sink is None:
@@ -751,7 +738,7 @@ cdef class FrameProtocolBase:
                     sink(body)
                 except Exception:
                     log_sink_error(self._peername)
-        elif frame_type == _T_HANDSHAKE:
+        elif frame_type == wire.FRAME_HANDSHAKE:
             self._ignored_run = 0
             call_owner(self._owner, "frame_handshake", self, body)
         elif self._sink is None:
@@ -794,7 +781,7 @@ cdef class FrameProtocolBase:
         )
 
     cdef bint _enqueue_frame(self, const unsigned char* p, Py_ssize_t size, object frame) except -1:
-        if size < _HEADER_SIZE or _be32(p) != <unsigned long long>(size - 4):
+        if size < wire.FRAME_HEADER_SIZE or wire.read_be32(p) != <unsigned long long>(size - 4):
             raise FrameError(send_frame_problem(frame))
         if not self._accept(size):
             return False
@@ -833,21 +820,21 @@ cdef class FrameProtocolBase:
     cdef bint _enqueue_message(self, const unsigned char* p, Py_ssize_t n, object envelope) except -1:
         """Queue a message frame of p[0:n]; ``envelope`` is the bytes object holding it
         (None for other buffers, which are always copied)."""
-        cdef Py_ssize_t size = n + _HEADER_SIZE
-        if <unsigned long long>n + 1 > _MAX_LENGTH:
+        cdef Py_ssize_t size = n + wire.FRAME_HEADER_SIZE
+        if <unsigned long long>n + 1 > wire.MAX_FRAME_LENGTH:
             raise FrameError(f"frame body of {n} bytes is too long for a 4-byte length")
         if not self._accept(size):
             return False
         if envelope is not None and n >= _OWN_WRITE:
-            self._reserve(_HEADER_SIZE)
-            _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, _T_MESSAGE)
-            self._wused += _HEADER_SIZE
+            self._reserve(wire.FRAME_HEADER_SIZE)
+            _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, wire.FRAME_MESSAGE)
+            self._wused += wire.FRAME_HEADER_SIZE
             self._seal()
             self._pieces.append(envelope)
         else:
             self._reserve(size)
-            _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, _T_MESSAGE)
-            memcpy(self._wbuf + self._wused + _HEADER_SIZE, p, n)
+            _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, wire.FRAME_MESSAGE)
+            memcpy(self._wbuf + self._wused + wire.FRAME_HEADER_SIZE, p, n)
             self._wused += size
         self._queued(size)
         return True
@@ -862,14 +849,14 @@ cdef class FrameProtocolBase:
                 break
         for part in parts:
             n += PyBytes_GET_SIZE(part)
-        if <unsigned long long>n + 1 > _MAX_LENGTH:
+        if <unsigned long long>n + 1 > wire.MAX_FRAME_LENGTH:
             raise FrameError(f"frame body of {n} bytes is too long for a 4-byte length")
-        size = n + _HEADER_SIZE
+        size = n + wire.FRAME_HEADER_SIZE
         if not self._accept(size):
             return False
-        self._reserve(_HEADER_SIZE)
-        _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, _T_MESSAGE)
-        self._wused += _HEADER_SIZE
+        self._reserve(wire.FRAME_HEADER_SIZE)
+        _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, wire.FRAME_MESSAGE)
+        self._wused += wire.FRAME_HEADER_SIZE
         for part in parts:
             k = PyBytes_GET_SIZE(part)
             if k >= _OWN_WRITE:

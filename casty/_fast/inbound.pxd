@@ -9,7 +9,7 @@ cdef class InboundMessageHandler(FrameSink):
     cdef object _deliver_path
     cdef object _serializer
     cdef object _deserialize
-    # The registry's plans when the serializer is exactly MsgpackSerializer (whose
+    # The serializer's fast_path.plans (wire name -> plan) when it has a fast path (its
     # deserialize tries decode_plain first anyway); None otherwise.
     cdef object _plans
     cdef str _system_name

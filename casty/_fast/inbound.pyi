@@ -5,6 +5,8 @@ from casty.address import ActorAddress
 from casty.ref import ActorRef
 from casty.serialization import Serializer
 
+__all__ = ["InboundMessageHandler", "OriginSink"]
+
 class InboundMessageHandler:
     ref_factory: Callable[[ActorAddress], ActorRef[Any]] | None
     dropped: int

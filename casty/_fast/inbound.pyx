@@ -6,7 +6,9 @@ Same rules, fewer steps per frame: a canonical envelope header is read in place
 from the previous frame's), and a plain message (see ``casty.plain_codec``) is
 decoded straight out of the frame, without copying its payload.  Anything else
 takes the pure twin's route: ``MessageEnvelope.from_bytes``, then the
-serializer.  Drops are logged by the pure module's helper, so both say the same.
+serializer.  What it reads of the serializer is its ``fast_path`` (see
+``casty.serialization.FastPath``).  Refusals and drops are worded and logged by the
+neutral ``casty.transport.inbound_rules``, as in the pure twin.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -17,15 +19,13 @@ from casty._fast.envelope cimport MessageEnvelope, canonical_fields, header_end
 from casty._fast.framing cimport FrameSink
 from casty._fast.plain_codec cimport decode_plain_at
 
-from casty.address import TEMP_PREFIX
-from casty.transport.inbound import (
+from casty.transport.inbound_rules import log_inbound_drop, refusal, target_path
+from casty.wire import (
     MAX_CACHED_TARGET_CHARS,
     MAX_CACHED_TARGET_LENGTH,
     MAX_CACHED_TARGETS,
     SYSTEM_PREFIX,
-    log_inbound_drop,
-    refusal,
-    target_path,
+    TEMP_PREFIX,
 )
 
 cdef extern from "Python.h":
@@ -42,8 +42,6 @@ cdef class InboundMessageHandler(FrameSink):
     """Deserializes inbound TCP frames and delivers them locally (see the pure twin)."""
 
     def __init__(self, *, local, serializer, system_name, ref_factory=None, allow_system_paths=False):
-        from casty.serialization import MsgpackSerializer
-
         self._allow_system = bool(allow_system_paths)
         self.reply_check = None
         self.origin = None
@@ -52,7 +50,8 @@ cdef class InboundMessageHandler(FrameSink):
         self._deliver_path = local.deliver_path
         self._serializer = serializer
         self._deserialize = serializer.deserialize
-        self._plans = serializer._plans if type(serializer) is MsgpackSerializer else None
+        fast = getattr(serializer, "fast_path", None)
+        self._plans = fast.plans if fast is not None else None
         self._system_name = system_name
         self._paths = {}
         self._last_header = None

@@ -2,26 +2,29 @@
 """EnvelopeWriter in Cython: the twin of ``casty.transport.outbound``.
 
 Same bytes, fewer steps per message: the last (target, sender, class) is matched by
-identity at C level, and when the serializer is exactly ``MsgpackSerializer`` a
-plain message (see ``casty.plain_codec``: a dataclass of plain fields, or one plain
-value) is packed straight after the cached header into the one ``bytes`` that is
-returned; ``encode_parts`` leaves its large ``bytes`` values out of that copy and
-returns the pieces.  Anything else takes the pure twin's route (header, then
-``serializer.serialize``); header cache misses are served by a pure twin kept
-inside, so both cache alike, except that an ask reply path's header is built here
-(neither twin caches it).
+identity at C level, and when the serializer has a fast path (``MsgpackSerializer``:
+see ``casty.serialization.FastPath``, all this module reads of it) a plain message
+(see ``casty.plain_codec``: a dataclass of plain fields, or one plain value) is
+packed straight after the cached header into the one ``bytes`` that is returned;
+``encode_parts`` leaves its large ``bytes`` values out of that copy and returns the
+pieces.  Anything else takes the pure twin's route (header, then
+``serializer.serialize``).  Headers are cached as the pure twin caches them (same
+key, same bound, ask reply paths never); one for an ask reply path is built at C level.
 """
 
-from casty._fast.envelope cimport _encode
+from cpython.unicode cimport PyUnicode_GET_LENGTH
+
+from casty._fast cimport wire
+from casty._fast.envelope cimport encode_envelope
 from casty._fast.plain_codec cimport encode_fields_after, encode_plain_after, encode_value_after
 
-from casty.address import TEMP_PREFIX
-from casty.serialization import type_hint
-from casty.transport.outbound import EnvelopeWriter as _PyEnvelopeWriter
+from casty._fast.envelope import encode_header
+from casty.address import is_temp_uri
+from casty.transport.envelope_codec import type_hint
+from casty.wire import MAX_CACHED_HEADERS, TEMP_PREFIX
 
 cdef extern from "Python.h":
     bint PyUnicode_CheckExact(object o)
-    Py_ssize_t PyUnicode_GET_LENGTH(object o)
     Py_ssize_t PyUnicode_FindChar(object s, Py_UCS4 ch, Py_ssize_t start, Py_ssize_t end, int direction) except -2
     Py_ssize_t PyUnicode_Tailmatch(object s, object sub, Py_ssize_t start, Py_ssize_t end, int direction) except -1
 
@@ -34,8 +37,7 @@ cdef bint _is_temp_uri(str uri) except -1:
 
 __all__ = ["EnvelopeWriter"]
 
-cdef enum:
-    _EXT_DATACLASS = 1
+cdef Py_ssize_t _MAX_HEADERS = MAX_CACHED_HEADERS
 
 
 cdef class EnvelopeWriter:
@@ -49,42 +51,39 @@ cdef class EnvelopeWriter:
 
     cdef readonly object serializer
     cdef object _serialize
-    cdef object _headers_writer  # a pure twin: serves header cache misses
-    cdef dict _hints  # the pure twin's class -> type hint table, shared
-    # The serializer and its class -> spec table when it is exactly MsgpackSerializer.
-    cdef object _msgpack
+    cdef dict _headers  # (target, sender, type hint) -> header, as in the pure twin
+    cdef dict _hints  # class -> type hint
+    # The serializer's fast path (None without one) and its class -> spec table.
+    cdef object _fast
     cdef dict _specs
     cdef object _last_target
     cdef object _last_sender
     cdef object _last_cls
     cdef bytes _last_header
-    # The spec last packed field by field, and its class's field names (from the plan the
-    # spec was made from): the values are read straight off the message, no tuple.
+    # The spec last packed field by field, its wire name and its class's field names
+    # (from the plan the spec was made from): the values are read straight off the
+    # message, no tuple.
     cdef object _fields_spec
+    cdef object _fields_name
     cdef tuple _fields
 
     def __init__(self, serializer):
-        from casty.serialization import MsgpackSerializer
-
         self.serializer = serializer
         self._serialize = serializer.serialize
-        self._headers_writer = _PyEnvelopeWriter(serializer)
-        self._hints = self._headers_writer._hints
-        if type(serializer) is MsgpackSerializer:
-            self._msgpack = serializer
-            self._specs = serializer._specs
-        else:
-            self._msgpack = None
-            self._specs = None
+        self._headers = {}
+        self._hints = {}
+        self._fast = getattr(serializer, "fast_path", None)
+        self._specs = self._fast.specs if self._fast is not None else None
         self._last_target = self._last_sender = self._last_cls = None
         self._last_header = None
         self._fields_spec = None
+        self._fields_name = None
         self._fields = None
 
     @property
     def cached_headers(self):
         """Headers remembered (those for ask reply paths never are)."""
-        return self._headers_writer.cached_headers
+        return len(self._headers)
 
     def encode(self, target, sender, msg):
         """Envelope bytes carrying ``msg``; SerializationError when it cannot be encoded."""
@@ -94,6 +93,23 @@ cdef class EnvelopeWriter:
         """What ``encode`` returns, or a list of ``bytes`` that joined make it: a plain
         message's ``bytes`` values of 64 KiB or more are pieces of their own, not copied."""
         return self._envelope(target, sender, msg, True)
+
+    def header_for(self, target, sender, msg):
+        """The envelope header (length prefix included) for ``msg``, from the cache when it
+        is there."""
+        cls = type(msg)
+        hint = self._hints.get(cls)
+        if hint is None:
+            hint = self._hints[cls] = type_hint(msg)
+        if _is_temp_uri(target) if PyUnicode_CheckExact(target) else is_temp_uri(target):
+            return encode_header(target, sender, hint)  # an ask's reply path is used once
+        key = (target, sender, hint)
+        header = self._headers.get(key)
+        if header is None:
+            if len(self._headers) >= _MAX_HEADERS:
+                self._headers.clear()
+            header = self._headers[key] = encode_header(target, sender, hint)
+        return header
 
     cdef object _envelope(self, target, sender, msg, bint scatter):
         cdef object cls = type(msg)
@@ -106,9 +122,9 @@ cdef class EnvelopeWriter:
             hint = self._hints.get(cls)
             if hint is None:
                 hint = self._hints[cls] = type_hint(msg)
-            header = _encode(target, sender, hint, None)
+            header = encode_envelope(target, sender, hint, None)
         else:
-            header = self._headers_writer.header_for(target, sender, msg)
+            header = self.header_for(target, sender, msg)
             self._last_target = target
             self._last_sender = sender
             self._last_cls = cls
@@ -116,21 +132,21 @@ cdef class EnvelopeWriter:
         if self._specs is not None:
             spec = self._specs.get(cls)
             # What MsgpackSerializer.serialize does first for a top-level dataclass.
-            if spec is not None and spec is self._fields_spec and self._msgpack._depth == 0:
-                out = encode_fields_after(header, spec[1], msg, self._fields, scatter)
+            if spec is not None and spec is self._fields_spec and self._fast.depth == 0:
+                out = encode_fields_after(header, self._fields_name, msg, self._fields, scatter)
                 if out is not None:
                     return out
-            elif spec is not None and spec[0] == _EXT_DATACLASS and self._msgpack._depth == 0:
+            elif spec is not None and spec.code == wire.EXT_DATACLASS and self._fast.depth == 0:
                 self._learn_fields(cls, spec)
                 try:
-                    values = spec[2](msg)
+                    values = spec.get(msg)
                 except Exception:
                     values = None  # serialize() below raises the error it should
                 if values is not None:
-                    out = encode_plain_after(header, spec[1], values, scatter)
+                    out = encode_plain_after(header, spec.name, values, scatter)
                     if out is not None:
                         return out
-            elif spec is None or spec[0] != _EXT_DATACLASS:
+            elif spec is None or spec.code != wire.EXT_DATACLASS:
                 # A scalar or a ref sent by itself (ask replies often are); others decline.
                 out = encode_value_after(header, msg, scatter)
                 if out is not None:
@@ -138,10 +154,10 @@ cdef class EnvelopeWriter:
         return header + self._serialize(msg)
 
     cdef _learn_fields(self, cls, spec):
-        """Remember ``cls``'s field names when ``spec`` (class, name, getter) came from the
+        """Remember ``cls``'s field names when ``spec`` (an EncodeSpec) came from the
         registry's plan for it, whose getter reads exactly those attributes in order."""
-        plan = self._msgpack._registry._plans.get(cls)
-        if plan is not None and plan.get is spec[2] and plan.name == spec[1]:
+        plan = self._fast.class_plans.get(cls)
+        if plan is not None and plan.get is spec.get and plan.name == spec.name:
             self._fields_spec = spec
+            self._fields_name = spec.name
             self._fields = plan.fields
-

@@ -1,6 +1,17 @@
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final
 
+__all__ = [
+    "KEY_INT_LIMIT",
+    "PLAIN_TYPES",
+    "REF_TYPES",
+    "decode_plain",
+    "dict_from_pairs",
+    "encode_plain",
+    "keys_safe_within",
+    "safe_members",
+]
+
 KEY_INT_LIMIT: Final[int]
 PLAIN_TYPES: Final[frozenset[type]]
 REF_TYPES: Final[frozenset[type]]

@@ -21,11 +21,14 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
-from casty.address import _HEADS, ActorAddress
+from casty._fast cimport wire
+
 from enum import STRICT, Enum, Flag
 
-from casty.plain_codec import KEY_INT_LIMIT, KEYS_DEPTH, PLAIN_TYPES, REF_TYPES
+from casty.address import URI_HEADS, ActorAddress
+from casty.msgpack_ext import PLAIN_TYPES, REF_TYPES
 from casty.ref import LocalActorRef, RemoteActorRef
+from casty.wire import KEY_INT_LIMIT, KEYS_DEPTH
 
 cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
@@ -56,16 +59,12 @@ __all__ = [
     "safe_members",
 ]
 
-cdef enum:
-    _EXT_DATACLASS = 1
-    _EXT_REF = 6
-
 cdef object _LocalRef = LocalActorRef
 cdef object _RemoteRef = RemoteActorRef
 cdef object _from_uri = ActorAddress.from_uri
 cdef object _ActorAddress = ActorAddress
 # from_uri's cache of parsed URI heads (the part before the path): only ever cleared.
-cdef dict _heads = _HEADS
+cdef dict _heads = URI_HEADS
 
 cdef object _object_new = object.__new__
 
@@ -332,7 +331,7 @@ cdef int _put_ref(_Buf* b, object ref) except -1:
     if <uint64_t>n > 0xFFFFFFFF:
         return 1
     _reserve(b, 6 + n)
-    _write_ext_header(b.data + b.size, n, _EXT_REF)
+    _write_ext_header(b.data + b.size, n, wire.EXT_REF)
     b.size += _ext_header_size(n)
     memcpy(b.data + b.size, p, n)
     b.size += n
@@ -426,7 +425,7 @@ cdef object _encode_ext_after(bytes prefix, object name, object source, object f
             return None  # the generic path reports the size problem
         head = _ext_header_size(body)
         start = 6 - head
-        _write_ext_header(b.data + plen + start, body, _EXT_DATACLASS)
+        _write_ext_header(b.data + plen + start, body, wire.EXT_DATACLASS)
         if start:
             memmove(b.data + start, b.data, plen)  # the prefix moves up to meet the header
         return _buf_result(&b, start)
@@ -596,7 +595,7 @@ cdef object _read_value(_Reader* r, object ref_factory):
             n = 1 << (c - 0xD4)
         elif _read_len(r, 1 << (c - 0xC7), &n):
             return _DECLINE
-        if not _need(r, 1) or r.p[0] != _EXT_REF:
+        if not _need(r, 1) or r.p[0] != wire.EXT_REF:
             return _DECLINE
         r.p += 1
         return _read_ref(r, n, ref_factory)
@@ -628,7 +627,7 @@ cdef int _ext_body(_Reader* r) noexcept:
             return 1
     else:
         return 1
-    if not _need(r, 1) or r.p[0] != _EXT_DATACLASS:
+    if not _need(r, 1) or r.p[0] != wire.EXT_DATACLASS:
         return 1
     r.p += 1
     if r.end - r.p != size:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from casty.transport.framing import MAX_HANDSHAKE_SIZE
+from casty.transport.handshake import MAX_HANDSHAKE_SIZE
 
 __all__ = ["AddressMap", "DialPolicy", "TcpTransportConfig"]
 

@@ -14,10 +14,13 @@ that is not bytes-like at all raises ``TypeError``.
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import FrozenInstanceError, dataclass
 
+from casty.errors import EnvelopeDecodeError
+from casty.transport.envelope_codec import bounds_error, check_str, decode_header_slow, encode_header
+
+# The error and the header codec live in neutral modules that both twins import.
 __all__ = [
     "EnvelopeDecodeError",
     "MessageEnvelope",
@@ -26,93 +29,8 @@ __all__ = [
     "encode_header",
 ]
 
-_LENGTH = struct.Struct(">I")
-_KEYS = ("target", "sender", "type_hint")
 _BYTES_LIKE = (bytes, bytearray, memoryview)
-
-
-class EnvelopeDecodeError(ValueError):
-    """Envelope bytes that cannot be decoded; the message says what is wrong."""
-
-
-def bounds_error(size: int, header_len: int | None) -> EnvelopeDecodeError:
-    """The error for ``size`` bytes too short for the length prefix (``header_len``
-    None) or for the header length they announce; one text for both twins."""
-    if header_len is None:
-        return EnvelopeDecodeError(
-            f"envelope too short: {size} bytes, need at least 4 for the header length"
-        )
-    return EnvelopeDecodeError(
-        f"envelope header length {header_len} runs past the end of the data "
-        f"({size - 4} bytes follow the length prefix)"
-    )
-
-
-def _check_str(name: str, value: object) -> str:
-    if type(value) is str:
-        return value
-    if isinstance(value, str):
-        # A subclass could override __eq__/__hash__; keep the value as a plain str.
-        return str.__str__(value)
-    raise TypeError(f"MessageEnvelope {name} must be str, got {type(value).__name__}")
-
-
-def encode_header(target: str, sender: str, type_hint: str) -> bytes:
-    """The 4-byte length prefix and the JSON header: envelope bytes minus the payload.
-
-    >>> encode_header("t", "s", "h")
-    b'\\x00\\x00\\x000{"target": "t", "sender": "s", "type_hint": "h"}'
-    """
-    target = _check_str("target", target)
-    sender = _check_str("sender", sender)
-    type_hint = _check_str("type_hint", type_hint)
-    if _verbatim(target) and _verbatim(sender) and _verbatim(type_hint):
-        # What json.dumps writes for strings it copies as they are, without building a dict.
-        text = f'{{"target": "{target}", "sender": "{sender}", "type_hint": "{type_hint}"}}'
-        header = text.encode("ascii")
-    else:
-        header = json.dumps({"target": target, "sender": sender, "type_hint": type_hint}).encode("ascii")
-    return _LENGTH.pack(len(header)) + header
-
-
-def _verbatim(text: str) -> bool:
-    """True when json.dumps writes ``text`` unescaped: printable ASCII without '"' or '\\'."""
-    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
-
-
-def decode_header_slow(header: bytes | memoryview) -> tuple[str, str, str]:
-    """``(target, sender, type_hint)`` from a header in any valid JSON form.
-
-    >>> decode_header_slow(b'{"type_hint":"h","sender":"s","target":"t","x":1}')
-    ('t', 's', 'h')
-    """
-    try:
-        # Decode strictly first: json.loads on bytes would guess UTF-16/32 too.
-        text = str(header, "utf-8")
-    except UnicodeDecodeError as exc:
-        raise EnvelopeDecodeError(f"envelope header is not valid UTF-8: {exc}") from None
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        raise EnvelopeDecodeError(f"envelope header is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise EnvelopeDecodeError("envelope header is not valid JSON: nested too deeply") from None
-    if not isinstance(obj, dict):
-        raise EnvelopeDecodeError(
-            f"envelope header must be a JSON object, got {type(obj).__name__}"
-        )
-    fields = []
-    for key in _KEYS:
-        try:
-            value = obj[key]
-        except KeyError:
-            raise EnvelopeDecodeError(f"envelope header has no {key!r} key") from None
-        if type(value) is not str:
-            raise EnvelopeDecodeError(
-                f"envelope header {key!r} must be a string, got {type(value).__name__}"
-            )
-        fields.append(value)
-    return fields[0], fields[1], fields[2]
+_LENGTH = struct.Struct(">I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +51,9 @@ class MessageEnvelope:
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__
-        set_field(self, "target", _check_str("target", self.target))
-        set_field(self, "sender", _check_str("sender", self.sender))
-        set_field(self, "type_hint", _check_str("type_hint", self.type_hint))
+        set_field(self, "target", check_str("target", self.target))
+        set_field(self, "sender", check_str("sender", self.sender))
+        set_field(self, "type_hint", check_str("type_hint", self.type_hint))
         payload: object = self.payload
         if type(payload) is not bytes:
             if not isinstance(payload, _BYTES_LIKE):

@@ -68,15 +68,44 @@ import struct
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from casty.errors import FrameError, HandshakeError
 from casty.transport import mailbox as _mailbox
+from casty.transport.frame_codec import (
+    call_owner,
+    check_protocol_limits,
+    early_frame_problem,
+    encode_frame,
+    frame_length_problem,
+    ignored_run_problem,
+    log_ignored_frame,
+    log_protocol_error,
+    log_sink_error,
+    log_write_error,
+    send_frame_problem,
+)
 from casty.transport.handshake import (
     MAX_HANDSHAKE_SIZE,
     MAX_HOST_LENGTH,
-    HandshakeError,
     decode_handshake,
     encode_handshake,
 )
+from casty.wire import (
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_HANDSHAKE_SIZE,
+    DEFAULT_MAX_IGNORED_FRAMES,
+    DEFAULT_MAX_QUEUE_BYTES,
+    DEFAULT_READ_BUDGET_FRAMES,
+    DEFAULT_WRITE_HIGH_WATER,
+    DEFAULT_WRITE_LOW_WATER,
+    FRAME_HANDSHAKE,
+    FRAME_HEADER_SIZE,
+    FRAME_MESSAGE,
+    MAX_FRAME_LENGTH,
+    OWN_WRITE_SIZE,
+)
 
+# The constants, errors and slow paths come from the neutral modules above (both twins
+# import those); they are exported from here too, where they were first defined.
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_HANDSHAKE_SIZE",
@@ -105,163 +134,11 @@ __all__ = [
 
 log = logging.getLogger("casty.transport.framing")
 
-FRAME_HANDSHAKE = 0x00
-FRAME_MESSAGE = 0x01
-FRAME_HEADER_SIZE = 5
-DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
-DEFAULT_WRITE_HIGH_WATER = 256 * 1024
-DEFAULT_WRITE_LOW_WATER = 64 * 1024
-DEFAULT_MAX_QUEUE_BYTES = 8 * 1024 * 1024
-#: the largest length a 4-byte prefix can state
-MAX_FRAME_LENGTH = 0xFFFFFFFF
-#: the limit on the length prefix of a frame received before the handshake; at most
-#: MAX_HANDSHAKE_SIZE + 1 (the type byte), so a frame it lets in is one the codec reads
-DEFAULT_MAX_HANDSHAKE_SIZE = 8 * 1024
-#: frames one read delivers before the rest waits for a later loop turn
-DEFAULT_READ_BUDGET_FRAMES = 1024
-#: frames of unknown type in a row after which a connection is closed
-DEFAULT_MAX_IGNORED_FRAMES = 1024
-#: a queued frame or envelope this large is written as it is, not copied into a joined write
-OWN_WRITE_SIZE = 64 * 1024
-
 _HEADER = struct.Struct(">IB")
 _LENGTH = struct.Struct(">I")
 
 
-class FrameError(ValueError):
-    """A frame that cannot be encoded or that breaks the framing rules."""
-
-
-# -- encoding and decoding ------------------------------------------------------
-
-
-def encode_frame(frame_type: int, body: bytes) -> bytes:
-    """The whole frame ``[length:4][type:1][body]``.
-
-    >>> encode_frame(FRAME_MESSAGE, b"hi")
-    b'\\x00\\x00\\x00\\x03\\x01hi'
-    """
-    if (
-        isinstance(frame_type, bool)
-        or not isinstance(frame_type, int)
-        or not 0 <= frame_type <= 255
-    ):
-        raise FrameError(f"frame type must be an int in 0..255, got {frame_type!r}")
-    length = len(body) + 1
-    if length > MAX_FRAME_LENGTH:
-        raise FrameError(f"frame body of {len(body)} bytes is too long for a 4-byte length")
-    return _HEADER.pack(length, frame_type) + bytes(body)
-
-
-# -- helpers shared with the Cython twin (slow, rare paths) ----------------------
-
-
-def frame_length_problem(
-    length: int, max_frame_size: int, max_handshake_size: int | None = None
-) -> str | None:
-    """Why a received length prefix is refused, or None when it is acceptable;
-    ``max_handshake_size`` applies before the handshake (None: after it).
-
-    >>> frame_length_problem(0, 100)
-    'frame length 0: a frame holds at least its type byte'
-    >>> frame_length_problem(101, 100)
-    'frame length 101 exceeds max_frame_size 100'
-    >>> frame_length_problem(51, 100, 50)
-    'frame length 51 exceeds max_handshake_size 50 (no handshake yet)'
-    """
-    if length == 0:
-        return "frame length 0: a frame holds at least its type byte"
-    if length > max_frame_size:
-        return f"frame length {length} exceeds max_frame_size {max_frame_size}"
-    if max_handshake_size is not None and length > max_handshake_size:
-        return f"frame length {length} exceeds max_handshake_size {max_handshake_size} (no handshake yet)"
-    return None
-
-
-def early_frame_problem(frame_type: int) -> str:
-    """The protocol error for a frame of unknown type before the handshake."""
-    return f"frame of unknown type 0x{frame_type:02x} before the handshake"
-
-
-def ignored_run_problem(count: int) -> str:
-    """The protocol error for ``count`` (= max_ignored_frames) unknown frames in a row."""
-    return f"{count} frames of unknown types in a row (max_ignored_frames {count})"
-
-
-def send_frame_problem(frame: Any) -> str:
-    """The error text for ``send_frame`` given something that is not one whole frame."""
-    size = len(frame)
-    if size < FRAME_HEADER_SIZE:
-        return f"send_frame needs a whole encoded frame, got {size} bytes"
-    stated = _LENGTH.unpack_from(frame)[0]
-    return (
-        f"send_frame needs a whole encoded frame: its length prefix says {stated} "
-        f"but {size - 4} bytes follow it"
-    )
-
-
-def check_protocol_limits(
-    max_frame_size: object,
-    write_high_water: object,
-    write_low_water: object,
-    max_queue_bytes: object,
-    max_handshake_size: object = DEFAULT_MAX_HANDSHAKE_SIZE,
-    read_budget_frames: object = DEFAULT_READ_BUDGET_FRAMES,
-    max_ignored_frames: object = DEFAULT_MAX_IGNORED_FRAMES,
-) -> None:
-    """Raise ValueError naming the first limit that is not acceptable."""
-    for name, value in (
-        ("max_frame_size", max_frame_size),
-        ("write_high_water", write_high_water),
-        ("max_queue_bytes", max_queue_bytes),
-        ("max_handshake_size", max_handshake_size),
-        ("read_budget_frames", read_budget_frames),
-        ("max_ignored_frames", max_ignored_frames),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"FrameProtocol {name} must be a positive int, got {value!r}")
-    assert isinstance(max_handshake_size, int)
-    if max_handshake_size > MAX_HANDSHAKE_SIZE + 1:
-        raise ValueError(
-            f"FrameProtocol max_handshake_size must be at most {MAX_HANDSHAKE_SIZE + 1} "
-            f"(MAX_HANDSHAKE_SIZE and the type byte), got {max_handshake_size!r}"
-        )
-    assert isinstance(write_high_water, int)
-    if (
-        isinstance(write_low_water, bool)
-        or not isinstance(write_low_water, int)
-        or not 0 <= write_low_water <= write_high_water
-    ):
-        raise ValueError(
-            f"FrameProtocol write_low_water must be an int in 0..write_high_water, "
-            f"got {write_low_water!r}"
-        )
-
-
-def call_owner(owner: Any, name: str, proto: Any, *args: Any) -> None:
-    """Call ``owner.<name>(proto, *args)``; log (never raise) what it raises."""
-    try:
-        getattr(owner, name)(proto, *args)
-    except Exception:
-        log.exception("owner.%s raised (connection %s)", name, proto.peername)
-
-
-def log_sink_error(peername: Any) -> None:
-    """Log the exception a message sink just raised (call it inside ``except``)."""
-    log.exception("message sink raised on a frame from %s; frame dropped", peername)
-
-
-def log_ignored_frame(peername: Any, frame_type: int, body_len: int) -> None:
-    log.debug(
-        "ignoring a frame of unknown type 0x%02x (%d body bytes) from %s",
-        frame_type,
-        body_len,
-        peername,
-    )
-
-
-def log_protocol_error(peername: Any, reason: str) -> None:
-    log.warning("frame protocol error on connection %s: %s; aborting it", peername, reason)
+# -- flushing -------------------------------------------------------------------
 
 
 def write_runs(queue: list[bytes]) -> list[bytes]:
@@ -288,11 +165,6 @@ def write_runs(queue: list[bytes]) -> list[bytes]:
     if run:
         out.append(b"".join(run))
     return out
-
-
-def log_write_error(peername: Any) -> None:
-    """Log the exception ``transport.write`` just raised (call it inside ``except``)."""
-    log.exception("transport.write failed on connection %s; aborting it", peername)
 
 
 # -- the protocol ------------------------------------------------------------------

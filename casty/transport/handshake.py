@@ -1,6 +1,7 @@
 """The handshake frame's body: v1 (``host``/``port``) and the negotiated v2 keys.
 
-A neutral module: both framing twins and the node import it, it imports neither.
+A neutral module: both framing twins and the node import it, it imports neither (only
+``casty.wire`` and ``casty.errors``).
 
 v1 (casty 0.21) is the UTF-8 JSON ``{"host": str, "port": int}``.  v2 adds
 ``uid`` (the sender's incarnation, a random 64-bit integer), ``proto`` (2) and
@@ -31,6 +32,9 @@ import secrets
 import struct
 from dataclasses import dataclass
 
+from casty.errors import HandshakeError
+from casty.wire import FRAME_HANDSHAKE
+
 __all__ = [
     "CAPS",
     "MAX_HANDSHAKE_SIZE",
@@ -49,7 +53,6 @@ __all__ = [
     "parse_handshake",
 ]
 
-FRAME_HANDSHAKE = 0x00
 #: the newest protocol this node speaks
 PROTOCOL_VERSION = 2
 #: the optional features (v2 ``caps``) this node speaks; used on a connection when both list one
@@ -68,10 +71,6 @@ _HEADER = struct.Struct(">IB")
 _LABEL = r"(?!-)[\w-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 _HEX = re.compile(r"[0-9a-f]+")
-
-
-class HandshakeError(ValueError):
-    """A handshake body that breaks the rules above; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +233,7 @@ def decode_handshake(body: bytes | bytearray | memoryview) -> tuple[str, int]:
     >>> decode_handshake(b'{"host": "a", "port": true}')
     Traceback (most recent call last):
     ...
-    casty.transport.handshake.HandshakeError: handshake port must be an integer, got bool
+    casty.errors.HandshakeError: handshake port must be an integer, got bool
     """
     return parse_handshake(body).key
 

@@ -9,61 +9,25 @@ stays up.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from casty.address import TEMP_PREFIX, ActorAddress, _show, split_uri
+from casty.address import ActorAddress
 from casty.ref import ActorRef
 from casty.transport.envelope import MessageEnvelope
+from casty.transport.inbound_rules import log_inbound_drop, refusal, target_path
+from casty.wire import (
+    MAX_CACHED_TARGET_CHARS,
+    MAX_CACHED_TARGET_LENGTH,
+    MAX_CACHED_TARGETS,
+    SYSTEM_PREFIX,
+    TEMP_PREFIX,
+)
 
 if TYPE_CHECKING:
     from casty.serialization import Serializer
 
-__all__ = ["InboundMessageHandler", "OriginSink", "log_inbound_drop", "refusal", "target_path"]
-
-log = logging.getLogger("casty.transport.inbound")
-
-#: distinct targets remembered before the cache starts over (peers choose targets)
-MAX_CACHED_TARGETS = 65536
-#: characters of all cached targets together, and of one: a peer chooses their length
-MAX_CACHED_TARGET_CHARS = 4 * 1024 * 1024
-MAX_CACHED_TARGET_LENGTH = 1024
-#: paths of the system's own infrastructure actors: no peer may message them
-SYSTEM_PREFIX = "/system/"
-
-
-def target_path(target: str, system_name: str) -> str | None:
-    """The local path ``target`` names, or None when it is no actor URI of ``system_name``.
-
-    >>> target_path("casty://app@10.0.0.1:25520/user/a", "app"), target_path("casty://other/user/a", "app")
-    ('/user/a', None)
-    """
-    try:
-        system, _, _, path = split_uri(target)
-    except ValueError:
-        return None
-    return path if system == system_name else None
-
-
-def not_ours(target: str, system_name: str) -> str:
-    return f"target {_show(target)} is not an actor of system {system_name!r}"
-
-
-def refusal(target: str, system_name: str) -> str:
-    """Why a frame for ``target`` is not delivered (its path is refused or not ours)."""
-    path = target_path(target, system_name)
-    if path is not None and path.startswith(SYSTEM_PREFIX):
-        return f"target {_show(target)} is a system actor, which peers may not message"
-    return not_ours(target, system_name)
-
-
-def log_inbound_drop(reason: str, count: int) -> None:
-    """Log a dropped inbound message: a warning at counts 1, 2, 4, 8, ..., debug otherwise."""
-    if count & (count - 1) == 0:
-        log.warning("dropped an inbound message: %s (%d dropped so far)", reason, count)
-    else:
-        log.debug("dropped an inbound message: %s", reason)
+__all__ = ["InboundMessageHandler", "OriginSink"]
 
 
 class InboundMessageHandler:

@@ -63,7 +63,7 @@ from casty._impl import FrameProtocol
 from casty.address import _show
 from casty.transport.busy_poll import BusyPoller
 from casty.transport.config import TcpTransportConfig, cookie_bytes, dial_allowed
-from casty.transport.framing import FRAME_MESSAGE, encode_frame
+from casty.transport.frame_codec import encode_frame
 from casty.transport.handshake import (
     CAPS,
     Handshake,
@@ -77,6 +77,7 @@ from casty.transport.handshake import (
     parse_handshake,
 )
 from casty.transport.messages import SendFailure
+from casty.wire import FRAME_MESSAGE
 
 __all__ = ["MAX_BLACKLIST", "InboundHandler", "TcpNode"]
 

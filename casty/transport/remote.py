@@ -14,7 +14,6 @@ from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
 from casty.serialization import SerializationError, Serializer
 from casty.transport.messages import ClearNodeBlacklist, DeliverToNode, SendFailure, SendToNode, ShareNode
 from casty.transport.node import TcpNode
-from casty.transport.outbound import EnvelopeWriter as EnvelopeWriterType  # either twin's shape
 
 __all__ = ["InboundMessageHandler", "RemoteTransport"]  # the handler lives in casty.transport.inbound
 
@@ -82,7 +81,7 @@ class RemoteTransport:
         self._task_runner = task_runner
         self._on_send_failure = on_send_failure
         self._local_node_id = local_node_id
-        self._writer: EnvelopeWriterType | None = EnvelopeWriter(serializer) if serializer is not None else None
+        self._writer: EnvelopeWriter | None = EnvelopeWriter(serializer) if serializer is not None else None
         self._node = node
         #: DeliverToNode messages told after ShareNode (the page path, before the handover)
         self._relayed = 0
@@ -196,7 +195,7 @@ class RemoteTransport:
                 data = b"".join(data)
             self._tcp.tell(SendToNode(hp[0], hp[1], data))
 
-    def _adopt(self, node: TcpNode, writer: EnvelopeWriterType) -> None:
+    def _adopt(self, node: TcpNode, writer: EnvelopeWriter) -> None:
         """ShareNode's answer: the actor's node and writer (it runs before any DeliverToNode
         this transport told, since ShareNode was told first)."""
         if self._node is None:
@@ -216,7 +215,7 @@ class RemoteTransport:
         self._held = []
         self._tcp.tell(ShareNode(self._drained))
 
-    def _drained(self, node: TcpNode, writer: EnvelopeWriterType) -> None:
+    def _drained(self, node: TcpNode, writer: EnvelopeWriter) -> None:
         node = self._handover_node or node
         held, self._held, self._handover_node = self._held or [], None, None
         self._node = node

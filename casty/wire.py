@@ -1,0 +1,104 @@
+"""The wire's constants, in one place: a neutral module that both twins import.
+
+Frame kinds and sizes (``[length:4, big-endian][kind:1][body]``), the msgpack ext
+type codes of ``casty.serialization``, the limits the framing enforces, the path
+prefixes that routing treats specially, and the bounds of the twins' caches.
+``casty/_fast/wire.pxd`` mirrors the ones the C code needs (``tests/test_parity.py``
+checks that the two agree).  The layout itself is described in
+``docs/architecture.md``.  This module imports nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_HANDSHAKE_SIZE",
+    "DEFAULT_MAX_IGNORED_FRAMES",
+    "DEFAULT_MAX_QUEUE_BYTES",
+    "DEFAULT_READ_BUDGET_FRAMES",
+    "DEFAULT_WRITE_HIGH_WATER",
+    "DEFAULT_WRITE_LOW_WATER",
+    "EXT_BIGINT",
+    "EXT_DATACLASS",
+    "EXT_ENUM",
+    "EXT_FROZENSET",
+    "EXT_REF",
+    "EXT_SET",
+    "EXT_TUPLE",
+    "FRAME_HANDSHAKE",
+    "FRAME_HEADER_SIZE",
+    "FRAME_MESSAGE",
+    "KEYS_DEPTH",
+    "KEY_INT_LIMIT",
+    "LENGTH_PREFIX_SIZE",
+    "MAX_CACHED_HEADERS",
+    "MAX_CACHED_TARGETS",
+    "MAX_CACHED_TARGET_CHARS",
+    "MAX_CACHED_TARGET_LENGTH",
+    "MAX_FRAME_LENGTH",
+    "OWN_WRITE_SIZE",
+    "SYSTEM_PREFIX",
+    "TEMP_PREFIX",
+]
+
+# -- frames ---------------------------------------------------------------------------
+
+#: frame kinds: the handshake JSON, and an encoded envelope; any other kind is ignored
+FRAME_HANDSHAKE: Final = 0x00
+FRAME_MESSAGE: Final = 0x01
+#: bytes of a big-endian unsigned length prefix (of frames, and of an envelope's header)
+LENGTH_PREFIX_SIZE: Final = 4
+#: the length prefix and the kind byte
+FRAME_HEADER_SIZE: Final = 5
+#: the largest length a 4-byte prefix can state
+MAX_FRAME_LENGTH: Final = 0xFFFFFFFF
+
+DEFAULT_MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
+DEFAULT_WRITE_HIGH_WATER: Final = 256 * 1024
+DEFAULT_WRITE_LOW_WATER: Final = 64 * 1024
+DEFAULT_MAX_QUEUE_BYTES: Final = 8 * 1024 * 1024
+#: the limit on the length prefix of a frame received before the handshake; at most
+#: MAX_HANDSHAKE_SIZE + 1 (the type byte), so a frame it lets in is one the codec reads
+DEFAULT_MAX_HANDSHAKE_SIZE: Final = 8 * 1024
+#: frames one read delivers before the rest waits for a later loop turn
+DEFAULT_READ_BUDGET_FRAMES: Final = 1024
+#: frames of unknown type in a row after which a connection is closed
+DEFAULT_MAX_IGNORED_FRAMES: Final = 1024
+#: a queued frame or envelope this large is written as it is, not copied into a joined write
+OWN_WRITE_SIZE: Final = 64 * 1024
+
+# -- msgpack ext type codes (casty.serialization); up to EXT_FROZENSET the body is an array --
+
+EXT_DATACLASS: Final = 1  # [name, *field values]
+EXT_ENUM: Final = 2  # [name, value]
+EXT_TUPLE: Final = 3  # [items]
+EXT_SET: Final = 4
+EXT_FROZENSET: Final = 5
+EXT_REF: Final = 6  # UTF-8 URI
+EXT_BIGINT: Final = 7  # big-endian two's complement
+
+#: a hash-safe int key lies strictly between -KEY_INT_LIMIT and KEY_INT_LIMIT; there
+#: hash(n) == n (hashes are taken modulo 2**61 - 1), so a peer cannot make two collide
+KEY_INT_LIMIT: Final = 2**60
+#: how deep keys_safe_within looks; msgpack's packer refuses deeper nesting (511) anyway
+KEYS_DEPTH: Final = 512
+
+# -- paths ----------------------------------------------------------------------------
+
+#: paths of the one-off actors that receive ask replies (``/temp/ask-<n>``); caches keyed
+#: by path or URI leave them out, since each is used once
+TEMP_PREFIX: Final = "/temp/"
+#: paths of the system's own infrastructure actors: no peer may message them
+SYSTEM_PREFIX: Final = "/system/"
+
+# -- cache bounds (peers choose what fills them) ---------------------------------------
+
+#: envelope headers an EnvelopeWriter remembers before its cache starts over
+MAX_CACHED_HEADERS: Final = 4096
+#: distinct targets an InboundMessageHandler remembers before its cache starts over
+MAX_CACHED_TARGETS: Final = 65536
+#: characters of all cached targets together, and of one: a peer chooses their length
+MAX_CACHED_TARGET_CHARS: Final = 4 * 1024 * 1024
+MAX_CACHED_TARGET_LENGTH: Final = 1024
