@@ -132,7 +132,7 @@ cdef inline object _hand(object handler, object msg, Py_ssize_t nbytes):
         if nbytes >= 0:
             return box if box.put_sized_c(msg, nbytes) else None
         box.put_c(msg)
-        return box if box._full() else None
+        return box if box.full_c() else None
     handler(msg)
     return None
 

@@ -22,7 +22,7 @@ cdef class Mailbox:
 
     cdef int put_c(self, object msg) except -1
     cdef bint put_sized_c(self, object msg, Py_ssize_t nbytes) except -1
-    cdef bint _full(self) except -1
+    cdef bint full_c(self) except -1
     cdef bint _has_space(self) except -1
     cdef bint _run_eager(self, object msg) except -1
     cdef int _wake(self) except -1

@@ -108,7 +108,7 @@ cdef class Mailbox:
             and not waiter.done()
             and self._run_eager(msg)
         ):
-            return self._full()  # handled already: nothing of it is queued
+            return self.full_c()  # handled already: nothing of it is queued
         self.queue.append(msg)
         if waiter is not None:
             self._wake()
@@ -116,9 +116,9 @@ cdef class Mailbox:
             self._sized.append((self._taken + len(self.queue), nbytes))
             self._queued_bytes += nbytes
             self.space_wanted = True
-        return self._full()
+        return self.full_c()
 
-    cdef bint _full(self) except -1:
+    cdef bint full_c(self) except -1:
         return (
             (self.capacity and len(self.queue) >= self.capacity)
             or (self.byte_capacity and self._queued_bytes >= self.byte_capacity)
@@ -206,7 +206,7 @@ cdef class Mailbox:
     def full(self):
         """True when the queue is at or over a nonzero ``capacity``, or ``queued_bytes``
         at or over a nonzero ``byte_capacity``."""
-        return self._full()
+        return self.full_c()
 
     def on_space(self, callback):
         """Call ``callback()`` once, when the queue is next down to ``capacity // 2``
