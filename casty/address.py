@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from casty.wire import TEMP_PREFIX
 
-__all__ = ["TEMP_PREFIX", "URI_HEADS", "ActorAddress", "is_temp_uri", "split_uri"]
+__all__ = ["TEMP_PREFIX", "URI_HEADS", "ActorAddress", "is_temp_uri", "loggable", "split_uri"]
 
 _SCHEME = "casty://"
 
@@ -196,6 +196,18 @@ def _parse_head(head: str, uri: str) -> tuple[str, str | None, int | None]:
     if m is None:
         raise ValueError(f"malformed casty actor URI: {_show(uri)}")
     return m.group("system"), None, None
+
+
+def loggable(text: str, limit: int = 200) -> str:
+    """``text`` for a log line: as it is when short and printable, else a bounded, escaped
+    repr, so a path or URI a peer chose can neither forge a line nor flood the log.
+
+    >>> loggable("/user/a"), loggable("/user/x\nERROR forged")
+    ('/user/a', "'/user/x\\nERROR forged'")
+    """
+    if len(text) <= limit and text.isprintable():
+        return text
+    return _show(text, limit)
 
 
 def _show(value: object, limit: int = 200) -> str:

@@ -6,7 +6,7 @@ import logging
 import ssl
 from typing import Any
 
-from casty.address import ActorAddress
+from casty.address import ActorAddress, loggable
 from casty.ref import ActorRef
 from casty.serialization import MsgpackSerializer, Serializer, TypeRegistry
 from casty.system import DEFAULT_MAILBOX_BYTES, DEFAULT_MAILBOX_CAPACITY, ActorSystem
@@ -212,15 +212,15 @@ class RemoteActorSystem(ActorSystem):
         routes = self._reply_routes
         assert routes is not None
         if path not in routes:
-            return f"no ask is waiting at {path}"
+            return f"no ask is waiting at {loggable(path)}"
         if origin is None:  # not told which connection: nothing to compare
             return None
         key = routes[path]
         if key is None:
-            return f"the ask at {path} went to a local actor, but a reply came from {_peer(origin)}"
+            return f"the ask at {loggable(path)} went to a local actor, but a reply came from {_peer(origin)}"
         if origin.peer_key == key or origin.dial_key == key or self.node.claimed_by(key) == origin.peer_key:
             return None
-        return f"the ask at {path} went to {key[0]}:{key[1]}, but a reply came from {_peer(origin)}"
+        return f"the ask at {loggable(path)} went to {key[0]}:{key[1]}, but a reply came from {_peer(origin)}"
 
     async def shutdown(self) -> None:
         """Stop every actor, then close every connection."""

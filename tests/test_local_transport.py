@@ -998,3 +998,13 @@ def test_twins_agree() -> None:
         suppress_health_check=[HealthCheck.too_slow],
     )
     state().runTest()
+
+
+def test_drop_lines_escape_a_path_a_peer_chose(impl: types.SimpleNamespace, caplog: pytest.LogCaptureFixture) -> None:
+    t = impl.LocalTransport()
+    forged = "/user/x\nERROR casty: forged line"
+    t.register(forged, print)
+    t.unregister(forged)
+    t.deliver_path(forged, 1)
+    [line] = [r.getMessage() for r in caplog.records if "dropped a message" in r.getMessage()]
+    assert "\n" not in line and "'/user/x\\nERROR casty: forged line'" in line

@@ -111,3 +111,16 @@ def test_ask_reply_addresses_do_not_displace_the_cached_route() -> None:
     assert rt._last is not None and rt._last[0] is a
     assert rec.sent[1:4] == [("10.0.0.3", 7001, f"casty://app@10.0.0.3:7001/temp/ask-{i}") for i in range(3)]
     assert rt._targets == {a: a.to_uri()}
+
+
+def test_the_outbound_target_cache_keeps_no_long_target_and_is_bounded_in_characters() -> None:
+    from casty.wire import MAX_CACHED_TARGET_CHARS
+
+    t, _local, _tcp = transport()
+    long_address = ActorAddress("b", "/user/" + "x" * 5000, "10.0.0.2", 1)
+    t.deliver(long_address, 1)
+    assert long_address not in t._targets
+    for i in range(MAX_CACHED_TARGET_CHARS // 900 + 10):
+        t.deliver(ActorAddress("b", f"/user/{i}-" + "y" * 870, "10.0.0.2", 1), i)
+    assert t._target_chars <= MAX_CACHED_TARGET_CHARS
+    assert sum(len(v) for v in t._targets.values()) == t._target_chars

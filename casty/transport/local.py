@@ -47,7 +47,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from casty.address import TEMP_PREFIX, ActorAddress
+from casty.address import TEMP_PREFIX, ActorAddress, loggable
 from casty.transport.mailbox import Mailbox
 
 __all__ = [
@@ -145,7 +145,7 @@ def log_expired(drops: dict[str, int], path: str, count: int, ttl: float) -> Non
         level,
         "dropped %d messages to %s: no handler registered within %gs (%s); %d dropped for "
         "this reason so far",
-        count, path, ttl, DROP_EXPIRED, after,
+        count, loggable(path), ttl, DROP_EXPIRED, after,
     )
 
 
@@ -155,15 +155,15 @@ def log_drop(drops: dict[str, int], reason: str, path: str) -> None:
     drops[reason] = n
     if n & (n - 1) == 0:
         log.warning(
-            "dropped a message to %s (%s); %d dropped for this reason so far", path, reason, n
+            "dropped a message to %s (%s); %d dropped for this reason so far", loggable(path), reason, n
         )
     else:
-        log.debug("dropped a message to %s (%s)", path, reason)
+        log.debug("dropped a message to %s (%s)", loggable(path), reason)
 
 
 def log_flush_error(path: str, exc: BaseException) -> None:
     """Log a handler error raised while flushing, after the first (which propagates)."""
-    log.error("handler for %s raised while flushing its buffer", path, exc_info=exc)
+    log.error("handler for %s raised while flushing its buffer", loggable(path), exc_info=exc)
 
 
 def wake_waiters(waiters: dict[str, list[asyncio.Future[None]]], path: str) -> None:

@@ -14,6 +14,7 @@ from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
 from casty.serialization import SerializationError, Serializer
 from casty.transport.messages import ClearNodeBlacklist, DeliverToNode, SendFailure, SendToNode, ShareNode
 from casty.transport.node import TcpNode
+from casty.wire import MAX_CACHED_TARGET_CHARS, MAX_CACHED_TARGET_LENGTH, MAX_CACHED_TARGETS
 
 __all__ = ["InboundMessageHandler", "RemoteTransport"]  # the handler lives in casty.transport.inbound
 
@@ -22,7 +23,6 @@ log = logging.getLogger("casty.transport.remote")
 SendFailureCallback = Callable[[SendFailure], Any]
 TaskRunner = Callable[[Coroutine[Any, Any, Any]], Any]
 
-_MAX_CACHED_TARGETS = 65536
 
 
 class RemoteTransport:
@@ -96,6 +96,7 @@ class RemoteTransport:
             self._own.add((self.sender_host, self.sender_port))
         self._sender = ActorAddress(system_name, "/", self.sender_host, self.sender_port).to_uri()
         self._targets: dict[ActorAddress, str] = {}
+        self._target_chars = 0
         # (address, (host, port), target URI) of the last remote send: a ref told many
         # messages hands over the same address object each time, so an identity check
         # skips hashing it.
@@ -169,9 +170,16 @@ class RemoteTransport:
             else:
                 target = self._targets.get(address)  # type: ignore[assignment]
                 if target is None:
-                    if len(self._targets) >= _MAX_CACHED_TARGETS:
-                        self._targets.clear()
-                    target = self._targets[address] = address.to_uri()
+                    target = address.to_uri()
+                    # Peers choose the refs this node answers to, so the cache is bounded in
+                    # characters as well as entries, and a long target is not kept.
+                    if len(target) <= MAX_CACHED_TARGET_LENGTH:
+                        if (len(self._targets) >= MAX_CACHED_TARGETS
+                                or self._target_chars + len(target) > MAX_CACHED_TARGET_CHARS):
+                            self._targets.clear()
+                            self._target_chars = 0
+                        self._targets[address] = target
+                        self._target_chars += len(target)
                 self._last = (address, hp, target)
         writer = self._writer
         if writer is None:  # the page path before the handover: the actor serializes
