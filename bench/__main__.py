@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import platform
 import sys
 import time
@@ -18,6 +19,8 @@ MODULES = ["envelope", "local", "framing", "serialization", "remote", "scaling"]
 
 
 def main() -> int:
+    # Benchmarks stop their nodes on purpose: a peer's "connection lost" warning is no news here.
+    logging.getLogger("casty.transport").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="fewer iterations, for a smoke run")
     parser.add_argument("names", nargs="*", metavar="name", help=f"any of {', '.join(MODULES)}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import statistics
 import struct
 import sys
@@ -331,6 +332,8 @@ async def raw_pingpong(port: int, n: int, busy_poll: float = 0.0) -> dict[str, A
 
 
 def main() -> None:
+    # Benchmarks stop their nodes on purpose: a peer's "connection lost" warning is no news here.
+    logging.getLogger("casty.transport").setLevel(logging.ERROR)
     import casty
 
     role, *args = sys.argv[1:]

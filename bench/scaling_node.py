@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import os
 import sys
 import time
@@ -405,6 +406,8 @@ async def mem_client(port: int, n: int) -> None:
 
 
 def main() -> None:
+    # Benchmarks stop their nodes on purpose: a peer's "connection lost" warning is no news here.
+    logging.getLogger("casty.transport").setLevel(logging.ERROR)
     import casty
 
     role, *args = sys.argv[1:]
