@@ -357,3 +357,14 @@ async def test_a_sized_message_handled_eagerly_is_not_charged(impl: types.Simple
     assert handled == ["eager"]
     parked.set_result(None)
     await task
+
+
+def test_messages_under_the_charge_threshold_cost_no_byte_tracking(impl: types.SimpleNamespace) -> None:
+    # capacity bounds how many small messages there can be: together they stay under byte_capacity
+    box = impl.Mailbox(10, 100)  # charged from 100 // 10 = 10 bytes
+    assert box.put_sized("small", 9) is False
+    assert box.queued_bytes == 0 and not box.space_wanted
+    assert box.put_sized("large", 10) is False
+    assert box.queued_bytes == 10 and box.space_wanted
+    assert _take(box) == "small" and box.queued_bytes == 10
+    assert _take(box) == "large" and box.queued_bytes == 0 and not box.space_wanted

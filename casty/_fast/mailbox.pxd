@@ -12,6 +12,7 @@ cdef class Mailbox:
     cdef readonly bint space_wanted  # on_space callbacks wait, or sized messages are queued
     cdef object _sized  # deque of (position when taken, bytes), oldest first
     cdef Py_ssize_t _queued_bytes
+    cdef Py_ssize_t _charge_from  # smaller sized messages are not charged (see the pure twin)
     cdef Py_ssize_t _taken
     cdef bint _closed
     cdef list _space

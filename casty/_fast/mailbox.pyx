@@ -26,6 +26,7 @@ from casty.transport.mailbox import (
     _current_tasks,
     _enter_task,
     _leave_task,
+    charge_from,
     check_capacity,
     run_space_callbacks,
 )
@@ -80,6 +81,7 @@ cdef class Mailbox:
         self.queue = deque()
         self._sized = deque()
         self._queued_bytes = 0
+        self._charge_from = charge_from(self.capacity, self.byte_capacity)
         self._taken = 0
         self._space = []
         self.space_wanted = False
@@ -112,7 +114,7 @@ cdef class Mailbox:
         self.queue.append(msg)
         if waiter is not None:
             self._wake()
-        if nbytes > 0 and self.byte_capacity:
+        if nbytes >= self._charge_from and self.byte_capacity:
             self._sized.append((self._taken + len(self.queue), nbytes))
             self._queued_bytes += nbytes
             self.space_wanted = True

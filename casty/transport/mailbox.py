@@ -95,6 +95,21 @@ def run_space_callbacks(callbacks: list[SpaceCallback]) -> None:
             log.exception("a mailbox on_space callback raised")
 
 
+def charge_from(capacity: int, byte_capacity: int) -> int:
+    """The smallest sized message a mailbox charges to ``queued_bytes``.
+
+    Charging costs a record per message and a call per message taken, which a stream
+    of small messages would pay on every one.  A message under ``byte_capacity //
+    capacity`` bytes is not charged: ``capacity`` bounds how many there can be, so
+    together they hold less than ``byte_capacity``, and the bytes queued stay under
+    twice ``byte_capacity``.  With no message bound every sized message is charged.
+
+    >>> charge_from(65_536, 64 * 1024 * 1024), charge_from(0, 1024)
+    (1024, 1)
+    """
+    return max(byte_capacity // capacity, 1) if capacity else 1
+
+
 class Mailbox:
     """Messages in arrival order, and at most one waiter for the next one.
 
@@ -110,6 +125,7 @@ class Mailbox:
     """
 
     __slots__ = (
+        "_charge_from",
         "_closed",
         "_eager",
         "_queued_bytes",
@@ -135,6 +151,7 @@ class Mailbox:
         # taken it, its bytes).  Positions, not the messages: the loop pops the queue itself.
         self._sized: deque[tuple[int, int]] = deque()
         self._queued_bytes = 0
+        self._charge_from = charge_from(self.capacity, self.byte_capacity)
         self._taken = 0  # messages taken while anything was tracked (reset when nothing is)
         self._waiter: asyncio.Future[None] | None = None
         #: the actor's current handler, used once eager handling is armed
@@ -177,7 +194,7 @@ class Mailbox:
         self.queue.append(msg)
         if waiter is not None:
             self.wake()
-        if nbytes > 0 and self.byte_capacity:
+        if nbytes >= self._charge_from and self.byte_capacity:
             self._sized.append((self._taken + len(self.queue), nbytes))
             self._queued_bytes += nbytes
             self.space_wanted = True
