@@ -199,7 +199,7 @@ def _parse_head(head: str, uri: str) -> tuple[str, str | None, int | None]:
 
 
 def loggable(text: str, limit: int = 200) -> str:
-    """``text`` for a log line: as it is when short and printable, else a bounded, escaped
+    r"""``text`` for a log line: as it is when short and printable, else a bounded, escaped
     repr, so a path or URI a peer chose can neither forge a line nor flood the log.
 
     >>> loggable("/user/a"), loggable("/user/x\nERROR forged")
