@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
+import subprocess
 import sys
 import types
 from typing import Any
@@ -112,6 +114,17 @@ def test_a_running_task_table_that_asyncio_does_not_keep_is_not_used() -> None:
         return
     assert hooks is not None
     assert hooks[2] is asyncio.current_task and hooks[3] is None
+
+
+def test_casty_no_eager_turns_it_off_in_both_twins_without_a_probe() -> None:
+    code = (
+        "import casty.actor, casty.transport.mailbox as m\n"
+        "try:\n    import casty._fast.mailbox as fast\nexcept ImportError:\n    fast = m\n"
+        "print(m.EAGER, casty.actor.EAGER, fast.EAGER, m._enter_task)\n"
+    )
+    env = {**os.environ, "CASTY_NO_EAGER": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["False", "False", "False", "None"]
 
 
 # ---------------------------------------------------------------- both branches, both twins

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import sys
 import threading
 from collections import deque
@@ -143,14 +144,16 @@ def detect_eager(tasks: Any = asyncio.tasks, version: tuple[int, int] = sys.vers
     return found[0]
 
 
-_hooks = detect_eager()
+# CASTY_NO_EAGER=1 turns eager handling off without a probe (to compare, or to rule it out).
+_hooks = None if os.environ.get("CASTY_NO_EAGER", "").strip().lower() in {"1", "true", "yes"} else detect_eager()
 _enter_task, _leave_task, _current_task, _current_tasks = (
     _hooks if _hooks is not None else (None, None, asyncio.current_task, None)
 )
 EAGER = _hooks is not None
 """True when this asyncio lets a mailbox handle a message as its actor's task (see
-:func:`detect_eager`).  Tests set it (here and in ``casty._fast.mailbox``) to False to run
-the fallback: ``arm_eager`` then declines and every message goes through the task."""
+:func:`detect_eager`) and ``CASTY_NO_EAGER`` is not set.  Tests set it (here and in
+``casty._fast.mailbox``) to False to run the fallback: ``arm_eager`` then declines and
+every message goes through the task."""
 
 more_to_come = False
 """Set by the frame splitter while the chunk it reads holds more frames after the one
