@@ -36,6 +36,7 @@ test-pure:
 
 # The whole suite, both twins, on CPython 3.14 in a Debian unstable chroot made once under
 # build/py314 (tests/py314.sh; needs root and debootstrap). Not part of `test` or CI.
+# PY314_MAKE=bench runs make bench there instead.
 test-py314:
 	sh tests/py314.sh
 
@@ -43,8 +44,9 @@ lint: $(STAMP)
 	$(VPY) -m ruff check casty tests bench examples
 	$(VPY) -m mypy
 
+# BENCH_ARGS: --quick and/or module names (python -m bench --help).
 bench: build
-	$(VPY) -m bench
+	$(VPY) -m bench $(BENCH_ARGS)
 
 # Every decoder of peer bytes, 10000 examples per fuzzer (tests/test_fuzz.py), both twins, against
 # a copy in build/fuzz built with bounds checking on: the in-place build is left as it is.

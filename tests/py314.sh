@@ -7,7 +7,8 @@
 # and reused; DEBOOTSTRAP_MIRROR picks the mirror (debootstrap's default otherwise),
 # PY314_REBUILD=1 makes it anew. Each run copies the tree into the chroot's /src, runs
 # `make test` there with a venv in /opt/venv, then `pip install` of the tree into a
-# throwaway venv, which must build and load the extensions.
+# throwaway venv, which must build and load the extensions. PY314_MAKE=bench runs
+# `make bench` there instead (BENCH_ARGS and CASTY_NO_EAGER are passed in).
 set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -68,11 +69,13 @@ mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev" && mounted="$r
 
 # A clean environment: nothing of the host's Python, pip or certificate settings leaks in.
 chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    PYTEST_ARGS="${PYTEST_ARGS:-}" /bin/sh -euc '
+    PYTEST_ARGS="${PYTEST_ARGS:-}" BENCH_ARGS="${BENCH_ARGS:-}" CASTY_NO_EAGER="${CASTY_NO_EAGER:-}" \
+    PY314_MAKE="${PY314_MAKE:-test}" /bin/sh -euc '
     update-ca-certificates >/dev/null 2>&1
     python3.14 -VV
     cd /src
-    make --no-print-directory PYTHON=python3.14 VENV=/opt/venv test
+    make --no-print-directory PYTHON=python3.14 VENV=/opt/venv "$PY314_MAKE"
+    [ "$PY314_MAKE" = test ] || exit 0
     echo "test-py314: pip install of the tree into a throwaway venv"
     rm -rf /tmp/pipcheck
     python3.14 -m venv /tmp/pipcheck
@@ -80,4 +83,4 @@ chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 PATH=/usr/local/sbin:/usr
     cd /
     /tmp/pipcheck/bin/python -c "import sys, casty; print(sys.version.split()[0], casty.__file__, \"EXTENSIONS_ACTIVE =\", casty.EXTENSIONS_ACTIVE); sys.exit(not casty.EXTENSIONS_ACTIVE)"
 '
-echo "test-py314: passed"
+echo "test-py314: make ${PY314_MAKE:-test} passed on 3.14"
