@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.casty-deps
 PYTEST_ARGS ?=
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: all build test test-fast test-pure casty021 lint bench bench-plot fuzz soak redteam clean distclean
+.PHONY: all build test test-fast test-pure casty021 test-py314 lint bench bench-plot fuzz soak redteam clean distclean
 
 all: build
 
@@ -16,7 +16,8 @@ $(VPY):
 # Build deps first so the extension build needs no isolated environment.
 $(STAMP): $(VPY) pyproject.toml
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q "setuptools>=77" wheel "cython>=3.0"
+	$(VPY) -m pip install -q "setuptools>=77" wheel "cython>=3.0; python_version < '3.14'" \
+		"cython>=3.1; python_version >= '3.14'"
 	$(VPY) -m pip install -q --no-build-isolation -e ".[test,lint]"
 	touch $(STAMP)
 
@@ -66,12 +67,19 @@ test-fast:
 test-pure:
 	$(CASTY021_ENV) CASTY_NO_EXTENSIONS=1 $(VPY) -m pytest $(PYTEST_ARGS)
 
+# The whole suite, both twins, on CPython 3.14 in a Debian unstable chroot made once under
+# build/py314 (tests/py314.sh; needs root and debootstrap). Not part of `test` or CI.
+# PY314_MAKE=bench runs make bench there instead.
+test-py314:
+	sh tests/py314.sh
+
 lint: $(STAMP)
 	$(VPY) -m ruff check casty tests bench examples
 	$(VPY) -m mypy
 
+# BENCH_ARGS: --quick and/or module names (python -m bench --help).
 bench: build
-	$(VPY) -m bench
+	$(VPY) -m bench $(BENCH_ARGS)
 
 # Every decoder of peer bytes, 10000 examples per fuzzer (tests/test_fuzz.py), both twins, against
 # a copy in build/fuzz built with bounds checking on: the in-place build is left as it is.

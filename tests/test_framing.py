@@ -11,6 +11,7 @@ import itertools
 import json
 import logging
 import struct
+import sys
 import tracemalloc
 import types
 from collections.abc import Iterator
@@ -189,7 +190,9 @@ def test_encode_frame(mod: Any) -> None:
         (b'\xef\xbb\xbf{"host": "a", "port": 1}', "not valid JSON"),
         (b'{"host": "a", "port": 1', "not valid JSON"),
         (b"", "not valid JSON"),
-        (b"[" * 30_000 + b"]" * 30_000, "nested too deeply"),
+        # 3.14's json bounds its recursion by the C stack, not the recursion limit: it reads
+        # this (under the size limit) as a list, which is refused all the same.
+        (b"[" * 30_000 + b"]" * 30_000, "nested too deeply" if sys.version_info < (3, 14) else "got list"),
         (b" " * 70_000, "70000 bytes long (at most 65536)"),
         (b'["host", "port"]', "must be a JSON object, got list"),
         (b'"x"', "must be a JSON object, got str"),

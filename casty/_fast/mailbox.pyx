@@ -143,7 +143,10 @@ cdef class Mailbox:
                 return False  # put from inside a task: that task goes on, ours wakes later
         elif _task_of(loop) is not None:
             return False
-        _enter(loop, task)
+        try:
+            _enter(loop, task)
+        except RuntimeError:
+            return False  # the loop is not running here (3.14 refuses then): the task handles it
         try:
             try:
                 PyContext_Enter(self._context)

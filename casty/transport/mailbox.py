@@ -36,27 +36,130 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Coroutine
 from types import CoroutineType
 from typing import Any
 
-__all__ = ["EAGER", "FAILED", "NOT_STARTED", "Mailbox", "Suspended", "check_capacity", "run_step"]
+__all__ = [
+    "EAGER", "EAGER_TESTED", "FAILED", "NOT_STARTED", "Mailbox", "Suspended",
+    "check_capacity", "detect_eager", "run_step",
+]
 
 log = logging.getLogger("casty.transport.mailbox")
 
 # What eager handling needs from asyncio: marking a task as the running one while its
-# code runs outside the task's own step (what 3.12's eager tasks do).  Private names,
-# hence looked up with a fallback: without them every message goes through the task.
-_enter_task = getattr(asyncio.tasks, "_enter_task", None)
-_leave_task = getattr(asyncio.tasks, "_leave_task", None)
-_current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
-_current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
-    _current_tasks.get if isinstance(_current_tasks, dict) else asyncio.current_task
+# code runs outside the task's own step (what 3.12's eager tasks do), and telling whether
+# a task runs now.  These are private names whose behaviour moves between versions (3.14
+# keeps the running task per thread and no longer in ``_current_tasks``), so they are
+# used only on the versions casty was tested on, and only once a probe at import showed
+# they do what eager handling relies on; else every message goes through the task.
+EAGER_TESTED = ((3, 11), (3, 12), (3, 13), (3, 14))
+"""The CPython versions whose private asyncio hooks eager handling was tested with."""
+
+_Hooks = tuple[
+    Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None],
+    Callable[[asyncio.AbstractEventLoop, asyncio.Task[Any]], None],
+    Callable[[asyncio.AbstractEventLoop], "asyncio.Task[Any] | None"],
+    "dict[Any, Any] | None",
+]
+
+
+def _probe(tasks: Any, loop: asyncio.AbstractEventLoop) -> _Hooks | None:
+    """The hooks of ``tasks`` (asyncio.tasks, or a stand-in), if they mark a task current and
+    unmark it as eager handling needs, with the quickest lookup of the running task that
+    agrees with ``asyncio.current_task``; else None.  Runs ``loop`` (not running yet)."""
+    enter, leave = getattr(tasks, "_enter_task", None), getattr(tasks, "_leave_task", None)
+    if not callable(enter) or not callable(leave):
+        return None
+    table = getattr(tasks, "_current_tasks", None)
+    lookups: list[tuple[Any, dict[Any, Any] | None]] = [(asyncio.current_task, None)]
+    if type(table) is dict:
+        lookups.insert(0, (table.get, table))  # one dict lookup, where asyncio still updates it
+
+    def look() -> list[Any]:
+        return [lookup(loop) for lookup, _ in lookups]
+
+    async def parked_on(future: asyncio.Future[None]) -> list[Any]:
+        seen = look()  # inside a task step: each lookup must find this task
+        await future
+        return seen
+
+    parked: asyncio.Future[None] = loop.create_future()
+    task = loop.create_task(parked_on(parked))
+    task.add_done_callback(lambda _: loop.stop())
+    checks: list[list[Any]] = []
+
+    def from_a_callback() -> None:
+        # No task is current here, as in put(); the parked task stands for the actor's.
+        try:
+            checks.append(look())
+            enter(loop, task)
+            try:
+                checks.append(look())
+            finally:
+                leave(loop, task)
+            checks.append(look())
+        except Exception:
+            log.debug("eager handling probe: the asyncio hooks raised", exc_info=True)
+        if asyncio.current_task(loop) is None:
+            parked.set_result(None)  # the task can run again: let it finish
+        else:
+            loop.stop()  # leave() did not let go: the task could never step again
+
+    loop.call_soon(loop.call_soon, from_a_callback)  # once the task is parked
+    loop.call_later(5.0, loop.stop)  # hooks that wedge the loop must not hang the import
+    loop.run_forever()
+    if not task.done() or task.cancelled() or task.exception() is not None:
+        return None
+    in_task = task.result()
+    if len(checks) != 3:
+        return None
+    for i, (lookup, dict_or_none) in enumerate(lookups):
+        if in_task[i] is task and checks[0][i] is None and checks[1][i] is task and checks[2][i] is None:
+            return enter, leave, lookup, dict_or_none
+    return None
+
+
+def detect_eager(tasks: Any = asyncio.tasks, version: tuple[int, int] = sys.version_info[:2]) -> _Hooks | None:
+    """The hooks eager handling uses (enter, leave, running-task lookup, and the dict behind
+    that lookup or None), or None where they must not be used: ``version`` not in
+    :data:`EAGER_TESTED` (nothing of ``tasks`` is touched then), a hook missing, or the
+    probe (:func:`_probe`, on a loop of its own in a thread of its own) seeing them behave
+    otherwise."""
+    if version not in EAGER_TESTED:
+        return None
+    found: list[_Hooks | None] = [None]
+
+    def probe() -> None:
+        loop = asyncio.SelectorEventLoop()
+        try:
+            found[0] = _probe(tasks, loop)
+        except Exception:
+            log.debug("eager handling probe failed; messages go through the actor task", exc_info=True)
+        finally:
+            loop.close()
+
+    # A thread of its own: no loop of the importer's runs there, nor any task.
+    thread = threading.Thread(target=probe, name="casty-eager-probe", daemon=True)
+    thread.start()
+    thread.join()
+    return found[0]
+
+
+# CASTY_NO_EAGER=1 turns eager handling off without a probe (to compare, or to rule it out).
+_hooks = None if os.environ.get("CASTY_NO_EAGER", "").strip().lower() in {"1", "true", "yes"} else detect_eager()
+_enter_task, _leave_task, _current_task, _current_tasks = (
+    _hooks if _hooks is not None else (None, None, asyncio.current_task, None)
 )
-EAGER = _enter_task is not None and _leave_task is not None
-"""True when this asyncio lets a mailbox handle a message as its actor's task."""
+EAGER = _hooks is not None
+"""True when this asyncio lets a mailbox handle a message as its actor's task (see
+:func:`detect_eager`) and ``CASTY_NO_EAGER`` is not set.  Tests set it (here and in
+``casty._fast.mailbox``) to False to run the fallback: ``arm_eager`` then declines and
+every message goes through the task."""
 
 more_to_come = False
 """Set by the frame splitter while the chunk it reads holds more frames after the one
@@ -320,7 +423,10 @@ class Mailbox:
         if _current_task(loop) is not None:
             return False  # put from inside a task: that task goes on, ours wakes later
         started: Any
-        _enter_task(loop, task)  # type: ignore[misc]
+        try:
+            _enter_task(loop, task)  # type: ignore[misc]
+        except RuntimeError:
+            return False  # the loop is not running here (3.14 refuses then): the task handles it
         try:
             try:
                 coro = context.run(self.handler, actor_context, msg)
