@@ -331,3 +331,13 @@ async def test_a_mailbox_full_of_bytes_pauses_the_peer_and_loses_nothing() -> No
         assert 4 * mib <= most[0] <= 4 * mib + size + 1024  # one message over at most
         assert box.queued_bytes == 0
         assert sum(a.node.drops.values()) == 0 and b.local.drops.get("mailbox_full", 0) == 0
+
+
+async def test_inbound_peers_lists_the_claims_of_connections_peers_dialed() -> None:
+    async with node("a") as a, node("b") as b:
+        got = Collector()
+        b.spawn(got.behavior(), "sink")
+        a.ref(b.address.with_path("/user/sink")).tell(Ping(1))
+        await got.wait(1)
+        assert b.node.inbound_peers == [a.node.advertised] and b.node.connected_peers == []
+        assert a.node.connected_peers == [b.node.advertised] and a.node.inbound_peers == []

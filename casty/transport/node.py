@@ -481,8 +481,17 @@ class TcpNode:
 
     @property
     def connected_peers(self) -> list[Key]:
-        """Canonical addresses of the peers with an established connection."""
+        """The addresses this node sends to over an established connection."""
         return sorted({p.key for p in self._peers.values() if p.proto is not None})
+
+    @property
+    def inbound_peers(self) -> list[Key]:
+        """What the peers of the established inbound connections claim to be (a claim
+        proven or not; one entry per connection)."""
+        return sorted(
+            p.context.peer_key for p in self._protocols
+            if p.context.established and not p.context.outbound
+        )
 
     # -- connecting ------------------------------------------------------------
 
