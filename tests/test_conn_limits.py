@@ -28,6 +28,7 @@ from tests.test_framing import FakeTransport, Owner, connected, frame, handshake
 from tests.test_hostile_peers import (
     FAKE_HOST,
     Lines,
+    Steady,
     arena,
     assert_one_line,
     closed_by_peer,
@@ -341,20 +342,48 @@ async def test_a_stream_of_frames_yields_to_a_healthy_peer(lines: Lines) -> None
 # -- 4. connection cap and idle timeout ----------------------------------------------------
 
 
-async def test_inbound_connections_beyond_max_connections_are_closed_at_once(lines: Lines) -> None:
-    async with node("b", max_connections=3) as b:
+async def test_at_max_connections_the_least_active_inbound_connection_makes_room(lines: Lines) -> None:
+    async with node("b", max_connections=3) as b, node("a") as a:
+        steady = Steady(a, b)
+        await steady.start()  # a's dial to b: one inbound connection that delivers frames
         lines.clear()
-        conns = [await connect(b) for _ in range(3)]
+        idle = [await connect(b, 9000 + i) for i in range(2)]  # the cap is reached
         await wait_until(lambda: len(b.node._protocols) == 3)
+        late = [await connect(b, 9100 + i) for i in range(5)]  # each closes the least active one
+        for reader, _ in idle + late[:3]:
+            await closed_by_peer(reader)
+        await steady.progress()  # the busy connection was never the one closed
+        assert b.node.connection_count == 3
+        assert sorted(k[1] for k in b.node.inbound_peers if k[0] == FAKE_HOST) == [9103, 9104]
+        warnings = [r.getMessage() for r in lines() if r.levelno >= logging.WARNING]
+        # five closed to make room, logged at powers of two of the count: 1, 2, 4
+        assert len(warnings) == 3 and all("closed the least active inbound connection" in w for w in warnings)
+        assert "4 closed so far" in warnings[-1]
+        steady.stop()
+        await steady.finish()
+        for _, writer in idle + late:
+            writer.close()
+
+
+async def test_inbound_connections_beyond_max_connections_are_refused_when_none_can_go(lines: Lines) -> None:
+    # b sends over all of its connections (it dialed them): none is closed for a newcomer
+    async with node("b", max_connections=2) as b, node("c1") as c1, node("c2") as c2:
+        for c in (c1, c2):
+            got = Collector()
+            c.spawn(got.behavior(), "sink")
+            b.ref(c.address.with_path("/user/sink")).tell(Ping(1))
+            await got.wait(1)
+        await wait_until(lambda: len(b.node._protocols) == 2)
+        lines.clear()
         refused = [await connect(b) for _ in range(5)]
         for reader, _ in refused:
             await closed_by_peer(reader)
-        assert len(b.node._protocols) == 3 and b.node.connection_count == 3
+        assert len(b.node._protocols) == 2 and b.node.connection_count == 2
         warnings = [r.getMessage() for r in lines() if r.levelno >= logging.WARNING]
         # five refusals, logged at powers of two of the count: 1, 2, 4
-        assert len(warnings) == 3 and all("max_connections 3" in w for w in warnings), warnings
+        assert len(warnings) == 3 and all("max_connections 2" in w for w in warnings), warnings
         assert "3 refused so far" not in " ".join(warnings) and "4 refused so far" in warnings[-1]
-        for _, writer in conns + refused:
+        for _, writer in refused:
             writer.close()
 
 

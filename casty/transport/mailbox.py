@@ -44,10 +44,9 @@ from collections.abc import Callable, Coroutine
 from types import CoroutineType
 from typing import Any
 
-__all__ = [
-    "EAGER", "EAGER_TESTED", "FAILED", "NOT_STARTED", "Mailbox", "Suspended",
-    "check_capacity", "detect_eager", "run_step",
-]
+# The eager-handling probe (EAGER_TESTED, detect_eager) is this module's alone: the Cython
+# twin takes its result from here, so it is not part of the twins' shared interface.
+__all__ = ["EAGER", "FAILED", "NOT_STARTED", "Mailbox", "Suspended", "check_capacity", "run_step"]
 
 log = logging.getLogger("casty.transport.mailbox")
 

@@ -121,7 +121,7 @@ class _Conn:
 
     __slots__ = (
         "awaiting_proof", "bad_frames", "dial_key", "dial_peer", "established", "hello", "idle_mark", "logged",
-        "node", "nonce", "outbound", "partial_mark", "peer_key", "proto", "superseded", "timer", "v1_hold",
+        "node", "nonce", "opened", "outbound", "partial_mark", "peer_key", "proto", "superseded", "timer", "v1_hold",
         "verified",
     )
 
@@ -155,6 +155,8 @@ class _Conn:
         self.idle_mark: tuple[tuple[int, int, int], float] | None = None
         #: message frames from this connection that could not be delivered
         self.bad_frames = 0
+        #: when the connection was made (monotonic): the oldest idle one is closed first at the cap
+        self.opened = time.monotonic()
 
     def mailbox_full(self, mailbox: Any) -> None:
         """A message of this connection left ``mailbox`` at its capacity: read no more
@@ -250,6 +252,7 @@ class TcpNode:
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._dialing = 0  # connect tasks started and not finished
         self._refused_inbound = 0  # inbound connections closed over max_connections
+        self._evicted_inbound = 0  # inbound connections closed to admit others at max_connections
         # Poked on every send when config.busy_poll > 0; None (one attribute check per send) when off.
         self._poller: BusyPoller | None = None
         self._closed = False
@@ -579,9 +582,29 @@ class TcpNode:
                 proto.send_frame(self._hello_frame)
 
     def _over_connection_limit(self, proto: Any) -> bool:
-        """Close an inbound connection beyond ``max_connections`` (True), before it holds anything."""
+        """At ``max_connections``, make room for an inbound connection by closing the least
+        active inbound one that carries none of this node's traffic (False: admitted), or
+        close the new one before it holds anything (True) when there is none.
+
+        Without the eviction, one peer holding idle connections up to the cap would shut
+        every other peer out; with it, idle connections go first and one that delivers
+        frames, or that this node sends over, is kept.
+        """
         cap = self.config.max_connections
         if self.connection_count < cap:
+            return False
+        victim = self._least_active_inbound()
+        if victim is not None:
+            victim.context.logged = True
+            self._evicted_inbound += 1
+            n = self._evicted_inbound
+            if n & (n - 1) == 0:
+                self.log.warning(
+                    "closed the least active inbound connection, from %s (%d frames), to admit "
+                    "another: %d connections open (max_connections %d); %d closed so far",
+                    _show(victim.peername, 100), victim.frames_received, self.connection_count, cap, n,
+                )
+            victim.abort()
             return False
         proto.context.logged = True
         self._refused_inbound += 1
@@ -594,6 +617,19 @@ class TcpNode:
             )
         proto.abort()
         return True
+
+    def _least_active_inbound(self) -> Any:
+        """The inbound connection, not carrying this node's traffic, that delivered the fewest
+        frames (the oldest of those), or None."""
+        carrying = {id(p.proto) for p in self._peers.values() if p.proto is not None}
+        best: Any = None
+        for proto in self._protocols:
+            conn: _Conn = proto.context
+            if conn.outbound or id(proto) in carrying or proto.closed:
+                continue
+            if best is None or (proto.frames_received, conn.opened) < (best.frames_received, best.context.opened):
+                best = proto
+        return best
 
     def _handshake_timed_out(self, proto: Any) -> None:
         proto.context.logged = True
