@@ -250,7 +250,6 @@ class TcpNode:
         self._server: asyncio.AbstractServer | None = None
         self._dials: set[asyncio.Task[None]] = set()  # connect calls in progress
         self._sweep_timer: asyncio.TimerHandle | None = None
-        self._dialing = 0  # connect tasks started and not finished
         self._refused_inbound = 0  # inbound connections closed over max_connections
         self._evicted_inbound = 0  # inbound connections closed to admit others at max_connections
         # Poked on every send when config.busy_poll > 0; None (one attribute check per send) when off.
@@ -422,18 +421,18 @@ class TcpNode:
         return False
 
     def _start_connect(self, peer: _Peer, key: Key) -> None:
-        task = asyncio.get_running_loop().create_task(self._connect(peer, key))
-        peer.connect_task = task
-        self._dialing += 1
-        task.add_done_callback(self._connect_done)
-
-    def _connect_done(self, _task: asyncio.Task[None]) -> None:
-        self._dialing -= 1
+        peer.connect_task = asyncio.get_running_loop().create_task(self._connect(peer, key))
 
     @property
     def connection_count(self) -> int:
-        """Connections open (any state) plus dials in progress, as ``max_connections`` counts them."""
-        return len(self._protocols) + self._dialing
+        """Connections open (any state) plus dials in progress, as ``max_connections`` counts them.
+
+        A dial counts until its connection is made (it is then one of the connections), read
+        off the peers' state rather than a counter a task's done-callback lowers later, so a
+        connection is never counted twice while those callbacks wait their loop turn.
+        """
+        dialing = {id(p) for p in self._peers.values() if p.connecting and p.outbound is None and p.proto is None}
+        return len(self._protocols) + len(dialing)
 
     def _write_queue_full(self, key: Key) -> bool:
         self.report(key, "queue_full", 1, "connection write queue full")
