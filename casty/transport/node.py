@@ -218,7 +218,12 @@ class _OrderedAsyncSink:
 
 
 class TcpNode:
-    """A node's TCP endpoint: server, peer connections, queues, blacklist."""
+    """A node's TCP endpoint: server, peer connections, queues, blacklist.
+
+    ``read_state`` is the ``ActorSystem.read_state`` of the actors ``handler`` delivers
+    to: every connection's FrameProtocol sets it, so that their mailboxes leave the
+    frames of a read but its last to their tasks (None: nothing tells them).
+    """
 
     def __init__(
         self,
@@ -226,8 +231,11 @@ class TcpNode:
         handler: InboundHandler,
         *,
         logger: logging.Logger | None = None,
+        read_state: Any = None,
     ) -> None:
         self.config = config
+        # Given to each connection's FrameProtocol (None: each owns one nobody else reads).
+        self._read_state = read_state
         self.log = logger or log
         on_frame = getattr(handler, "on_frame", None)
         self._async_sink: _OrderedAsyncSink | None = None
@@ -544,6 +552,7 @@ class TcpNode:
             max_handshake_size=cfg.max_handshake_size,
             read_budget_frames=cfg.read_budget_frames,
             max_ignored_frames=cfg.max_ignored_frames,
+            read_state=self._read_state,
         )
         proto.context = _Conn(self, proto, outbound, dial_key, dial_peer)
         return proto
