@@ -47,7 +47,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import casty.eager
-from casty._impl import Mailbox
+from casty._impl import Mailbox, ReadState
 from casty.behavior import (
     SAME,
     STOPPED,
@@ -216,9 +216,10 @@ class ActorCell(Generic[M]):
             # Eager handling runs handler code in the task's context, so the task gets
             # one it can be handed; a custom task factory may not take that argument.
             task = self._task = loop.create_task(self._run(), name=name, context=self._context)
-            self.mailbox.arm_eager(
-                task, loop, self._context, self.context, SAME, self._take_over, self.system.read_state
-            )
+            read = getattr(self.system.local, "read_state", None)
+            if type(read) is not ReadState:
+                read = None  # a transport of one's own, or of the other twin: no batching hint
+            self.mailbox.arm_eager(task, loop, self._context, self.context, SAME, self._take_over, read)
         else:
             self._task = loop.create_task(self._run(), name=name)
 

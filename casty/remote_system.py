@@ -97,7 +97,7 @@ class RemoteActorSystem(ActorSystem):
             self.config,
             self._inbound,
             logger=logging.getLogger("casty.transport.tcp"),
-            read_state=self.read_state,
+            read_state=self.local.read_state,
         )
         self._remote: RemoteTransport | None = None
         self._tcp: ActorRef[Any] | None = None

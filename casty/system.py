@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from casty._impl import LocalTransport, ReadState
+from casty._impl import LocalTransport
 from casty.actor import ActorCell, validate_name
 from casty.address import TEMP_PREFIX, ActorAddress, _trusted
 from casty.ask_deadlines import AskDeadlines, AskFailed
@@ -99,11 +99,6 @@ class ActorSystem:
         self.local: LocalTransportType = (
             local_transport if local_transport is not None else LocalTransport()
         )
-        #: whether the inbound read being split holds more frames after the one being
-        #: delivered: this system's node's frame protocols set it, its actors' mailboxes
-        #: read it (an idle actor then leaves the message to its task: reads of several
-        #: frames are handled in batches; see docs/architecture.md, "Eager handling")
-        self.read_state = ReadState()
         self.stop_timeout = float(stop_timeout)
         self._cells: dict[str, ActorCell[Any]] = {}
         self._user: dict[str, ActorCell[Any]] = {}

@@ -214,6 +214,38 @@ def test_the_frame_splitter_sets_more_while_frames_of_its_read_follow(impl: type
     assert seen[4:] == [] and other.more is False  # each protocol sets the state it was given
 
 
+def test_a_node_hands_its_local_transports_read_state_to_each_connection() -> None:
+    from casty import _impl
+    from casty.serialization import MsgpackSerializer
+    from casty.transport.config import TcpTransportConfig
+    from casty.transport.node import TcpNode
+
+    local = _impl.LocalTransport()
+    assert type(local.read_state) is _impl.ReadState and local.read_state.more is False
+    handler = _impl.InboundMessageHandler(local=local, serializer=MsgpackSerializer(), system_name="s")
+    assert handler.read_state is local.read_state
+    node = TcpNode(TcpTransportConfig("127.0.0.1", 0), handler)  # wired by hand, as the seed page does
+    proto = node._new_protocol(outbound=False, dial_key=None)
+    seen: list[bool] = []
+    proto.set_message_sink(lambda body: seen.append(local.read_state.more))
+    frame = (4).to_bytes(4, "big") + b"\x01abc"
+    proto.data_received(frame + frame)
+    assert seen == [True, False] and local.read_state.more is False
+
+
+async def test_an_actor_over_the_other_twins_transport_still_runs(impl: types.SimpleNamespace) -> None:
+    from casty.behavior import Behaviors
+    from casty.system import ActorSystem
+
+    async def echo(ctx: Any, msg: Any) -> Any:
+        msg.tell("pong")
+        return Behaviors.same()
+
+    async with ActorSystem("mixed", local_transport=impl.LocalTransport()) as system:
+        ref = system.spawn(Behaviors.receive(echo), "a")
+        assert await system.ask(ref, lambda reply_to: reply_to, timeout=5.0) == "pong"
+
+
 async def test_the_local_transport_delivers_into_a_mailbox(impl: types.SimpleNamespace) -> None:
     transport = impl.LocalTransport()
     box = impl.Mailbox()

@@ -61,11 +61,12 @@ class ReadState:
     """Whether the inbound read being split holds more frames after the one being
     delivered.
 
-    One per actor system (``ActorSystem.read_state``): its node's frame protocols set
-    :attr:`more` around each frame they deliver, and its actors' mailboxes read it: an
-    idle actor then queues the message for its task instead of handling it eagerly,
-    so a stream is handled in batches (a request and its reply still travel eagerly,
-    one per read).
+    One per LocalTransport (``LocalTransport.read_state``): the frame protocols of the
+    node delivering there set :attr:`more` around each frame they deliver, and the
+    mailboxes registered there read it (each actor arms its mailbox with it): an idle
+    actor then queues the message for its task instead of handling it eagerly, so a
+    stream is handled in batches (a request and its reply still travel eagerly, one
+    per read).
     """
 
     __slots__ = ("more",)

@@ -59,7 +59,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
-from casty._impl import FrameProtocol
+from casty._impl import FrameProtocol, ReadState
 from casty.address import _show
 from casty.transport.busy_poll import BusyPoller
 from casty.transport.config import TcpTransportConfig, cookie_bytes, dial_allowed
@@ -220,9 +220,10 @@ class _OrderedAsyncSink:
 class TcpNode:
     """A node's TCP endpoint: server, peer connections, queues, blacklist.
 
-    ``read_state`` is the ``ActorSystem.read_state`` of the actors ``handler`` delivers
-    to: every connection's FrameProtocol sets it, so that their mailboxes leave the
-    frames of a read but its last to their tasks (None: nothing tells them).
+    ``read_state`` is the ``read_state`` of the LocalTransport ``handler`` delivers
+    to (by default ``handler.read_state``, which an InboundMessageHandler has): every
+    connection's FrameProtocol sets it, so that the mailboxes there leave the frames
+    of a read but its last to their tasks (None: nothing tells them).
     """
 
     def __init__(
@@ -235,6 +236,10 @@ class TcpNode:
     ) -> None:
         self.config = config
         # Given to each connection's FrameProtocol (None: each owns one nobody else reads).
+        if read_state is None:
+            read_state = getattr(handler, "read_state", None)
+            if type(read_state) is not ReadState:
+                read_state = None  # a handler of one's own, or over the other twin's transport
         self._read_state = read_state
         self.log = logger or log
         on_frame = getattr(handler, "on_frame", None)
