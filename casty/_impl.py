@@ -24,6 +24,7 @@ __all__ = [
     "LocalTransport",
     "Mailbox",
     "MessageEnvelope",
+    "ReadState",
     "decode_plain",
     "dict_from_pairs",
     "encode_header",
@@ -67,6 +68,7 @@ TWINS: Final[dict[str, tuple[str, str]]] = {
     "encode_header": ("casty.transport.envelope", "casty._fast.envelope"),
     "LocalTransport": ("casty.transport.local", "casty._fast.local"),
     "Mailbox": ("casty.transport.mailbox", "casty._fast.mailbox"),
+    "ReadState": ("casty.transport.mailbox", "casty._fast.mailbox"),
     "FrameProtocol": ("casty.transport.framing", "casty._fast.framing"),
     "encode_plain": ("casty.plain_codec", "casty._fast.plain_codec"),
     "decode_plain": ("casty.plain_codec", "casty._fast.plain_codec"),
@@ -86,7 +88,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
     from casty.transport.framing import FrameProtocol
     from casty.transport.inbound import InboundMessageHandler
     from casty.transport.local import LocalTransport
-    from casty.transport.mailbox import Mailbox
+    from casty.transport.mailbox import Mailbox, ReadState
     from casty.transport.outbound import EnvelopeWriter
 
     EXTENSIONS_ACTIVE = False
@@ -96,7 +98,7 @@ else:
         from casty._fast.framing import FrameProtocol
         from casty._fast.inbound import InboundMessageHandler
         from casty._fast.local import LocalTransport
-        from casty._fast.mailbox import Mailbox
+        from casty._fast.mailbox import Mailbox, ReadState
         from casty._fast.outbound import EnvelopeWriter
         from casty._fast.plain_codec import (
             decode_plain,

@@ -18,7 +18,8 @@ a new behaviour) the task finishes before any later message.  From inside a
 task (another actor, an ``ask``) a message is queued as above, so one actor's
 handler never runs nested inside another's; so is every frame of a read but the
 last, so that a stream is handled in batches by the task.  The mailbox does the
-handling (``casty.transport.mailbox``, at C level in its Cython twin).
+handling (``casty.transport.mailbox``, at C level in its Cython twin), and hands
+what is left as an outcome of ``casty.eager``.
 
 Capacity: the mailbox holds at most ``ActorSystem(mailbox_capacity=...)`` messages
 from local senders (more are dropped and counted by the LocalTransport); a peer's
@@ -42,11 +43,11 @@ import asyncio
 import contextvars
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator
-from types import CoroutineType
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from casty._impl import Mailbox
+import casty.eager
+from casty._impl import Mailbox, ReadState
 from casty.behavior import (
     SAME,
     STOPPED,
@@ -59,8 +60,8 @@ from casty.behavior import (
     SupervisedBehavior,
 )
 from casty.context import ActorContext
+from casty.eager import NotACoroutine, Outcome, Raised, Returned, Suspended
 from casty.ref import ActorRef
-from casty.transport.mailbox import EAGER, FAILED, NOT_STARTED
 
 if TYPE_CHECKING:
     from casty.system import ActorSystem
@@ -78,53 +79,6 @@ BATCH = 1024
 _Handler = Callable[[ActorContext[Any], Any], Awaitable[Behavior[Any]]]
 _Hook = Callable[[ActorContext[Any]], Awaitable[None]]
 _NO_MESSAGE = object()
-
-_HANDED = object()  # _Resumed has handed the task what the coroutine yielded
-
-
-class _Resumed:
-    """Awaits a coroutine that already ran up to its first suspension outside the task.
-
-    The first step hands the task what the coroutine yielded (the future it waits
-    on, or None); every later step, and anything thrown in, goes to the coroutine.
-    """
-
-    __slots__ = ("_coro", "_throw", "_yielded")
-
-    def __init__(
-        self, coro: Coroutine[Any, Any, Any], yielded: Any, throw: BaseException | None = None
-    ) -> None:
-        self._coro = coro
-        self._yielded = yielded
-        self._throw = throw  # thrown in at the first step instead (a cancel that came first)
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        return self
-
-    def __iter__(self) -> _Resumed:
-        return self
-
-    def __next__(self) -> Any:
-        return self.send(None)
-
-    def send(self, value: Any) -> Any:
-        yielded = self._yielded
-        if yielded is not _HANDED:
-            self._yielded = _HANDED
-            throw = self._throw
-            if throw is not None:
-                self._throw = None
-                return self._coro.throw(throw)
-            return yielded
-        return self._coro.send(value)
-
-    def throw(self, *args: Any) -> Any:
-        self._yielded = _HANDED
-        return self._coro.throw(*args)
-
-    def close(self) -> None:
-        self._coro.close()
-
 
 def validate_name(name: object) -> str:
     """Return ``name`` if it can name an actor: a non-empty str without '/' or whitespace.
@@ -230,9 +184,9 @@ class ActorCell(Generic[M]):
         self._finalizing = False
         self._task: asyncio.Task[None] | None = None
         self._context = contextvars.copy_context()
-        # What the mailbox's take_over hands on (see casty.transport.mailbox): a message
-        # that eager handling started and the task finishes.
-        self._cont: tuple[Any, Any, Any] | None = None
+        # What the mailbox's take_over hands on (see casty.eager): a message that eager
+        # handling started and the task finishes, with what the start left.
+        self._cont: tuple[Any, Outcome] | None = None
 
     def __repr__(self) -> str:
         return f"ActorCell({self.path!r})"
@@ -258,17 +212,20 @@ class ActorCell(Generic[M]):
         """Start the actor's Task (the system calls this once)."""
         loop = self._loop
         name = f"casty-actor:{self.path}"
-        if EAGER and loop.get_task_factory() is None:
+        if casty.eager.EAGER and loop.get_task_factory() is None:
             # Eager handling runs handler code in the task's context, so the task gets
             # one it can be handed; a custom task factory may not take that argument.
             task = self._task = loop.create_task(self._run(), name=name, context=self._context)
-            self.mailbox.arm_eager(task, loop, self._context, self.context, SAME, self._take_over)
+            read = getattr(self.system.local, "read_state", None)
+            if type(read) is not ReadState:
+                read = None  # a transport of one's own, or of the other twin: no batching hint
+            self.mailbox.arm_eager(task, loop, self._context, self.context, SAME, self._take_over, read)
         else:
             self._task = loop.create_task(self._run(), name=name)
 
-    def _take_over(self, started: Any, result: Any, msg: Any) -> None:
+    def _take_over(self, msg: Any, outcome: Outcome) -> None:
         """The mailbox began handling ``msg`` eagerly; the task is to finish it."""
-        self._cont = (started, result, msg)
+        self._cont = (msg, outcome)
         self.mailbox.wake()
 
     def request_stop(self) -> None:
@@ -359,24 +316,27 @@ class ActorCell(Generic[M]):
 
     def _has_suspended_handler(self) -> bool:
         cont = self._cont
-        return cont is not None and type(cont[0]) is CoroutineType  # only coroutines suspend
+        return cont is not None and type(cont[1]) is Suspended
 
     async def _finish_eager(self, cancel: BaseException | None = None) -> None:
         """Finish the message that eager handling started (see :meth:`_take_over`);
         ``cancel``, thrown into its suspended handler first."""
-        started, result, msg = self._cont  # type: ignore[misc]
+        msg, outcome = self._cont  # type: ignore[misc]
         self._cont = None
-        if started is FAILED:
-            if not isinstance(result, Exception):
-                raise result  # a CancelledError stops the actor, as from inside the task
-            await self._fail(result, msg)
+        if type(outcome) is Raised:
+            if not isinstance(outcome.exc, Exception):
+                raise outcome.exc  # a CancelledError stops the actor, as from inside the task
+            await self._fail(outcome.exc, msg)
             return
-        if started is not None:
+        if type(outcome) is Returned:
+            result = outcome.behavior
+        else:
             try:
-                if result is NOT_STARTED:
-                    result = await started
+                if type(outcome) is Suspended:
+                    result = await outcome.resume(cancel)
                 else:
-                    result = await _Resumed(started, result, cancel)
+                    assert type(outcome) is NotACoroutine
+                    result = await outcome.awaitable
             except Exception as exc:
                 await self._fail(exc, msg)
                 return
@@ -386,9 +346,9 @@ class ActorCell(Generic[M]):
     def _drop_eager(self) -> None:
         """Close a handler that eager handling started and the task never resumed."""
         cont, self._cont = self._cont, None
-        if cont is not None and type(cont[0]) is CoroutineType:
+        if cont is not None and type(cont[1]) is Suspended:
             try:
-                cont[0].close()
+                cont[1].coro.close()
             except Exception:
                 log.exception("closing the handler of actor %s failed", self.path,
                               extra={"actor_path": self.path})

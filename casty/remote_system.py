@@ -93,7 +93,12 @@ class RemoteActorSystem(ActorSystem):
         #: node -> reply paths of asks whose request waits for a connection to it
         self._queued_asks: dict[tuple[str, int], set[str]] = {}
         self._inbound.reply_check = self._check_reply
-        self.node = TcpNode(self.config, self._inbound, logger=logging.getLogger("casty.transport.tcp"))
+        self.node = TcpNode(
+            self.config,
+            self._inbound,
+            logger=logging.getLogger("casty.transport.tcp"),
+            read_state=self.local.read_state,
+        )
         self._remote: RemoteTransport | None = None
         self._tcp: ActorRef[Any] | None = None
         # (node.advertised, the root address there): address_of runs per spawn and per ask

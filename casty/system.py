@@ -14,7 +14,7 @@ from casty.address import TEMP_PREFIX, ActorAddress, _trusted
 from casty.ask_deadlines import AskDeadlines, AskFailed
 from casty.behavior import SAME, UNHANDLED, Behavior
 from casty.ref import ActorRef, LocalActorRef
-from casty.transport.mailbox import check_capacity
+from casty.transport.mailbox_rules import check_capacity
 
 if TYPE_CHECKING:
     # Both twins share this interface; the pure one carries the type.

@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from casty.actor import EAGER
 from casty.behavior import Behavior, Behaviors
 from casty.context import ActorContext
+from casty.eager import EAGER
 from casty.ref import ActorRef
 from casty.system import ActorSystem
 
@@ -320,7 +320,7 @@ async def test_a_read_of_several_frames_is_handled_as_a_batch_by_the_task() -> N
 
     async with ActorSystem("eager") as system:
         ref = system.spawn(pinging(handle), "a")
-        proto = _impl.FrameProtocol(_Owner())
+        proto = _impl.FrameProtocol(_Owner(), read_state=system.local.read_state)
         proto.set_message_sink(ref.tell)
         await idle(system, ref)
         await in_callback(lambda: read(proto, message_frame(b"one")))
@@ -441,11 +441,11 @@ async def test_a_read_cut_short_by_an_error_leaves_eager_handling_on() -> None:
             finally:
                 reading[0] = False
 
-        proto = _impl.FrameProtocol(_Owner())
+        proto = _impl.FrameProtocol(_Owner(), read_state=system.local.read_state)
         proto.set_message_sink(sink)
         await idle(system, ref)
         await in_callback(lambda: read(message_frame(b"boom") + message_frame(b"lost")))
-        proto = _impl.FrameProtocol(_Owner())
+        proto = _impl.FrameProtocol(_Owner(), read_state=system.local.read_state)
         proto.set_message_sink(sink)
         await in_callback(lambda: read(message_frame(b"next")))
         await idle(system, ref)

@@ -1,9 +1,9 @@
 """Eager handling's use of private asyncio hooks: detected once at import, per version.
 
-``casty.transport.mailbox.detect_eager`` probes ``_enter_task``/``_leave_task`` and the
+``casty.eager.detect_eager`` probes ``_enter_task``/``_leave_task`` and the
 running-task lookups on a loop of its own; eager handling is on only where the probe
 passed on a version in ``EAGER_TESTED``.  Both branches run here in both twins: the eager
-one as detected, the fallback by setting the module switch ``EAGER`` to False.
+one as detected, the fallback by setting the one switch ``casty.eager.EAGER`` to False.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-import casty.actor
-import casty.transport.mailbox as pure_mailbox
+import casty.eager as eager
 from casty import _impl
 from casty.behavior import Behaviors
 from casty.context import ActorContext
@@ -44,23 +43,19 @@ def real_hooks(**overrides: Any) -> types.SimpleNamespace:
 
 @pytest.fixture
 def no_eager(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fallback branch: the detection result forced to False, in both twins and the actor."""
-    monkeypatch.setattr(pure_mailbox, "EAGER", False)
-    monkeypatch.setattr(casty.actor, "EAGER", False)
-    fast = sys.modules.get("casty._fast.mailbox")
-    if fast is not None:
-        monkeypatch.setattr(fast, "EAGER", False)
+    """The fallback branch: the detection result forced to False, for both twins and the actor."""
+    monkeypatch.setattr(eager, "EAGER", False)
 
 
 # ---------------------------------------------------------------- detection
 
 
 def test_eager_handling_is_on_on_every_tested_version() -> None:
-    if sys.version_info[:2] not in pure_mailbox.EAGER_TESTED:
-        assert pure_mailbox.EAGER is False
+    if sys.version_info[:2] not in eager.EAGER_TESTED:
+        assert eager.EAGER is False
         return
-    assert pure_mailbox.EAGER is True
-    hooks = pure_mailbox.detect_eager()
+    assert eager.EAGER is True
+    hooks = eager.detect_eager()
     assert hooks is not None
     enter, leave, lookup, table = hooks
     assert (enter, leave) == (asyncio.tasks._enter_task, asyncio.tasks._leave_task)  # type: ignore[attr-defined]
@@ -73,26 +68,26 @@ def test_eager_handling_is_on_on_every_tested_version() -> None:
 
 @pytest.mark.parametrize("version", [(3, 10), (3, 15), (4, 0)])
 def test_an_untested_version_touches_no_private_name(version: tuple[int, int]) -> None:
-    assert pure_mailbox.detect_eager(Untouchable(), version) is None
+    assert eager.detect_eager(Untouchable(), version) is None
 
 
 def test_missing_hooks_turn_eager_handling_off() -> None:
-    assert pure_mailbox.detect_eager(types.SimpleNamespace()) is None
-    assert pure_mailbox.detect_eager(real_hooks(_leave_task=None)) is None
+    assert eager.detect_eager(types.SimpleNamespace()) is None
+    assert eager.detect_eager(real_hooks(_leave_task=None)) is None
 
 
 def test_hooks_that_do_not_mark_the_task_turn_eager_handling_off() -> None:
     def nothing(loop: Any, task: Any) -> None:
         pass
 
-    assert pure_mailbox.detect_eager(real_hooks(_enter_task=nothing, _leave_task=nothing)) is None
+    assert eager.detect_eager(real_hooks(_enter_task=nothing, _leave_task=nothing)) is None
 
 
 def test_hooks_that_raise_turn_eager_handling_off() -> None:
     def refuse(loop: Any, task: Any) -> None:
         raise RuntimeError("not here")
 
-    assert pure_mailbox.detect_eager(real_hooks(_enter_task=refuse)) is None
+    assert eager.detect_eager(real_hooks(_enter_task=refuse)) is None
 
 
 def test_a_leave_that_does_not_let_go_turns_eager_handling_off_without_hanging() -> None:
@@ -101,15 +96,15 @@ def test_a_leave_that_does_not_let_go_turns_eager_handling_off_without_hanging()
     def keep(loop: Any, task: Any) -> None:
         kept.append((loop, task))
 
-    assert pure_mailbox.detect_eager(real_hooks(_leave_task=keep)) is None
+    assert eager.detect_eager(real_hooks(_leave_task=keep)) is None
     if kept and sys.version_info < (3, 14):
         asyncio.tasks._leave_task(*kept[0])  # type: ignore[attr-defined]  # the shared table, not the thread's
 
 
 def test_a_running_task_table_that_asyncio_does_not_keep_is_not_used() -> None:
     # What 3.14 did to _current_tasks: still a dict, no longer updated by task steps.
-    hooks = pure_mailbox.detect_eager(real_hooks(_current_tasks={}))
-    if sys.version_info[:2] not in pure_mailbox.EAGER_TESTED:
+    hooks = eager.detect_eager(real_hooks(_current_tasks={}))
+    if sys.version_info[:2] not in eager.EAGER_TESTED:
         assert hooks is None
         return
     assert hooks is not None
@@ -118,13 +113,16 @@ def test_a_running_task_table_that_asyncio_does_not_keep_is_not_used() -> None:
 
 def test_casty_no_eager_turns_it_off_in_both_twins_without_a_probe() -> None:
     code = (
-        "import casty.actor, casty.transport.mailbox as m\n"
+        "import asyncio, contextvars, casty.eager as e, casty.transport.mailbox as m\n"
         "try:\n    import casty._fast.mailbox as fast\nexcept ImportError:\n    fast = m\n"
-        "print(m.EAGER, casty.actor.EAGER, fast.EAGER, m._enter_task)\n"
+        "loop = asyncio.new_event_loop()\n"
+        "armed = [b.arm_eager(None, loop, contextvars.copy_context(), 0, 0, print)\n"
+        "         for b in (m.Mailbox(), fast.Mailbox())]\n"
+        "print(e.EAGER, e.HOOKS, *armed)\n"
     )
     env = {**os.environ, "CASTY_NO_EAGER": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.split() == ["False", "False", "False", "None"]
+    assert out.stdout.split() == ["False", "None", "False", "False"]
 
 
 # ---------------------------------------------------------------- both branches, both twins
@@ -158,7 +156,7 @@ def _armed(
 
 
 async def test_eager_branch_handles_in_put(impl: types.SimpleNamespace) -> None:
-    if not impl.mailbox.EAGER:
+    if not eager.EAGER:
         pytest.skip("eager handling is off on this interpreter")
     loop = asyncio.get_running_loop()
     handled: list[Any] = []

@@ -18,6 +18,7 @@ PACKAGE = ROOT / "casty"
 #: modules both twins may import and that import neither
 NEUTRAL = frozenset({
     "casty.address",
+    "casty.eager",
     "casty.errors",
     "casty.msgpack_ext",
     "casty.ref",
@@ -25,15 +26,15 @@ NEUTRAL = frozenset({
     "casty.transport.frame_codec",
     "casty.transport.handshake",
     "casty.transport.inbound_rules",
+    "casty.transport.mailbox_rules",
     "casty.wire",
 })
 PURE = frozenset(pure for pure, _ in TWINS.values())
 FAST = frozenset(fast for _, fast in TWINS.values())
 #: Cython twins that still import their pure twin for shared helpers (drop reasons, log
-#: helpers, the eager-run sentinels): to be moved to the neutral layer with the mailbox work
+#: helpers): to be moved to the neutral layer
 KNOWN_PURE_IMPORTS = {
     "casty._fast.local": {"casty.transport.local"},
-    "casty._fast.mailbox": {"casty.transport.mailbox"},
 }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from casty import eager
 from casty.address import ActorAddress
 
 
@@ -53,7 +54,7 @@ async def _in_callback(fn: Any) -> Any:
 async def test_an_armed_mailbox_handles_eagerly_only_outside_every_task(
     impl: types.SimpleNamespace,
 ) -> None:
-    if not impl.mailbox.EAGER:
+    if not eager.EAGER:
         pytest.skip("this asyncio lacks what eager handling needs")
     loop = asyncio.get_running_loop()
     parked = loop.create_future()
@@ -82,15 +83,18 @@ async def test_an_armed_mailbox_handles_eagerly_only_outside_every_task(
         await _in_callback(lambda msg=msg: transport.deliver_path("/user/a", msg))
     assert handled == [("ctx", m, True, "the task's") for m in ("same", "other", "raise", "await")]
     assert asyncio.current_task() is not task and var.get() == "outside"
-    assert [(a[0], a[2]) for a in taken] == [(None, "other"), (impl.mailbox.FAILED, "raise"), (taken[2][0], "await")]
-    assert taken[0][1] == "other" and isinstance(taken[1][1], ValueError)
-    assert asyncio.iscoroutine(taken[2][0]) and taken[2][1] is None  # sleep(0) yields None
-    taken[2][0].close()
+    assert [(msg, type(outcome)) for msg, outcome in taken] == [
+        ("other", eager.Returned), ("raise", eager.Raised), ("await", eager.Suspended)
+    ]
+    assert taken[0][1].behavior == "other" and isinstance(taken[1][1].exc, ValueError)
+    assert asyncio.iscoroutine(taken[2][1].coro) and taken[2][1].yielded is None  # sleep(0) yields None
+    taken[2][1].coro.close()
     assert list(box.queue) == ["busy"] and not waiter.done()  # take_over wakes, not the box
 
     box.handler = lambda actor_context, msg: loop.create_future()  # an awaitable, no coroutine
     await _in_callback(lambda: box.put("future"))
-    assert taken[3][1] is impl.mailbox.NOT_STARTED and isinstance(taken[3][0], asyncio.Future)
+    assert taken[3][0] == "future" and type(taken[3][1]) is eager.NotACoroutine
+    assert isinstance(taken[3][1].awaitable, asyncio.Future)
 
     box.put("from a task")  # declined: queued, and the waiter woken
     assert list(box.queue) == ["busy", "from a task"] and waiter.done()
@@ -103,7 +107,7 @@ async def test_an_armed_mailbox_handles_eagerly_only_outside_every_task(
     await task
 
 
-async def test_run_step_twins_agree(impl: types.SimpleNamespace) -> None:
+async def test_run_step_and_begin_name_each_outcome() -> None:
     var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="outside")
     context = contextvars.copy_context()
 
@@ -117,14 +121,129 @@ async def test_run_step_twins_agree(impl: types.SimpleNamespace) -> None:
     async def raises() -> None:
         raise KeyError("k")
 
-    assert impl.mailbox.run_step(returns(), context) == "value"
+    step: Any = eager.run_step(returns(), context)
+    assert type(step) is eager.Returned and step.behavior == "value"
     assert context[var] == "set inside" and var.get() == "outside"
     coro = suspends()
-    step = impl.mailbox.run_step(coro, context)
-    assert type(step) is impl.mailbox.Suspended and step.yielded is None
+    step = eager.run_step(coro, context)
+    assert type(step) is eager.Suspended and step.coro is coro and step.yielded is None
     coro.close()
     with pytest.raises(KeyError):
-        impl.mailbox.run_step(raises(), context)
+        eager.run_step(raises(), context)
+
+    async def handler(actor_context: Any, msg: Any) -> Any:
+        if msg == "raise":
+            raise KeyError(msg)
+        return actor_context
+
+    returned: Any = eager.begin(handler, "ctx", "hi", context)
+    assert type(returned) is eager.Returned and returned.behavior == "ctx"
+    raised: Any = eager.begin(handler, "ctx", "raise", context)
+    assert type(raised) is eager.Raised and isinstance(raised.exc, KeyError)
+    future = asyncio.get_running_loop().create_future()
+    other: Any = eager.begin(lambda actor_context, msg: future, "ctx", "x", context)
+    assert type(other) is eager.NotACoroutine and other.awaitable is future
+
+
+async def test_a_read_state_with_more_set_leaves_messages_to_the_task(impl: types.SimpleNamespace) -> None:
+    if not eager.EAGER:
+        pytest.skip("this asyncio lacks what eager handling needs")
+    loop = asyncio.get_running_loop()
+    parked = loop.create_future()
+    task = loop.create_task(asyncio.wait([parked]))  # stands for the actor's task
+    same, handled = object(), []
+
+    async def handler(actor_context: Any, msg: Any) -> Any:
+        handled.append(msg)
+        return same
+
+    read = impl.ReadState()
+    assert read.more is False
+    box = impl.Mailbox(byte_capacity=100)
+    assert box.arm_eager(task, loop, contextvars.copy_context(), "ctx", same, lambda *a: None, read)
+    box.handler = handler
+    read.more = True  # as a frame splitter sets it: more frames of the read follow
+    waiter = box.wait(loop)
+    await _in_callback(lambda: box.put("batched"))
+    assert handled == [] and list(box.queue) == ["batched"] and waiter.done()
+    waiter = box.wait(loop)
+    assert await _in_callback(lambda: box.put_sized("sized", 10)) is False
+    assert handled == [] and list(box.queue) == ["batched", "sized"] and waiter.done()
+    assert box.queued_bytes == 10
+    box.queue.clear()
+    read.more = False  # the read's last frame
+    waiter = box.wait(loop)
+    await _in_callback(lambda: box.put("eager"))
+    assert handled == ["eager"] and not box.queue and not waiter.done()
+    parked.set_result(None)
+    await task
+
+
+def test_only_a_read_state_of_the_same_twin_is_taken(impl: types.SimpleNamespace) -> None:
+    box = impl.Mailbox()
+    with pytest.raises(TypeError, match=r"read_state must be a casty\..*ReadState, got object"):
+        box.arm_eager(None, None, None, None, None, None, object())
+    with pytest.raises(TypeError, match=r"read_state must be a casty\..*ReadState, got dict"):
+        impl.FrameProtocol(object(), read_state={"more": True})
+    impl.FrameProtocol(object(), read_state=impl.ReadState())
+
+
+class _Owner:
+    """Frame protocol owner callbacks that do nothing (the sink gets the messages)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: None
+
+
+def test_the_frame_splitter_sets_more_while_frames_of_its_read_follow(impl: types.SimpleNamespace) -> None:
+    def frame(body: bytes) -> bytes:
+        return (len(body) + 1).to_bytes(4, "big") + b"\x01" + body
+
+    read = impl.ReadState()
+    seen: list[tuple[bytes, bool]] = []
+    proto = impl.FrameProtocol(_Owner(), read_state=read)
+    proto.set_message_sink(lambda body: seen.append((body, read.more)))
+    proto.data_received(frame(b"one"))
+    assert seen == [(b"one", False)] and read.more is False
+    proto.data_received(frame(b"two") + frame(b"three") + frame(b"four")[:3])
+    assert seen[1:] == [(b"two", True), (b"three", True)] and read.more is False
+    proto.data_received(frame(b"four")[3:])  # completes a frame split across reads
+    assert seen[3:] == [(b"four", False)] and read.more is False
+    other = impl.ReadState()
+    impl.FrameProtocol(_Owner(), read_state=other).data_received(frame(b"x") + frame(b"y"))
+    assert seen[4:] == [] and other.more is False  # each protocol sets the state it was given
+
+
+def test_a_node_hands_its_local_transports_read_state_to_each_connection() -> None:
+    from casty import _impl
+    from casty.serialization import MsgpackSerializer
+    from casty.transport.config import TcpTransportConfig
+    from casty.transport.node import TcpNode
+
+    local = _impl.LocalTransport()
+    assert type(local.read_state) is _impl.ReadState and local.read_state.more is False
+    handler = _impl.InboundMessageHandler(local=local, serializer=MsgpackSerializer(), system_name="s")
+    assert handler.read_state is local.read_state
+    node = TcpNode(TcpTransportConfig("127.0.0.1", 0), handler)  # wired by hand, as the seed page does
+    proto = node._new_protocol(outbound=False, dial_key=None)
+    seen: list[bool] = []
+    proto.set_message_sink(lambda body: seen.append(local.read_state.more))
+    frame = (4).to_bytes(4, "big") + b"\x01abc"
+    proto.data_received(frame + frame)
+    assert seen == [True, False] and local.read_state.more is False
+
+
+async def test_an_actor_over_the_other_twins_transport_still_runs(impl: types.SimpleNamespace) -> None:
+    from casty.behavior import Behaviors
+    from casty.system import ActorSystem
+
+    async def echo(ctx: Any, msg: Any) -> Any:
+        msg.tell("pong")
+        return Behaviors.same()
+
+    async with ActorSystem("mixed", local_transport=impl.LocalTransport()) as system:
+        ref = system.spawn(Behaviors.receive(echo), "a")
+        assert await system.ask(ref, lambda reply_to: reply_to, timeout=5.0) == "pong"
 
 
 async def test_the_local_transport_delivers_into_a_mailbox(impl: types.SimpleNamespace) -> None:
@@ -334,7 +453,7 @@ def test_closing_forgets_the_queued_bytes(impl: types.SimpleNamespace) -> None:
 
 
 async def test_a_sized_message_handled_eagerly_is_not_charged(impl: types.SimpleNamespace) -> None:
-    if not impl.mailbox.EAGER:
+    if not eager.EAGER:
         pytest.skip("this asyncio lacks what eager handling needs")
     loop = asyncio.get_running_loop()
     parked = loop.create_future()

@@ -14,6 +14,7 @@ from casty.transport.handshake import MAX_HANDSHAKE_SIZE as MAX_HANDSHAKE_SIZE
 from casty.transport.handshake import MAX_HOST_LENGTH as MAX_HOST_LENGTH
 from casty.transport.handshake import decode_handshake as decode_handshake
 from casty.transport.handshake import encode_handshake as encode_handshake
+from casty.transport.mailbox import ReadState
 from casty.wire import DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE
 from casty.wire import DEFAULT_MAX_HANDSHAKE_SIZE as DEFAULT_MAX_HANDSHAKE_SIZE
 from casty.wire import DEFAULT_MAX_IGNORED_FRAMES as DEFAULT_MAX_IGNORED_FRAMES
@@ -71,6 +72,7 @@ class FrameProtocolBase:
         max_handshake_size: int = ...,
         read_budget_frames: int = ...,
         max_ignored_frames: int = ...,
+        read_state: ReadState | None = ...,
     ) -> None: ...
     @property
     def transport(self) -> Any: ...

@@ -42,7 +42,8 @@ from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.stdint cimport uint32_t
 from libc.string cimport memcpy
 
-from casty._fast cimport mailbox, wire
+from casty._fast cimport wire
+from casty._fast.mailbox cimport ReadState
 
 from casty.errors import FrameError, HandshakeError
 from casty.transport.frame_codec import (
@@ -58,6 +59,7 @@ from casty.transport.frame_codec import (
     log_write_error,
     send_frame_problem,
 )
+from casty.transport.mailbox_rules import read_state_error
 from casty.transport.handshake import MAX_HANDSHAKE_SIZE, MAX_HOST_LENGTH, decode_handshake, encode_handshake
 from casty.wire import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -190,6 +192,8 @@ cdef class FrameProtocolBase:
         object _owner
         object _sink
         FrameSink _fast_sink  # the FrameSink whose on_frame is the sink, else None
+        # Its ``more`` is set while a frame that is not its read's last is delivered.
+        ReadState _read
         object _transport
         object _loop
         object _peername
@@ -253,11 +257,16 @@ cdef class FrameProtocolBase:
         max_handshake_size=DEFAULT_MAX_HANDSHAKE_SIZE,
         read_budget_frames=DEFAULT_READ_BUDGET_FRAMES,
         max_ignored_frames=DEFAULT_MAX_IGNORED_FRAMES,
+        read_state=None,
     ):
         check_protocol_limits(
             max_frame_size, write_high_water, write_low_water, max_queue_bytes,
             max_handshake_size, read_budget_frames, max_ignored_frames,
         )
+        if read_state is not None and type(read_state) is not ReadState:
+            raise read_state_error(ReadState, read_state)
+        # None given: one of its own, which nobody reads.
+        self._read = ReadState() if read_state is None else <ReadState>read_state
         self._owner = owner
         # A limit above what the prefix can state changes nothing.
         self._max_frame = min(max_frame_size, MAX_FRAME_LENGTH)
@@ -591,7 +600,7 @@ cdef class FrameProtocolBase:
                 blen = <Py_ssize_t>length - 1
                 frame_type = p[off + 4]
                 # Another frame starts after this one: its messages are handled as a batch.
-                mailbox.more_to_come = <Py_ssize_t>length + 4 < avail
+                self._read.more = <Py_ssize_t>length + 4 < avail
                 if frame_type == wire.FRAME_MESSAGE and self._fast_sink is not None:
                     # What _dispatch does for a message, minus the body's bytes object.
                     self._frames_received += 1
@@ -607,7 +616,7 @@ cdef class FrameProtocolBase:
                     self._dispatch(frame_type, None, blen)
                 off += 4 + blen + 1
         finally:
-            mailbox.more_to_come = False
+            self._read.more = False
         if self._closed or off >= n:
             return 0
         if self._halt or left == 0:

@@ -30,6 +30,7 @@ cdef class InboundMessageHandler(FrameSink):
     # the frame being handled came on (set by an OriginSink), else None
     cdef public object reply_check
     cdef public object origin
+    cdef readonly object read_state  # local.read_state, for the node (None without one)
     cdef bint _allow_system
     cdef Py_ssize_t _paths_chars
 

@@ -12,6 +12,7 @@ class InboundMessageHandler:
     dropped: int
     reply_check: Callable[[str, Any], str | None] | None
     origin: Any
+    read_state: Any
     def __init__(
         self,
         *,

@@ -60,6 +60,7 @@ cdef class InboundMessageHandler(FrameSink):
         self._own_head = None
         self.ref_factory = ref_factory
         self.dropped = 0
+        self.read_state = getattr(local, "read_state", None)
 
     @property
     def cached_targets(self):

@@ -12,7 +12,7 @@ from casty.transport.local import DROP_OVERFLOW as DROP_OVERFLOW
 from casty.transport.local import DROP_PENDING_BYTES as DROP_PENDING_BYTES
 from casty.transport.local import DROP_TOO_MANY_PATHS as DROP_TOO_MANY_PATHS
 from casty.transport.local import MessageTransport as MessageTransport
-from casty.transport.mailbox import Mailbox
+from casty.transport.mailbox import Mailbox, ReadState
 
 __all__ = [
     "DROP_DEAD",
@@ -28,6 +28,7 @@ __all__ = [
 
 class LocalTransport:
     drops: dict[str, int]
+    read_state: ReadState
     def __init__(
         self,
         *,

@@ -33,7 +33,7 @@ of ``deliver`` (or of ``register``, for a flushed message).
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Size
 from cpython.ref cimport PyObject
 
-from casty._fast.mailbox cimport Mailbox
+from casty._fast.mailbox cimport Mailbox, ReadState
 
 from asyncio import events
 from collections import OrderedDict
@@ -173,6 +173,7 @@ cdef class LocalTransport:
     cdef list _factories
     cdef readonly dict _waiters  # readable so tests can see cancelled waiters leave nothing
     cdef public dict drops
+    cdef readonly ReadState read_state  # set by frame splitters, read by mailboxes (see the pure twin)
     cdef Py_ssize_t _max_pending
     cdef Py_ssize_t _max_pending_paths
     cdef Py_ssize_t _max_dead
@@ -184,6 +185,7 @@ cdef class LocalTransport:
         # Set up here too so a subclass that skips __init__ cannot reach a NULL dict.
         self._ttl = 5.0
         self._max_pending_bytes = 8 * 1024 * 1024
+        self.read_state = ReadState()
         self._reset()
 
     def __init__(

@@ -1,7 +1,14 @@
 # The actor mailbox at C level: the Cython LocalTransport puts into it without a call
-# through Python.
+# through Python; the Cython frame splitter sets a ReadState that mailboxes read.
 
 cimport cython
+
+
+@cython.final
+cdef class ReadState:
+    # True while a frame splitter delivers a frame that is not its read's last: an idle
+    # actor then queues the message for its task instead of handling it eagerly.
+    cdef public bint more
 
 
 @cython.final
@@ -19,6 +26,7 @@ cdef class Mailbox:
     cdef object _waiter
     cdef public object handler
     cdef bint _armed
+    cdef ReadState _read  # given to arm_eager; never None
     cdef object _task, _loop, _context, _actor_context, _same, _take_over
 
     cdef int put_c(self, object msg) except -1
@@ -28,9 +36,3 @@ cdef class Mailbox:
     cdef bint _run_eager(self, object msg) except -1
     cdef int _wake(self) except -1
     cdef int _release_space(self) except -1
-
-
-# Set by the frame splitter while the chunk it reads holds more frames after the one
-# being delivered: an idle actor then queues the message instead of handling it
-# eagerly, so a stream is handled in batches by the actor's task.
-cdef bint more_to_come

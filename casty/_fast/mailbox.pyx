@@ -4,7 +4,9 @@ of effects).  Final, so the LocalTransport's exact type check covers every insta
 
 Eager handling runs at C level: the handler's coroutine is stepped with
 ``PyIter_Send`` inside ``PyContext_Enter``/``PyContext_Exit``, so a handler that
-returns at once costs no StopIteration and no Python frame of the mailbox's own.
+returns at once costs no StopIteration and no Python frame of the mailbox's own; what
+is left for the task is handed over as the outcomes of the neutral ``casty.eager``,
+the same the pure twin's ``casty.eager.begin`` builds.
 
 Capacity as in the pure twin: ``put_c`` never refuses; the Cython LocalTransport
 reads ``capacity`` and the queue length itself, at C level, and calls ``put_sized_c``
@@ -13,25 +15,16 @@ for a peer's message (the byte accounting stays off the local tell's path)."""
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.ref cimport Py_DECREF, PyObject
 
+import asyncio
 from asyncio import CancelledError
 from collections import deque
 from types import CoroutineType
 
-from casty.transport.mailbox import (
-    EAGER,
-    FAILED,
-    NOT_STARTED,
-    Suspended,
-    _current_task,
-    _current_tasks,
-    _enter_task,
-    _leave_task,
-    charge_from,
-    check_capacity,
-    run_space_callbacks,
-)
+import casty.eager
+from casty.eager import HOOKS, NotACoroutine, Raised, Returned, Suspended
+from casty.transport.mailbox_rules import charge_from, check_capacity, read_state_error, run_space_callbacks
 
-__all__ = ["EAGER", "FAILED", "NOT_STARTED", "Mailbox", "Suspended", "check_capacity", "run_step"]
+__all__ = ["Mailbox", "ReadState"]
 
 cdef extern from "Python.h":
     # PYGEN_ERROR (-1) comes with an exception set; PYGEN_RETURN is 0, PYGEN_NEXT 1.
@@ -39,16 +32,15 @@ cdef extern from "Python.h":
     int PyContext_Enter(object ctx) except -1
     int PyContext_Exit(object ctx) except -1
 
-more_to_come = False
-
 cdef object _Coroutine = CoroutineType
-cdef object _FAILED = FAILED
-cdef object _NOT_STARTED = NOT_STARTED
+cdef object _Returned = Returned
 cdef object _Suspended = Suspended
-cdef dict _tasks = _current_tasks if type(_current_tasks) is dict else None
-cdef object _task_of = _current_task
-cdef object _enter = _enter_task
-cdef object _leave = _leave_task
+cdef object _Raised = Raised
+cdef object _NotACoroutine = NotACoroutine
+cdef dict _tasks = HOOKS.current_tasks if HOOKS is not None and type(HOOKS.current_tasks) is dict else None
+cdef object _task_of = HOOKS.current_task if HOOKS is not None else asyncio.current_task
+cdef object _enter = HOOKS.enter if HOOKS is not None else None
+cdef object _leave = HOOKS.leave if HOOKS is not None else None
 
 
 cdef inline object _take(PyObject* out):
@@ -58,18 +50,15 @@ cdef inline object _take(PyObject* out):
     return value
 
 
-def run_step(coro, context):
-    """Run ``coro`` up to its first suspension, inside ``context`` (see the pure twin):
-    its result, or a Suspended with what it yielded; no StopIteration is raised.
-    Mailbox._run_eager does the same step inline."""
-    cdef PyObject* out = NULL
-    cdef int status
-    PyContext_Enter(context)
-    try:
-        status = PyIter_Send(coro, None, &out)
-    finally:
-        PyContext_Exit(context)
-    return _Suspended(_take(out)) if status else _take(out)
+cdef class ReadState:
+    """Whether the inbound read being split holds more frames after the one being
+    delivered (see the pure twin): set by the frame splitter, read by mailboxes."""
+
+    def __init__(self):
+        self.more = False
+
+
+cdef ReadState _QUIET = ReadState()  # never set: what a mailbox reads before it is armed
 
 
 cdef class Mailbox:
@@ -89,6 +78,7 @@ cdef class Mailbox:
         self._waiter = None
         self.handler = None
         self._armed = False
+        self._read = _QUIET
         self._task = self._loop = self._context = self._actor_context = None
         self._same = self._take_over = None
 
@@ -96,7 +86,7 @@ cdef class Mailbox:
         waiter = self._waiter
         if waiter is None:
             self.queue.append(msg)
-        elif not self._armed or more_to_come or waiter.done() or not self._run_eager(msg):
+        elif not self._armed or self._read.more or waiter.done() or not self._run_eager(msg):
             self.queue.append(msg)
             self._wake()
         return 0
@@ -106,7 +96,7 @@ cdef class Mailbox:
         if (
             waiter is not None
             and self._armed
-            and not more_to_come
+            and not self._read.more
             and not waiter.done()
             and self._run_eager(msg)
         ):
@@ -161,18 +151,18 @@ cdef class Mailbox:
                 if status >= 0:
                     result = _take(out)
                     if status:
-                        started = coro
+                        outcome = _Suspended(coro, result)
                     elif result is self._same:
                         return True
                     else:
-                        started = None
+                        outcome = _Returned(result)
                 else:
-                    started, result = coro, _NOT_STARTED
+                    outcome = _NotACoroutine(coro)
             except (Exception, CancelledError) as exc:
-                started, result = _FAILED, exc  # the task raises a CancelledError again
+                outcome = _Raised(exc)  # the task raises a CancelledError again
         finally:
             _leave(loop, task)
-        self._take_over(started, result, msg)
+        self._take_over(msg, outcome)
         return True
 
     cdef int _wake(self) except -1:
@@ -273,19 +263,23 @@ cdef class Mailbox:
         """Drop the waiter without completing it (its task is gone)."""
         self._waiter = None
 
-    def arm_eager(self, task, loop, context, actor_context, same, take_over):
+    def arm_eager(self, task, loop, context, actor_context, same, take_over, read_state=None):
         """Handle messages eagerly from now on (see the pure twin); False where asyncio
         lacks what this needs."""
-        if not EAGER:
+        if read_state is not None and type(read_state) is not ReadState:
+            raise read_state_error(ReadState, read_state)
+        if not casty.eager.EAGER:
             return False
         self._task, self._loop, self._context = task, loop, context
         self._actor_context, self._same, self._take_over = actor_context, same, take_over
+        self._read = _QUIET if read_state is None else <ReadState>read_state
         self._armed = True
         return True
 
     def disarm_eager(self):
         """Stop eager handling and let go of what :meth:`arm_eager` was given."""
         self._armed = False
+        self._read = _QUIET
         self._task = self._loop = self._context = self._actor_context = None
         self._same = self._take_over = None
         self.handler = None

@@ -69,7 +69,6 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from casty.errors import FrameError, HandshakeError
-from casty.transport import mailbox as _mailbox
 from casty.transport.frame_codec import (
     call_owner,
     check_protocol_limits,
@@ -89,6 +88,8 @@ from casty.transport.handshake import (
     decode_handshake,
     encode_handshake,
 )
+from casty.transport.mailbox import ReadState
+from casty.transport.mailbox_rules import read_state_error
 from casty.wire import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_HANDSHAKE_SIZE,
@@ -205,6 +206,7 @@ class FrameProtocol(asyncio.Protocol):
         "_queue",
         "_queued_bytes",
         "_queued_frames",
+        "_read",
         "_reading_paused",
         "_sink",
         "_transport",
@@ -223,12 +225,18 @@ class FrameProtocol(asyncio.Protocol):
         max_handshake_size: int = DEFAULT_MAX_HANDSHAKE_SIZE,
         read_budget_frames: int = DEFAULT_READ_BUDGET_FRAMES,
         max_ignored_frames: int = DEFAULT_MAX_IGNORED_FRAMES,
+        read_state: ReadState | None = None,
     ) -> None:
         check_protocol_limits(
             max_frame_size, write_high_water, write_low_water, max_queue_bytes,
             max_handshake_size, read_budget_frames, max_ignored_frames,
         )
+        if read_state is not None and type(read_state) is not ReadState:
+            raise read_state_error(ReadState, read_state)
         self._owner = owner
+        # Its ``more`` is set while a frame that is not its read's last is delivered
+        # (None given: one of its own, which nobody reads).
+        self._read = ReadState() if read_state is None else read_state
         # A limit above what the prefix can state changes nothing.
         self._max_frame = min(max_frame_size, MAX_FRAME_LENGTH)
         self._max_handshake = min(max_handshake_size, self._max_frame)
@@ -462,11 +470,11 @@ class FrameProtocol(asyncio.Protocol):
                     break  # the budget is spent: the rest waits for a later loop turn
                 left -= 1
                 # Another frame starts after this one: its messages are handled as a batch.
-                _mailbox.more_to_come = length + 4 < avail
+                self._read.more = length + 4 < avail
                 self._dispatch(data[pos + 4], data[pos + 5 : pos + 4 + length])
                 pos += 4 + length
         finally:
-            _mailbox.more_to_come = False
+            self._read.more = False
         if pos >= end or self._closed:
             return
         if self._halt or not left:

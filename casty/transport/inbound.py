@@ -66,6 +66,8 @@ class InboundMessageHandler:
         self._paths: dict[str, str] = {}
         self._paths_chars = 0
         self.dropped = 0
+        #: ``local.read_state``, for the node whose frames this handles (None without one)
+        self.read_state: Any = getattr(local, "read_state", None)
 
     def sink_for(self, origin: Any) -> Callable[[Any], None]:
         """A message sink for one connection: each frame is handled with ``origin`` set."""

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from casty.address import TEMP_PREFIX, ActorAddress, loggable
-from casty.transport.mailbox import Mailbox
+from casty.transport.mailbox import Mailbox, ReadState
 
 __all__ = [
     "DROP_DEAD",
@@ -228,6 +228,10 @@ class LocalTransport:
         self._max_dead = check_limit("max_dead_paths", max_dead_paths)
         self._max_pending_bytes = check_limit("max_pending_bytes", max_pending_bytes)
         self._ttl = check_ttl(pending_ttl)
+        #: whether the inbound read being split holds more frames after the one being
+        #: delivered: the frame protocols of a node delivering here set it, the mailboxes
+        #: registered here read it (see ``casty.transport.mailbox.ReadState``)
+        self.read_state = ReadState()
         self._handlers: dict[str, Callable[[Any], None]] = {}
         # Oldest first (buffers expire in creation order); never holds an empty buffer.
         self._pending: OrderedDict[str, PendingBuffer] = OrderedDict()

@@ -59,7 +59,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
-from casty._impl import FrameProtocol
+from casty._impl import FrameProtocol, ReadState
 from casty.address import _show
 from casty.transport.busy_poll import BusyPoller
 from casty.transport.config import TcpTransportConfig, cookie_bytes, dial_allowed
@@ -220,7 +220,13 @@ class _OrderedAsyncSink:
 
 
 class TcpNode:
-    """A node's TCP endpoint: server, peer connections, queues, blacklist."""
+    """A node's TCP endpoint: server, peer connections, queues, blacklist.
+
+    ``read_state`` is the ``read_state`` of the LocalTransport ``handler`` delivers
+    to (by default ``handler.read_state``, which an InboundMessageHandler has): every
+    connection's FrameProtocol sets it, so that the mailboxes there leave the frames
+    of a read but its last to their tasks (None: nothing tells them).
+    """
 
     def __init__(
         self,
@@ -228,8 +234,15 @@ class TcpNode:
         handler: InboundHandler,
         *,
         logger: logging.Logger | None = None,
+        read_state: Any = None,
     ) -> None:
         self.config = config
+        # Given to each connection's FrameProtocol (None: each owns one nobody else reads).
+        if read_state is None:
+            read_state = getattr(handler, "read_state", None)
+            if type(read_state) is not ReadState:
+                read_state = None  # a handler of one's own, or over the other twin's transport
+        self._read_state = read_state
         self.log = logger or log
         on_frame = getattr(handler, "on_frame", None)
         self._async_sink: _OrderedAsyncSink | None = None
@@ -546,6 +559,7 @@ class TcpNode:
             max_handshake_size=cfg.max_handshake_size,
             read_budget_frames=cfg.read_budget_frames,
             max_ignored_frames=cfg.max_ignored_frames,
+            read_state=self._read_state,
         )
         proto.context = _Conn(self, proto, outbound, dial_key, dial_peer)
         return proto
