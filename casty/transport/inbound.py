@@ -33,8 +33,9 @@ __all__ = ["InboundMessageHandler", "OriginSink"]
 class InboundMessageHandler:
     """Deserializes inbound TCP frames and delivers them locally.
 
-    Satisfies InboundHandler structurally; ``on_frame`` is the synchronous form
-    the TCP node calls inline for every message frame (no task per message).
+    Satisfies InboundHandler (``casty.transport.node.FrameBodyHandler``) structurally;
+    ``on_frame`` is the synchronous form the TCP node calls inline for every message
+    frame (no task per message).
     A frame that fails to decode is logged, counted in ``dropped`` and dropped;
     the connection stays up.
 

@@ -79,7 +79,7 @@ from casty.transport.handshake import (
 from casty.transport.messages import SendFailure
 from casty.wire import FRAME_MESSAGE
 
-__all__ = ["MAX_BLACKLIST", "InboundHandler", "TcpNode"]
+__all__ = ["MAX_BLACKLIST", "FrameBodyHandler", "InboundHandler", "TcpNode"]
 
 log = logging.getLogger("casty.transport.tcp")
 
@@ -104,11 +104,20 @@ FailureListener = Callable[[SendFailure], None]
 MAX_BAD_FRAMES = 1024
 
 
-class InboundHandler(Protocol):
-    """Receives the body of every message frame (an encoded envelope)."""
+class FrameBodyHandler(Protocol):
+    """What a TcpNode hands every message frame's body to (an encoded envelope).
+
+    The seed page calls this protocol ``InboundHandler`` (kept as an alias); casty's own
+    implementation is :class:`~casty.InboundMessageHandler`, which also has the synchronous
+    ``on_frame`` the node prefers.
+    """
 
     async def on_message(self, data: bytes) -> None:
         """Handle one inbound message frame body."""
+
+
+#: the seed page's name for :class:`FrameBodyHandler`
+InboundHandler = FrameBodyHandler
 
 
 class _Conn:
@@ -193,7 +202,7 @@ class _Peer:
 class _OrderedAsyncSink:
     """Feeds an ``async on_message`` handler one body at a time, in arrival order."""
 
-    def __init__(self, handler: InboundHandler) -> None:
+    def __init__(self, handler: FrameBodyHandler) -> None:
         self._handler = handler
         self._queue: deque[bytes] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -231,7 +240,7 @@ class TcpNode:
     def __init__(
         self,
         config: TcpTransportConfig,
-        handler: InboundHandler,
+        handler: FrameBodyHandler,
         *,
         logger: logging.Logger | None = None,
         read_state: Any = None,

@@ -28,7 +28,7 @@ from casty.transport.messages import (
     ShareNode,
     TcpTransportMsg,
 )
-from casty.transport.node import InboundHandler, TcpNode
+from casty.transport.node import FrameBodyHandler, TcpNode
 
 __all__ = ["tcp_transport"]
 
@@ -37,7 +37,7 @@ log = logging.getLogger("casty.transport.tcp")
 
 def tcp_transport(
     config: TcpTransportConfig,
-    handler: InboundHandler,
+    handler: FrameBodyHandler,
     logger: logging.Logger | None = None,
     serializer: Serializer | None = None,
     *,
