@@ -143,16 +143,6 @@ async def test_a_handshake_claiming_a_node_takes_none_of_its_traffic(first: str)
         writer.close()
 
 
-async def test_client_only_nodes_still_get_their_replies() -> None:
-    async with node("b") as b, node("a", client_only=True) as a:
-        b.spawn(echo_behavior(), "echo")
-        echo = a.ref(b.address.with_path("/user/echo"))
-        assert await a.ask(echo, lambda r: Echo("over the one connection", r), timeout=5) == (
-            "over the one connection"
-        )
-        assert len(b.node._protocols) == 1
-
-
 # -- the cookie -----------------------------------------------------------------------------------
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import sys
 import types
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -146,37 +148,26 @@ async def test_run_step_and_begin_name_each_outcome() -> None:
 
 
 async def test_a_read_state_with_more_set_leaves_messages_to_the_task(impl: types.SimpleNamespace) -> None:
-    if not eager.EAGER:
-        pytest.skip("this asyncio lacks what eager handling needs")
-    loop = asyncio.get_running_loop()
-    parked = loop.create_future()
-    task = loop.create_task(asyncio.wait([parked]))  # stands for the actor's task
-    same, handled = object(), []
-
-    async def handler(actor_context: Any, msg: Any) -> Any:
-        handled.append(msg)
-        return same
-
-    read = impl.ReadState()
-    assert read.more is False
-    box = impl.Mailbox(byte_capacity=100)
-    assert box.arm_eager(task, loop, contextvars.copy_context(), "ctx", same, lambda *a: None, read)
-    box.handler = handler
-    read.more = True  # as a frame splitter sets it: more frames of the read follow
-    waiter = box.wait(loop)
-    await _in_callback(lambda: box.put("batched"))
-    assert handled == [] and list(box.queue) == ["batched"] and waiter.done()
-    waiter = box.wait(loop)
-    assert await _in_callback(lambda: box.put_sized("sized", 10)) is False
-    assert handled == [] and list(box.queue) == ["batched", "sized"] and waiter.done()
-    assert box.queued_bytes == 10
-    box.queue.clear()
-    read.more = False  # the read's last frame
-    waiter = box.wait(loop)
-    await _in_callback(lambda: box.put("eager"))
-    assert handled == ["eager"] and not box.queue and not waiter.done()
-    parked.set_result(None)
-    await task
+    async with stand_in_task() as (loop, task):
+        same, handled, handler = recording_handler()
+        read = impl.ReadState()
+        assert read.more is False
+        box = impl.Mailbox(byte_capacity=100)
+        assert box.arm_eager(task, loop, contextvars.copy_context(), "ctx", same, lambda *a: None, read)
+        box.handler = handler
+        read.more = True  # as a frame splitter sets it: more frames of the read follow
+        waiter = box.wait(loop)
+        await _in_callback(lambda: box.put("batched"))
+        assert handled == [] and list(box.queue) == ["batched"] and waiter.done()
+        waiter = box.wait(loop)
+        assert await _in_callback(lambda: box.put_sized("sized", 10)) is False
+        assert handled == [] and list(box.queue) == ["batched", "sized"] and waiter.done()
+        assert box.queued_bytes == 10
+        box.queue.clear()
+        read.more = False  # the read's last frame
+        waiter = box.wait(loop)
+        await _in_callback(lambda: box.put("eager"))
+        assert handled == ["eager"] and not box.queue and not waiter.done()
 
 
 def test_only_a_read_state_of_the_same_twin_is_taken(impl: types.SimpleNamespace) -> None:
@@ -453,29 +444,18 @@ def test_closing_forgets_the_queued_bytes(impl: types.SimpleNamespace) -> None:
 
 
 async def test_a_sized_message_handled_eagerly_is_not_charged(impl: types.SimpleNamespace) -> None:
-    if not eager.EAGER:
-        pytest.skip("this asyncio lacks what eager handling needs")
-    loop = asyncio.get_running_loop()
-    parked = loop.create_future()
-    task = loop.create_task(asyncio.wait([parked]))  # stands for the actor's task
-    same, handled = object(), []
-
-    async def handler(actor_context: Any, msg: Any) -> Any:
-        handled.append(msg)
-        return same
-
-    box = impl.Mailbox(byte_capacity=100)
-    assert box.arm_eager(task, loop, contextvars.copy_context(), "ctx", same, lambda *a: None)
-    box.handler = handler
-    waiter = box.wait(loop)
-    assert await _in_callback(lambda: box.put_sized("eager", 500)) is False
-    assert handled == ["eager"] and not box.queue and box.queued_bytes == 0
-    assert not box.space_wanted and not waiter.done()
-    assert box.put_sized("from a task", 500) is True  # declined: queued, charged, woken
-    assert list(box.queue) == ["from a task"] and box.queued_bytes == 500 and waiter.done()
-    assert handled == ["eager"]
-    parked.set_result(None)
-    await task
+    async with stand_in_task() as (loop, task):
+        same, handled, handler = recording_handler()
+        box = impl.Mailbox(byte_capacity=100)
+        assert box.arm_eager(task, loop, contextvars.copy_context(), "ctx", same, lambda *a: None)
+        box.handler = handler
+        waiter = box.wait(loop)
+        assert await _in_callback(lambda: box.put_sized("eager", 500)) is False
+        assert handled == ["eager"] and not box.queue and box.queued_bytes == 0
+        assert not box.space_wanted and not waiter.done()
+        assert box.put_sized("from a task", 500) is True  # declined: queued, charged, woken
+        assert list(box.queue) == ["from a task"] and box.queued_bytes == 500 and waiter.done()
+        assert handled == ["eager"]
 
 
 def test_messages_under_the_charge_threshold_cost_no_byte_tracking(impl: types.SimpleNamespace) -> None:
@@ -487,3 +467,29 @@ def test_messages_under_the_charge_threshold_cost_no_byte_tracking(impl: types.S
     assert box.queued_bytes == 10 and box.space_wanted
     assert _take(box) == "small" and box.queued_bytes == 10
     assert _take(box) == "large" and box.queued_bytes == 0 and not box.space_wanted
+
+
+@contextlib.asynccontextmanager
+async def stand_in_task() -> AsyncIterator[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]]:
+    """A parked task standing for the actor's task while a mailbox is armed for eager handling."""
+    if not eager.EAGER:
+        pytest.skip("this asyncio lacks what eager handling needs")
+    loop = asyncio.get_running_loop()
+    parked = loop.create_future()
+    task = loop.create_task(asyncio.wait([parked]))
+    try:
+        yield loop, task
+    finally:
+        parked.set_result(None)
+        await task
+
+
+def recording_handler() -> tuple[object, list[Any], Callable[[Any, Any], Any]]:
+    """(the same marker, the messages handled, a handler recording them and returning same)."""
+    same, handled = object(), []
+
+    async def handler(actor_context: Any, msg: Any) -> Any:
+        handled.append(msg)
+        return same
+
+    return same, handled, handler

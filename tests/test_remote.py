@@ -308,6 +308,8 @@ async def test_client_only_node_gets_replies() -> None:
         assert await a.ask(echo, lambda r: Echo("via the same connection", r), timeout=5) == (
             "via the same connection"
         )
+        # nobody can dial a port-0 claim: b answers over a's connection, the only one
+        assert len(b.node._protocols) == 1
 
 
 async def test_unserializable_message_is_reported() -> None:
