@@ -194,8 +194,28 @@ def _parse_head(head: str, uri: str) -> tuple[str, str | None, int | None]:
         return m.group("system"), host, port
     m = _LOCAL.fullmatch(head)
     if m is None:
-        raise ValueError(f"malformed casty actor URI: {_show(uri)}")
+        raise ValueError(
+            f"malformed casty actor URI {_show(uri)}: {_wrong_part(head)}; expected "
+            f"'casty://system@host:port/path' (or 'casty://system/path' for this process)"
+        )
     return m.group("system"), None, None
+
+
+def _wrong_part(head: str) -> str:
+    """Which part of a URI's head (between scheme and path) breaks the form, in words."""
+    system, at, node = head.partition("@")
+    if not _LOCAL.fullmatch(system):
+        return "the system name is empty or holds one of / @ : [ ] or a space"
+    if not at:
+        return "a node address goes after '@', as system@host:port"
+    host, colon, port = node.rpartition(":")
+    if not colon:
+        return "the node address has no ':port'"
+    if not port.isascii() or not port.isdigit() or len(port) > 5:
+        return "the port is not a number of up to 5 digits"
+    if not host:
+        return "the host is empty"
+    return "the host is neither a name nor a bracketed IPv6 address"
 
 
 def loggable(text: str, limit: int = 200) -> str:

@@ -33,8 +33,9 @@ tag).
 >>> try:
 ...     MsgpackSerializer().serialize(Move(1, ()))
 ... except SerializationError as exc:
-...     print(str(exc).replace(__name__, "mod"))
-cannot serialize object of type 'mod.Move': not registered and not a supported type
+...     print(str(exc).replace(__name__, "mod").replace("; ", ";\\n"))
+cannot serialize object of type 'mod.Move': not registered and not a supported type;
+register it in the TypeRegistry of both nodes (registry.register(Move, "<name>")), in a module both import
 """
 
 from __future__ import annotations
@@ -142,9 +143,16 @@ def _type_name(cls: type) -> str:
 
 
 def _unsupported(obj: object) -> SerializationError:
+    cls = type(obj)
+    hint = (
+        f"; register it in the TypeRegistry of both nodes "
+        f"(registry.register({cls.__qualname__}, \"<name>\")), in a module both import"
+    )
+    if cls.__module__ == "__main__":
+        hint += " (it is defined in __main__, which is another module on the other node: move it)"
     return SerializationError(
         f"cannot serialize object of type {type_hint(obj)!r}: not registered and not a "
-        "supported type"
+        f"supported type{hint}"
     )
 
 

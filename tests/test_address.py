@@ -205,3 +205,23 @@ def test_with_path_checks_the_path_and_keeps_the_node() -> None:
     for bad in ("user/x", "", None, b"/x"):
         with pytest.raises(ValueError, match="actor path must start with '/'"):
             base.with_path(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("uri", "part"),
+    [
+        ("casty://sy s/user/a", "the system name is empty or holds one of / @ : [ ] or a space"),
+        ("casty://@h:1/user/a", "the system name is empty"),
+        ("casty://sys:1/user/a", "the system name is empty or holds one of"),
+        ("casty://sys@host/user/a", "the node address has no ':port'"),
+        ("casty://sys@host:80x/user/a", "the port is not a number of up to 5 digits"),
+        ("casty://sys@:80/user/a", "the host is empty"),
+        ("casty://sys@ho st:80/user/a", "the host is neither a name nor a bracketed IPv6 address"),
+    ],
+)
+def test_a_malformed_uri_says_which_part_is_wrong_and_the_form_expected(uri: str, part: str) -> None:
+    with pytest.raises(ValueError) as info:
+        ActorAddress.from_uri(uri)
+    text = str(info.value)
+    assert text.startswith(f"malformed casty actor URI {uri!r}: {part}")
+    assert text.endswith("expected 'casty://system@host:port/path' (or 'casty://system/path' for this process)")

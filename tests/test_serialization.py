@@ -443,9 +443,19 @@ def test_unsupported_values_are_refused_naming_their_type(
 ) -> None:
     with pytest.raises(SerializationError) as info:
         ser.serialize(value)
-    assert str(info.value) == (
-        f"cannot serialize object of type {name!r}: not registered and not a supported type"
+    text = str(info.value)
+    assert text.startswith(
+        f"cannot serialize object of type {name!r}: not registered and not a supported type; "
+        f"register it in the TypeRegistry of both nodes (registry.register("
     )
+    assert text.endswith(f'{name.rsplit(".", 1)[-1]}, "<name>")), in a module both import')
+
+
+def test_a_class_of_main_is_refused_with_where_to_move_it(ser: Serializer) -> None:
+    cls = type("Job", (), {"__module__": "__main__"})
+    with pytest.raises(SerializationError, match=r"defined in __main__, which is another module on the "
+                                                 r"other node: move it"):
+        ser.serialize(cls())
 
 
 def test_subclasses_of_builtins_are_not_silently_flattened(ser: Serializer) -> None:
