@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "CAP_HEARTBEAT",
+    "CAP_WATCH",
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_HANDSHAKE_SIZE",
     "DEFAULT_MAX_IGNORED_FRAMES",
@@ -27,9 +29,12 @@ __all__ = [
     "EXT_REF",
     "EXT_SET",
     "EXT_TUPLE",
+    "FRAME_ECHO",
     "FRAME_HANDSHAKE",
     "FRAME_HEADER_SIZE",
     "FRAME_MESSAGE",
+    "FRAME_PING",
+    "FRAME_WATCH",
     "KEYS_DEPTH",
     "KEY_INT_LIMIT",
     "LENGTH_PREFIX_SIZE",
@@ -46,8 +51,18 @@ __all__ = [
 # -- frames ---------------------------------------------------------------------------
 
 #: frame kinds: the handshake JSON, and an encoded envelope; any other kind is ignored
+#: unless both handshakes list the feature (cap) it belongs to
 FRAME_HANDSHAKE: Final = 0x00
 FRAME_MESSAGE: Final = 0x01
+#: cap "hb": a ping carries the sender's 8-byte big-endian clock reading (ns); the echo
+#: returns those 8 bytes unchanged, so only the pinger's clock is ever compared
+FRAME_PING: Final = 0x02
+FRAME_ECHO: Final = 0x03
+#: cap "watch": a watch, unwatch or terminated notice (body in casty.transport.watch_codec)
+FRAME_WATCH: Final = 0x04
+#: cap names, as listed in the handshake's "caps"
+CAP_HEARTBEAT: Final = "hb"
+CAP_WATCH: Final = "watch"
 #: bytes of a big-endian unsigned length prefix (of frames, and of an envelope's header)
 LENGTH_PREFIX_SIZE: Final = 4
 #: the length prefix and the kind byte

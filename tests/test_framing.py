@@ -117,6 +117,10 @@ class Owner:
     def frame_error(self, proto: Any, reason: str) -> None:
         self.events.append(("error", reason))
 
+    def frame_control(self, proto: Any, kind: int, body: bytes) -> None:
+        assert type(body) is bytes
+        self.events.append(("control", kind, body))
+
     def frame_connection_lost(self, proto: Any, exc: BaseException | None, unsent: int) -> None:
         self.events.append(("lost", exc, unsent))
 
@@ -1165,3 +1169,85 @@ def test_memory_follows_bytes_received_not_the_length_prefix(impl: types.SimpleN
         tracemalloc.stop()
     assert held < 200 * 1024
     assert owner.events == [("message", body)]
+
+
+# -- control frames (negotiated kinds) ---------------------------------------------
+
+
+def _feed_control(module: Any, chunks: list[bytes], kinds: set[int], **kw: Any) -> list[tuple[Any, ...]]:
+    proto, owner = receiver(module.FrameProtocol, **kw)
+    proto.set_control_kinds(kinds)
+    for chunk in chunks:
+        proto.data_received(chunk)
+    return [*owner.events, ("counts", proto.frames_received, proto.frames_ignored, proto.closed,
+                            proto.bytes_received)]
+
+
+def test_control_kinds_go_to_the_owner_in_order(impl: types.SimpleNamespace) -> None:
+    data = frame(0x02, b"ping") + message(b"m1") + frame(0x04, b"") + frame(0x05, b"x") + message(b"m2")
+    for cuts in ([], list(range(len(data)))):
+        events = _feed_control(impl, _chunk(data, cuts), {2, 4})
+        assert events == [
+            ("control", 2, b"ping"), ("message", b"m1"), ("control", 4, b""), ("message", b"m2"),
+            ("counts", 5, 1, False, len(data)),
+        ]
+
+
+def test_control_kinds_are_checked(impl: types.SimpleNamespace) -> None:
+    proto, _ = receiver(impl.FrameProtocol)
+    assert proto.control_kinds == frozenset()
+    for bad in (0, 1, 256, -1, True, "2"):
+        with pytest.raises(ValueError, match=r"control frame kind is an int in 2\.\.255"):
+            proto.set_control_kinds([bad])
+    proto.set_control_kinds([3, 2])
+    assert proto.control_kinds == frozenset({2, 3})
+    proto.set_control_kinds([])
+    proto.data_received(frame(0x02, b"x"))
+    assert proto.frames_ignored == 1
+
+
+def test_control_kind_before_handshake_is_a_protocol_error(impl: types.SimpleNamespace) -> None:
+    owner = Owner()
+    proto = impl.FrameProtocol(owner)
+    proto.set_control_kinds([2])
+    proto.data_received(frame(0x02, b"early"))
+    assert owner.events == [("error", "frame of unknown type 0x02 before the handshake")]
+
+
+def test_control_frames_reset_the_ignored_run(impl: types.SimpleNamespace) -> None:
+    unknown = frame(0x09, b"")
+    data = (unknown * 3 + frame(0x02, b"")) * 3
+    events = _feed_control(impl, [data], {2}, max_ignored_frames=4)
+    assert events[-1] == ("counts", 12, 9, False, len(data))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    items=st.lists(
+        st.tuples(st.integers(0, 6), st.binary(max_size=40)).map(lambda t: frame(*t)),
+        max_size=10,
+    ),
+    cuts=st.lists(st.integers(0, 500), max_size=8),
+    kinds=st.sets(st.integers(2, 6), max_size=3),
+)
+def test_control_frames_twins_agree(items: list[bytes], cuts: list[int], kinds: set[int]) -> None:
+    data = b"".join(items)
+    results = [_feed_control(m, _chunk(data, cuts), kinds, max_frame_size=48) for m in MODULES]
+    assert all(r == results[0] for r in results)
+    assert results[0] == _feed_control(MODULES[0], [data], kinds, max_frame_size=48)
+
+
+async def test_send_control_passes_the_queue_limit(impl: types.SimpleNamespace) -> None:
+    proto, _, transport = await connected(impl.FrameProtocol, max_queue_bytes=64)
+    proto.pause_writing()
+    assert proto.send_message(b"x" * 40) is True
+    assert proto.send_message(b"y" * 40) is False  # over max_queue_bytes: refused
+    watch = frame(0x04, b"w" * 40)
+    assert proto.send_control(watch) is True and proto.send_control(watch) is True
+    assert proto.dropped == 1
+    with pytest.raises(FrameError, match="whole encoded frame"):
+        proto.send_control(b"\x00\x00")
+    proto.resume_writing()
+    assert b"".join(transport.writes) == message(b"x" * 40) + watch + watch
+    proto.abort()
+    assert proto.send_control(watch) is False and proto.dropped == 2

@@ -40,7 +40,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.stdint cimport uint32_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from casty._fast cimport wire
 from casty._fast.mailbox cimport ReadState
@@ -49,6 +49,7 @@ from casty.errors import FrameError, HandshakeError
 from casty.transport.frame_codec import (
     call_owner,
     check_protocol_limits,
+    control_kinds,
     early_frame_problem,
     encode_frame,
     frame_length_problem,
@@ -231,6 +232,11 @@ cdef class FrameProtocolBase:
         Py_ssize_t _body_fill
         unsigned long long _frames_received
         unsigned long long _frames_ignored
+        unsigned long long _bytes_received
+        # Frame kinds handed to owner.frame_control (set_control_kinds): a flag per kind,
+        # and the same as a frozenset for the property.
+        unsigned char _ctl[256]
+        object _control
         # Outbound: sealed pieces (None when there are none), then the frames in _wbuf,
         # back to back; _qbytes counts both.
         list _pieces
@@ -302,6 +308,9 @@ cdef class FrameProtocolBase:
         self._body_fill = 0
         self._frames_received = 0
         self._frames_ignored = 0
+        self._bytes_received = 0
+        memset(self._ctl, 0, 256)
+        self._control = frozenset()
         self._pieces = None
         self._wused = 0
         self._qbytes = 0
@@ -390,6 +399,25 @@ cdef class FrameProtocolBase:
     @property
     def max_frame_size(self):
         return self._max_frame
+
+    @property
+    def bytes_received(self):
+        """Bytes received on this connection so far (a sign of life, whatever they hold)."""
+        return self._bytes_received
+
+    @property
+    def control_kinds(self):
+        """The frame kinds handed to ``owner.frame_control`` (see set_control_kinds)."""
+        return self._control
+
+    def set_control_kinds(self, kinds):
+        """After the handshake, hand frames of these kinds to
+        ``owner.frame_control(proto, kind, body)`` instead of ignoring them."""
+        cdef object checked = control_kinds(kinds)
+        memset(self._ctl, 0, 256)
+        for kind in checked:
+            self._ctl[<int>kind] = 1
+        self._control = checked
 
     def set_message_sink(self, sink):
         """Send every later message frame's body to ``sink`` (None: back to the owner).
@@ -487,6 +515,7 @@ cdef class FrameProtocolBase:
             return
         if not PyBytes_CheckExact(data):
             data = bytes(data)  # rare: transports hand over bytes
+        self._bytes_received += <unsigned long long>PyBytes_GET_SIZE(data)
         if self._halt or self._backlog is not None:
             # Held, or frames wait already: after them (a transport may hand over
             # what it had read before it was paused).
@@ -609,7 +638,8 @@ cdef class FrameProtocolBase:
                         self._fast_sink.on_frame_at(p + off + wire.FRAME_HEADER_SIZE, blen, None)
                     except Exception:
                         log_sink_error(self._peername)
-                elif frame_type == wire.FRAME_MESSAGE or frame_type == wire.FRAME_HANDSHAKE:
+                elif (frame_type == wire.FRAME_MESSAGE or frame_type == wire.FRAME_HANDSHAKE
+                      or self._ctl[frame_type]):
                     body = PyBytes_FromStringAndSize(<const char*>p + off + wire.FRAME_HEADER_SIZE, blen)
                     self._dispatch(frame_type, body, 0)
                 else:
@@ -642,7 +672,7 @@ cdef class FrameProtocolBase:
         cdef unsigned char frame_type = self._hdr[4]
         self._body_len = <Py_ssize_t>wire.read_be32(self._hdr) - 1
         self._body_fill = 0
-        if frame_type == wire.FRAME_MESSAGE or frame_type == wire.FRAME_HANDSHAKE:
+        if frame_type == wire.FRAME_MESSAGE or frame_type == wire.FRAME_HANDSHAKE or self._ctl[frame_type]:
             # Filled in place before anyone else can see it.  Sized by what has arrived,
             # not by what the peer announced: a length prefix alone costs us little.
             if self._spare is not None and self._body_len >= _SPARE_MIN:
@@ -750,6 +780,9 @@ cdef class FrameProtocolBase:
         elif frame_type == wire.FRAME_HANDSHAKE:
             self._ignored_run = 0
             call_owner(self._owner, "frame_handshake", self, body)
+        elif self._ctl[frame_type] and self._sink is not None:
+            self._ignored_run = 0
+            call_owner(self._owner, "frame_control", self, frame_type, body)
         elif self._sink is None:
             self._protocol_error(early_frame_problem(frame_type))
         else:
@@ -793,6 +826,30 @@ cdef class FrameProtocolBase:
         if size < wire.FRAME_HEADER_SIZE or wire.read_be32(p) != <unsigned long long>(size - 4):
             raise FrameError(send_frame_problem(frame))
         if not self._accept(size):
+            return False
+        if size >= _OWN_WRITE:
+            self._seal()
+            self._pieces.append(frame)
+        else:
+            self._reserve(size)
+            memcpy(self._wbuf + self._wused, p, size)
+            self._wused += size
+        self._queued(size)
+        return True
+
+    cpdef bint send_control(self, object frame) except -1:
+        """Queue a whole encoded control frame past ``max_queue_bytes`` (what sends those
+        bounds them); False (counted in ``dropped``) only once closed."""
+        cdef const unsigned char* p
+        cdef Py_ssize_t size
+        if not PyBytes_CheckExact(frame):
+            frame = bytes(memoryview(frame))
+        p = <const unsigned char*>PyBytes_AS_STRING(frame)
+        size = PyBytes_GET_SIZE(frame)
+        if size < wire.FRAME_HEADER_SIZE or wire.read_be32(p) != <unsigned long long>(size - 4):
+            raise FrameError(send_frame_problem(frame))
+        if self._closed:
+            self._dropped += 1
             return False
         if size >= _OWN_WRITE:
             self._seal()

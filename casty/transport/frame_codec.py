@@ -26,6 +26,7 @@ from casty.wire import (
 __all__ = [
     "call_owner",
     "check_protocol_limits",
+    "control_kinds",
     "early_frame_problem",
     "encode_frame",
     "frame_length_problem",
@@ -89,6 +90,26 @@ def frame_length_problem(
     if max_handshake_size is not None and length > max_handshake_size:
         return f"frame length {length} exceeds max_handshake_size {max_handshake_size} (no handshake yet)"
     return None
+
+
+def control_kinds(kinds: Any) -> frozenset[int]:
+    """The frame kinds for ``set_control_kinds``, checked: ints in 2..255.
+
+    >>> sorted(control_kinds([3, 2]))
+    [2, 3]
+    >>> control_kinds([1])
+    Traceback (most recent call last):
+    ...
+    ValueError: a control frame kind is an int in 2..255 (not message or handshake), got 1
+    """
+    out = set()
+    for kind in kinds:
+        if isinstance(kind, bool) or not isinstance(kind, int) or not 2 <= kind <= 255:
+            raise ValueError(
+                f"a control frame kind is an int in 2..255 (not message or handshake), got {kind!r}"
+            )
+        out.add(kind)
+    return frozenset(out)
 
 
 def early_frame_problem(frame_type: int) -> str:

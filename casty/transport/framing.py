@@ -3,7 +3,9 @@
 Wire format: ``[length:4, big-endian unsigned][type:1][body]``; ``length`` counts
 the type byte and the body, so it is at least 1.  Type :data:`FRAME_HANDSHAKE`
 carries the handshake JSON (``casty.transport.handshake``), type :data:`FRAME_MESSAGE`
-an encoded envelope; any other type is counted and ignored.
+an encoded envelope; the kinds given to :meth:`FrameProtocol.set_control_kinds` (the
+negotiated features' control frames) go to the owner; any other type is counted and
+ignored.
 
 :class:`FrameProtocol` is an :class:`asyncio.Protocol` that owns one connection.
 It knows nothing of peers or handshake policy: it reports to an *owner*, any
@@ -12,6 +14,7 @@ object with these methods, called synchronously on the event loop::
     owner.frame_connection_made(proto)
     owner.frame_handshake(proto, body)          # body: bytes
     owner.frame_message(proto, body)            # a message frame while no sink is set
+    owner.frame_control(proto, kind, body)      # after the handshake, kinds set by set_control_kinds
     owner.frame_error(proto, reason)            # then the protocol logs and aborts
     owner.frame_connection_lost(proto, exc, unsent_frames)   # queued, or in a write that raised
 
@@ -65,13 +68,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from casty.errors import FrameError, HandshakeError
 from casty.transport.frame_codec import (
     call_owner,
     check_protocol_limits,
+    control_kinds,
     early_frame_problem,
     encode_frame,
     frame_length_problem,
@@ -182,7 +186,9 @@ class FrameProtocol(asyncio.Protocol):
         "_backlog_scheduled",
         "_budget",
         "_buf",
+        "_bytes_received",
         "_closed",
+        "_control",
         "_dropped",
         "_failed_frames",
         "_flush_scheduled",
@@ -266,6 +272,9 @@ class FrameProtocol(asyncio.Protocol):
         self._frames_received = 0
         self._frames_ignored = 0
         self._frames_sent = 0
+        self._bytes_received = 0
+        # Frame kinds besides message and handshake that go to owner.frame_control.
+        self._control: frozenset[int] = frozenset()
         # Outbound: frames (or header and body pieces) waiting for the next flush.
         self._queue: list[bytes] = []
         self._queued_bytes = 0
@@ -351,6 +360,22 @@ class FrameProtocol(asyncio.Protocol):
     def max_frame_size(self) -> int:
         return self._max_frame
 
+    @property
+    def bytes_received(self) -> int:
+        """Bytes received on this connection so far (a sign of life, whatever they hold)."""
+        return self._bytes_received
+
+    @property
+    def control_kinds(self) -> frozenset[int]:
+        """The frame kinds handed to ``owner.frame_control`` (see set_control_kinds)."""
+        return self._control
+
+    def set_control_kinds(self, kinds: Iterable[int]) -> None:
+        """After the handshake, hand frames of these kinds to
+        ``owner.frame_control(proto, kind, body)`` instead of ignoring them; the kinds
+        are the negotiated features' (casty.wire), never message or handshake."""
+        self._control = control_kinds(kinds)
+
     def set_message_sink(self, sink: Callable[[bytes], object] | None) -> None:
         """Send every later message frame's body to ``sink`` (None: back to the owner).
 
@@ -435,6 +460,7 @@ class FrameProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        self._bytes_received += len(data)
         if self._halt or self._backlog is not None:
             # Held, or frames wait already: after them (a transport may hand over
             # what it had read before it was paused).
@@ -549,6 +575,9 @@ class FrameProtocol(asyncio.Protocol):
         elif frame_type == FRAME_HANDSHAKE:
             self._ignored_run = 0
             call_owner(self._owner, "frame_handshake", self, body)
+        elif frame_type in self._control and self._sink is not None:
+            self._ignored_run = 0
+            call_owner(self._owner, "frame_control", self, frame_type, body)
         elif self._sink is None:
             self._protocol_error(early_frame_problem(frame_type))
         else:
@@ -575,6 +604,21 @@ class FrameProtocol(asyncio.Protocol):
         if size < FRAME_HEADER_SIZE or _LENGTH.unpack_from(frame)[0] != size - 4:
             raise FrameError(send_frame_problem(frame))
         if not self._accept(size):
+            return False
+        self._queue.append(frame)
+        self._queued(size)
+        return True
+
+    def send_control(self, frame: bytes) -> bool:
+        """Queue a whole encoded control frame past ``max_queue_bytes`` (what sends those
+        bounds them); False (counted in ``dropped``) only once closed."""
+        if type(frame) is not bytes:
+            frame = bytes(memoryview(frame))
+        size = len(frame)
+        if size < FRAME_HEADER_SIZE or _LENGTH.unpack_from(frame)[0] != size - 4:
+            raise FrameError(send_frame_problem(frame))
+        if self._closed:
+            self._dropped += 1
             return False
         self._queue.append(frame)
         self._queued(size)

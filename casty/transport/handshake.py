@@ -36,7 +36,6 @@ from casty.errors import HandshakeError
 from casty.wire import FRAME_HANDSHAKE
 
 __all__ = [
-    "CAPS",
     "MAX_HANDSHAKE_SIZE",
     "MAX_HOST_LENGTH",
     "PROTOCOL_VERSION",
@@ -55,8 +54,6 @@ __all__ = [
 
 #: the newest protocol this node speaks
 PROTOCOL_VERSION = 2
-#: the optional features (v2 ``caps``) this node speaks; used on a connection when both list one
-CAPS: frozenset[str] = frozenset()
 #: a handshake body longer than this is refused before it is parsed
 MAX_HANDSHAKE_SIZE = 64 * 1024
 MAX_HOST_LENGTH = 255

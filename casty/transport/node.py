@@ -38,6 +38,9 @@ Connection rules (docs/architecture.md, "Connections"):
 * a send that needs a dial ``allow_dial`` refuses is dropped (``not_allowed``) and no
   connect is attempted; failed-dial entries expire in the sweep and are bounded in
   number (:data:`MAX_BLACKLIST`, oldest out first);
+* a feature (a v2 ``cap``: :meth:`TcpNode.add_feature`) is used on a connection when
+  both handshakes list it: its frame kinds then reach its handler
+  (``handler(conn, kind, body)``), on that connection only;
 * a connection closed for what its peer sent (bad frame, bad handshake, none in
   time, frame too slow) is logged in one line, saying why; an ordinary disconnect
   or a reset of a connection carrying this node's traffic is one warning line (a
@@ -55,7 +58,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Protocol
 
@@ -63,9 +66,8 @@ from casty._impl import FrameProtocol, ReadState
 from casty.address import _show
 from casty.transport.busy_poll import BusyPoller
 from casty.transport.config import TcpTransportConfig, cookie_bytes, dial_allowed
-from casty.transport.frame_codec import encode_frame
+from casty.transport.frame_codec import control_kinds, encode_frame
 from casty.transport.handshake import (
-    CAPS,
     Handshake,
     HandshakeError,
     encode_handshake,
@@ -119,6 +121,10 @@ class FrameBodyHandler(Protocol):
 #: the seed page's name for :class:`FrameBodyHandler`
 InboundHandler = FrameBodyHandler
 
+#: ``handler(conn, kind, body)`` of a feature's frames (TcpNode.add_feature); ``conn``
+#: is the connection's :class:`_Conn`, ``body`` the frame's bytes after the kind byte
+FeatureHandler = Callable[["_Conn", int, bytes], None]
+
 
 class _Conn:
     """Per-connection bookkeeping, kept on ``FrameProtocol.context``.
@@ -129,7 +135,7 @@ class _Conn:
     """
 
     __slots__ = (
-        "awaiting_proof", "bad_frames", "dial_key", "dial_peer", "established", "hello", "idle_mark", "logged",
+        "awaiting_proof", "bad_frames", "caps", "dial_key", "dial_peer", "established", "hello", "idle_mark", "logged",
         "node", "nonce", "opened", "outbound", "partial_mark", "peer_key", "proto", "superseded", "timer", "v1_hold",
         "verified",
     )
@@ -164,6 +170,8 @@ class _Conn:
         self.idle_mark: tuple[tuple[int, int, int], float] | None = None
         #: message frames from this connection that could not be delivered
         self.bad_frames = 0
+        #: the features both ends listed in their handshakes (empty until established, and for v1)
+        self.caps: frozenset[str] = frozenset()
         #: when the connection was made (monotonic): the oldest idle one is closed first at the cap
         self.opened = time.monotonic()
 
@@ -287,6 +295,9 @@ class TcpNode:
         self._hello_frame = b""  # v2, without a challenge
         #: frames not sent, by reason
         self.drops: dict[str, int] = {}
+        # The features this node speaks (add_feature): their frame kinds, and who handles those.
+        self._features: dict[str, frozenset[int]] = {}
+        self._kind_handlers: dict[int, FeatureHandler] = {}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -575,9 +586,50 @@ class TcpNode:
 
     # -- FrameProtocol owner callbacks ------------------------------------------
 
+    # -- features (v2 caps) --------------------------------------------------------
+
+    def add_feature(self, cap: str, kinds: Iterable[int], handler: FeatureHandler) -> None:
+        """Speak the feature ``cap``: list it in our handshakes, and on each connection whose
+        peer lists it too, hand its frames of ``kinds`` to ``handler(conn, kind, body)``.
+
+        Added before :meth:`start` (the handshakes are encoded there).  A handler is
+        called on the loop with the peer's bytes: it checks them, and it calls
+        :meth:`misbehaving` for a connection that sends what it cannot take.
+        """
+        if self.started:
+            raise RuntimeError(f"feature {cap!r} added after start(): the handshake lists features")
+        if not isinstance(cap, str) or not cap or cap in self._features:
+            raise ValueError(f"a feature is a new non-empty name, got {cap!r}")
+        checked = control_kinds(kinds)
+        taken = checked & self._kind_handlers.keys()
+        if taken:
+            raise ValueError(f"frame kinds {sorted(taken)} of feature {cap!r} belong to another feature")
+        self._features[cap] = checked
+        for kind in checked:
+            self._kind_handlers[kind] = handler
+
+    @property
+    def caps(self) -> frozenset[str]:
+        """The features this node lists in its handshakes."""
+        return frozenset(self._features)
+
+    def _negotiate(self, proto: Any, conn: _Conn) -> None:
+        """The handshakes are done: use on ``proto`` the features both ends listed."""
+        hello = conn.hello
+        if hello is None or hello.proto < 2:
+            return  # a casty 0.21 peer gets exactly the v1 bytes
+        shared = self._features.keys() & hello.caps
+        conn.caps = frozenset(shared)
+        if shared:
+            proto.set_control_kinds(k for cap in shared for k in self._features[cap])
+
+    def frame_control(self, proto: Any, kind: int, body: Any) -> None:
+        """A frame of a negotiated feature's kind: to that feature's handler."""
+        self._kind_handlers[kind](proto.context, kind, body)
+
     def _hello(self, nonce: str | None = None, mac: str | None = None) -> Handshake:
         host, port = self.advertised
-        return Handshake(host, port, self.uid, 2, CAPS, nonce, mac)
+        return Handshake(host, port, self.uid, 2, self.caps, nonce, mac)
 
     def frame_connection_made(self, proto: Any) -> None:
         if self._closed:
@@ -733,6 +785,7 @@ class TcpNode:
         conn.established = True
         conn.peer_key = key
         proto.set_message_sink(self._sink_for(conn))
+        self._negotiate(proto, conn)
         carries = (conn.verified or key[1] == 0) and key != self.advertised
         peer = self._peers.get(key)
         if carries and (peer is None or (peer.proto is None and not peer.connecting)):
@@ -881,6 +934,7 @@ class TcpNode:
                         self._peers[k] = peer
         self._peers[peer.key] = peer
         proto.set_message_sink(self._sink_for(conn))
+        self._negotiate(proto, conn)
         self.log.info("connected to %s:%d (outbound)", key[0], key[1])
         self._flush_pending(peer, proto, key)
         self._tell_connected(peer.key)
