@@ -89,7 +89,7 @@ def _extensions() -> list:  # type: ignore[type-arg]
         return []
     checks = _flag("CASTY_CYTHON_CHECKS")
     sources = sorted(str(p.relative_to(HERE)) for p in FAST.glob("*.pyx"))
-    return cythonize(
+    extensions = cythonize(
         sources,
         language_level=3,
         compiler_directives={
@@ -102,6 +102,10 @@ def _extensions() -> list:  # type: ignore[type-arg]
         force=checks,
         quiet=True,
     )
+    for ext in extensions:
+        # The compile flags live here: a change to them rebuilds extensions built before it.
+        ext.depends.append("setup.py")
+    return extensions
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
