@@ -29,6 +29,7 @@ from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
 from casty.remote_system import RemoteActorSystem
 from casty.runner import run
 from casty.serialization import JsonSerializer, MsgpackSerializer, Serializer, TypeRegistry
+from casty.serve import serve_forever
 from casty.system import ActorSystem
 from casty.transport.config import TcpTransportConfig
 from casty.transport.local import MessageTransport
@@ -91,6 +92,7 @@ __all__ = [
     "TcpTransportMsg",
     "TypeRegistry",
     "run",
+    "serve_forever",
     "tcp_transport",
     "tune_malloc",
 ]

@@ -4,6 +4,11 @@
 unset, empty, ``0``/``false``/``no`` keep the extensions when they import.
 Any other value is an error, so a typo cannot silently change the implementation.
 
+When the extensions do not import on CPython (where a wheel or a build should have
+made them), casty runs on the pure twins and says so: a :class:`RuntimeWarning`
+naming the import error.  ``CASTY_REQUIRE_EXTENSIONS=1`` turns that into an
+ImportError instead; ``CASTY_NO_EXTENSIONS=1`` chooses the pure twins, silently.
+
 This is the only module that imports both kinds of twin, and :data:`TWINS` the only
 table of them (see docs/architecture.md, "Twins").
 """
@@ -13,6 +18,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
+import warnings
 from typing import TYPE_CHECKING, Final
 
 __all__ = [
@@ -30,7 +37,9 @@ __all__ = [
     "encode_header",
     "encode_plain",
     "extensions_disabled",
+    "extensions_required",
     "keys_safe_within",
+    "missing_extensions_message",
     "safe_members",
 ]
 
@@ -54,6 +63,25 @@ def extensions_disabled(value: str | None) -> bool:
     raise ValueError(
         f"CASTY_NO_EXTENSIONS must be 1/true/yes (pure twins) or 0/false/no/empty "
         f"(extensions), got {value!r}"
+    )
+
+
+def extensions_required(value: str | None) -> bool:
+    """Parse a ``CASTY_REQUIRE_EXTENSIONS`` value: 1/true/yes require them.
+
+    >>> extensions_required("yes"), extensions_required(""), extensions_required(None)
+    (True, False, False)
+    """
+    return (value or "").strip().lower() in _DISABLE
+
+
+def missing_extensions_message(exc: ImportError) -> str:
+    """What a user is told when the extensions did not import (and was not asked to)."""
+    return (
+        f"casty's compiled extensions did not load ({exc}); running on the pure-Python "
+        f"twins, several times slower. Reinstall casty from a wheel or with a C compiler "
+        f"and Cython available; set CASTY_REQUIRE_EXTENSIONS=1 to make this an error, or "
+        f"CASTY_NO_EXTENSIONS=1 to choose the pure twins and silence this warning"
     )
 
 
@@ -109,7 +137,15 @@ else:
         )
     except ImportError as exc:
         IMPORT_ERROR = exc
+        if extensions_required(os.environ.get("CASTY_REQUIRE_EXTENSIONS")):
+            raise ImportError(
+                f"casty's compiled extensions were required (CASTY_REQUIRE_EXTENSIONS is set) "
+                f"but did not load: {exc}"
+            ) from exc
         log.debug("casty extensions unavailable, using the pure twins: %s", exc)
+        # Elsewhere (PyPy, ...) no wheel carries them: the pure twins are the expected choice.
+        if sys.implementation.name == "cpython":
+            warnings.warn(missing_extensions_message(exc), RuntimeWarning, stacklevel=1)
         EXTENSIONS_ACTIVE = False
         # The pure twin of every name, by the table (the branch above imports them all).
         for _name, (_pure, _fast) in TWINS.items():
