@@ -185,6 +185,11 @@ def _show(value: object, limit: int = 120) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
+def _cut(text: str, limit: int = 200) -> str:
+    """``text`` cut short (an error's text may quote what a peer sent)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
 def _show_value(value: object) -> str:
     """:func:`_show`, but an int too long for ``repr`` (or any repr that fails) is described."""
     if type(value) is int and value.bit_length() > 256:
@@ -197,7 +202,7 @@ def _show_value(value: object) -> str:
 
 # --- the standard library values (datetime, date, Decimal, UUID) ----------------------
 
-_UTC: Final = datetime.timezone.utc
+_UTC: Final = datetime.UTC
 _EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
 _NAIVE_EPOCH: Final = datetime.datetime(1970, 1, 1)
 _EPOCH_DAY: Final = _NAIVE_EPOCH.toordinal()
@@ -354,7 +359,7 @@ def _codec_decode(registry: TypeRegistry, name: object, value: Any) -> Any:
     except Exception as exc:
         raise SerializationError(
             f"the decoder registered for {_type_name(codec.cls)!r} (as {codec.name!r}) failed: "
-            f"{type(exc).__name__}: {_show(str(exc))}"
+            f"{type(exc).__name__}: {_cut(str(exc))}"
         ) from exc
     if not isinstance(obj, codec.cls):
         raise SerializationError(

@@ -46,7 +46,6 @@ import re
 import struct
 import sys
 import types
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -879,7 +878,7 @@ _SCALARS = st.one_of(
 )
 # The standard-library values and a codec value, which the serializers encode.
 _STDLIB_VALUES = st.one_of(
-    st.datetimes(), st.datetimes(timezones=st.timezones() | st.just(datetime.timezone.utc)), st.dates(),
+    st.datetimes(), st.datetimes(timezones=st.timezones() | st.just(datetime.UTC)), st.dates(),
     st.decimals(allow_nan=True), st.uuids(), st.builds(Money, st.integers(-(2**63), 2**63), st.text(max_size=3)),
 )
 # Hash-safe keys (see casty.plain_codec), which encode; _KEYS adds what a peer may send.
