@@ -36,7 +36,8 @@ class RemoteActorSystem(ActorSystem):
 
     ``mailbox_capacity`` and ``mailbox_bytes`` bound every actor's mailbox, in
     messages and in peers' wire bytes (see :class:`ActorSystem`); a peer whose
-    message fills one is not read from until it has room.
+    message fills one is not read from until it has room.  ``serialize_messages``
+    (see :class:`ActorSystem`) checks local tells with this system's serializer.
 
     Extra keyword arguments (``connect_timeout``, ``max_frame_size``,
     ``handshake_timeout``, ``max_queue_bytes``, ``address_map``, ...) go to
@@ -67,10 +68,15 @@ class RemoteActorSystem(ActorSystem):
         client_only: bool = False,
         mailbox_capacity: int = DEFAULT_MAILBOX_CAPACITY,
         mailbox_bytes: int = DEFAULT_MAILBOX_BYTES,
+        serialize_messages: bool | None = None,
         **tcp_options: Any,
     ) -> None:
-        super().__init__(name, mailbox_capacity=mailbox_capacity, mailbox_bytes=mailbox_bytes)
-        self.serializer = serializer if serializer is not None else MsgpackSerializer(registry)
+        serializer = serializer if serializer is not None else MsgpackSerializer(registry)
+        super().__init__(
+            name, mailbox_capacity=mailbox_capacity, mailbox_bytes=mailbox_bytes,
+            serialize_messages=serialize_messages, serializer=serializer,
+        )
+        self.serializer = serializer
         self_address = None
         if advertised_host is not None or advertised_port is not None:
             self_address = (advertised_host or host, advertised_port or 0)
@@ -115,7 +121,7 @@ class RemoteActorSystem(ActorSystem):
         )
         host, port = self.node.advertised
         self._remote = RemoteTransport(
-            local=self.local,
+            local=self._tells,
             tcp=self._tcp,
             local_host=self.config.host,
             local_port=self.node.port,

@@ -2,9 +2,19 @@
 msgpack (default) and JSON encodings of one value model.
 
 Values: None, bool, int (any size), float, str, bytes, list, tuple, dict (any supported
-keys), set, frozenset, dataclasses and Enum members whose classes are registered (or live
-in an allowed module), and actor refs, which travel as their URI and are rebuilt on the
-receiving side through a ``ref_factory``.  Each comes back as the same type.
+keys), set, frozenset, ``datetime.datetime``, ``datetime.date``, ``decimal.Decimal``,
+``uuid.UUID``, dataclasses and Enum members whose classes are registered (or live in an
+allowed module), values of classes given a codec (:meth:`TypeRegistry.register_codec`),
+and actor refs, which travel as their URI and are rebuilt on the receiving side through a
+``ref_factory``.  Each comes back as the same type, equal to what was sent.
+
+Datetimes: an *aware* datetime travels as its instant (msgpack's Timestamp extension)
+and arrives in UTC (``tzinfo=datetime.timezone.utc``): equal to the one sent, the same
+instant, but the sender's offset or zone is not carried (call ``astimezone()`` to show
+local time).  A *naive* datetime travels as its wall-clock fields and arrives naive,
+never read as UTC or local time.  Both keep microseconds; ``fold`` is not carried.  A
+Decimal travels as ``str(d)`` (exact: NaN, sNaN, infinities, -0 and the exponent
+kept), up to :data:`MAX_DECIMAL_CHARS` characters.
 
 Decoding is safe against hostile payloads: it never imports a module or calls anything a
 peer names except registered classes (or dataclass/Enum classes of allowed modules that
@@ -42,16 +52,19 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
+import decimal
 import inspect
 import json
 import math
 import operator
 import sys
+import uuid
 from collections.abc import Callable
 from enum import Enum
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
-from msgpack import ExtType, Packer, Unpacker, unpackb  # type: ignore[import-untyped]
+from msgpack import ExtType, Packer, Timestamp, Unpacker, unpackb  # type: ignore[import-untyped]
 
 from casty._impl import decode_plain, dict_from_pairs, encode_plain, keys_safe_within, safe_members
 from casty.address import ActorAddress
@@ -61,16 +74,25 @@ from casty.ref import ActorRef, LocalActorRef, RemoteActorRef, _TransportRef
 from casty.transport.envelope_codec import type_hint
 from casty.wire import (
     EXT_BIGINT,
+    EXT_CODEC,
     EXT_DATACLASS,
+    EXT_DATE,
+    EXT_DECIMAL,
     EXT_ENUM,
     EXT_FROZENSET,
+    EXT_NAIVE_DATETIME,
     EXT_REF,
     EXT_SET,
+    EXT_TIMESTAMP,
     EXT_TUPLE,
+    EXT_UUID,
+    MAX_DECIMAL_CHARS,
 )
 
 __all__ = [
+    "MAX_DECIMAL_CHARS",
     "MAX_INT_BYTES",
+    "Codec",
     "EncodeSpec",
     "FastPath",
     "JsonSerializer",
@@ -144,10 +166,11 @@ def _type_name(cls: type) -> str:
 
 def _unsupported(obj: object) -> SerializationError:
     cls = type(obj)
-    hint = (
-        f"; register it in the TypeRegistry of both nodes "
-        f"(registry.register({cls.__qualname__}, \"<name>\")), in a module both import"
+    how = (
+        f"registry.register({cls.__qualname__}, \"<name>\")" if _is_message_class(cls)
+        else f"registry.register_codec({cls.__qualname__}, encode, decode)"
     )
+    hint = f"; register it in the TypeRegistry of both nodes ({how}), in a module both import"
     if cls.__module__ == "__main__":
         hint += " (it is defined in __main__, which is another module on the other node: move it)"
     return SerializationError(
@@ -162,6 +185,11 @@ def _show(value: object, limit: int = 120) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
+def _cut(text: str, limit: int = 200) -> str:
+    """``text`` cut short (an error's text may quote what a peer sent)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
 def _show_value(value: object) -> str:
     """:func:`_show`, but an int too long for ``repr`` (or any repr that fails) is described."""
     if type(value) is int and value.bit_length() > 256:
@@ -170,6 +198,175 @@ def _show_value(value: object) -> str:
         return _show(value)
     except Exception:
         return f"a {type_hint(value)} whose repr fails"
+
+
+# --- the standard library values (datetime, date, Decimal, UUID) ----------------------
+
+_UTC: Final = datetime.UTC
+_EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
+_NAIVE_EPOCH: Final = datetime.datetime(1970, 1, 1)
+_EPOCH_DAY: Final = _NAIVE_EPOCH.toordinal()
+_DAY_SECONDS: Final = 86400
+# The longest ISO text a JSON datetime/date tag holds (what isoformat() writes is 32).
+_ISO_CHARS: Final = 40
+
+
+def _timestamp_body(delta: datetime.timedelta) -> bytes:
+    """The msgpack Timestamp body (4, 8 or 12 bytes) of ``delta`` since the epoch."""
+    return bytes(Timestamp(delta.days * _DAY_SECONDS + delta.seconds, delta.microseconds * 1000).to_bytes())
+
+
+def _naive_from_body(data: bytes) -> datetime.datetime:
+    """The naive datetime an EXT_NAIVE_DATETIME body holds (nanoseconds cut to micro)."""
+    try:
+        ts = Timestamp.from_bytes(data)
+        return _NAIVE_EPOCH + datetime.timedelta(seconds=ts.seconds, microseconds=ts.nanoseconds // 1000)
+    except (ValueError, OverflowError) as exc:
+        raise SerializationError(f"malformed naive datetime ext ({len(data)} bytes): {exc}") from None
+
+
+def _date_body(d: datetime.date) -> bytes:
+    return (d.toordinal() - _EPOCH_DAY).to_bytes(4, "big", signed=True)
+
+
+def _date_from_body(data: bytes) -> datetime.date:
+    if len(data) != 4:
+        raise SerializationError(f"malformed date ext: {len(data)} bytes, expected 4")
+    days = int.from_bytes(data, "big", signed=True)
+    try:
+        return datetime.date.fromordinal(days + _EPOCH_DAY)
+    except (ValueError, OverflowError):
+        raise SerializationError(
+            f"date ext holds day {days} after 1970-01-01, outside the years 1..9999"
+        ) from None
+
+
+def _decimal_text(d: decimal.Decimal) -> str:
+    text = str(d)
+    if len(text) > MAX_DECIMAL_CHARS:
+        raise SerializationError(
+            f"Decimal of {len(text)} characters is too long: Decimals travel up to "
+            f"{MAX_DECIMAL_CHARS} characters of str(d)"
+        )
+    return text
+
+
+def _decimal_from_text(text: object) -> decimal.Decimal:
+    """The Decimal ``text`` stands for; it must be exactly what ``str(d)`` writes."""
+    if type(text) is not str:
+        raise SerializationError(f"a Decimal must travel as a string, got {_show(text)}")
+    if len(text) > MAX_DECIMAL_CHARS:
+        raise SerializationError(
+            f"Decimal text of {len(text)} characters is too long (up to {MAX_DECIMAL_CHARS})"
+        )
+    try:
+        value = decimal.Decimal(text)
+    except (decimal.InvalidOperation, ValueError):
+        value = None
+    if value is None or str(value) != text:  # one form per value: no spaces, "_", "inf"...
+        raise SerializationError(f"malformed Decimal {_show(text)}: not what str(Decimal) writes")
+    return value
+
+
+def _uuid_from_body(data: bytes) -> uuid.UUID:
+    if len(data) != 16:
+        raise SerializationError(f"malformed UUID ext: {len(data)} bytes, expected 16")
+    return uuid.UUID(bytes=data)
+
+
+def _from_iso(text: object, tag: str, aware: bool) -> datetime.datetime:
+    """A JSON ``dt`` (aware, in UTC) or ``ndt`` (naive) tag's datetime."""
+    text = _str(text, tag)
+    value = None
+    if len(text) <= _ISO_CHARS:
+        try:
+            value = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    if value is None or value.isoformat() != text or value.tzinfo is not (_UTC if aware else None):
+        want = "an ISO datetime in UTC (+00:00)" if aware else "a naive ISO datetime"
+        raise SerializationError(f"malformed {tag!r} tag: {_show(text)} is not {want}")
+    return value
+
+
+def _date_from_iso(text: object) -> datetime.date:
+    text = _str(text, "d")
+    try:
+        value = datetime.date.fromisoformat(text) if len(text) <= _ISO_CHARS else None
+    except ValueError:
+        value = None
+    if value is None or value.isoformat() != text:
+        raise SerializationError(f"malformed 'd' tag: {_show(text)} is not an ISO date (YYYY-MM-DD)")
+    return value
+
+
+def _uuid_from_text(text: object) -> uuid.UUID:
+    text = _str(text, "u")
+    try:
+        value = uuid.UUID(text) if len(text) == 36 else None
+    except ValueError:
+        value = None
+    if value is None or str(value) != text:
+        raise SerializationError(f"malformed 'u' tag: {_show(text)} is not a UUID as str(uuid) writes it")
+    return value
+
+
+# --- codecs ----------------------------------------------------------------------------
+
+
+class Codec(NamedTuple):
+    """How values of one class travel: see :meth:`TypeRegistry.register_codec`."""
+
+    cls: type
+    #: the wire name
+    name: str
+    #: ``encode(obj)``: a value the serializers take (it may hold other codec values)
+    encode: Callable[[Any], Any]
+    #: ``decode(value)``: the object back; it must be an instance of ``cls``
+    decode: Callable[[Any], Any]
+
+
+#: what travels without a codec; registering one for these is a TypeError
+_NATIVE_TYPES: Final = frozenset({
+    type(None), bool, int, float, str, bytes, bytearray, memoryview, list, tuple, dict, set,
+    frozenset, datetime.datetime, datetime.date, decimal.Decimal, uuid.UUID, LocalActorRef,
+    RemoteActorRef,
+})
+
+
+def _codec_encode(codec: Codec, obj: Any) -> Any:
+    try:
+        return codec.encode(obj)
+    except Exception as exc:
+        raise SerializationError(
+            f"the encoder registered for {_type_name(codec.cls)!r} (as {codec.name!r}) failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _codec_decode(registry: TypeRegistry, name: object, value: Any) -> Any:
+    """The object a codec value ``[name, value]`` stands for; SerializationError otherwise."""
+    if type(name) is not str:
+        raise SerializationError(f"a codec name must be a str, got {_show(name)}")
+    codec = registry._codecs_by_name.get(name)
+    if codec is None:
+        raise SerializationError(
+            f"unknown codec name {_show(name)}: nothing was registered under it with "
+            "TypeRegistry.register_codec"
+        )
+    try:
+        obj = codec.decode(value)
+    except Exception as exc:
+        raise SerializationError(
+            f"the decoder registered for {_type_name(codec.cls)!r} (as {codec.name!r}) failed: "
+            f"{type(exc).__name__}: {_cut(str(exc))}"
+        ) from exc
+    if not isinstance(obj, codec.cls):
+        raise SerializationError(
+            f"the decoder registered for {_type_name(codec.cls)!r} (as {codec.name!r}) returned "
+            f"{type_hint(obj)!r}, not {_type_name(codec.cls)!r}"
+        )
+    return obj
 
 
 @runtime_checkable
@@ -293,12 +490,14 @@ def _is_message_class(obj: object) -> bool:
 
 
 class TypeRegistry:
-    """Which dataclass and Enum types may travel, and under which names.
+    """Which dataclass and Enum types may travel, and under which names; and the codecs
+    of other classes (:meth:`register_codec`).
 
     A class is sent under the name it was registered with (by default
     ``module.QualName``).  ``allow_module`` lets every dataclass/Enum class of an already
     imported module travel under its default name without registering each one.
-    ``casty.address.ActorAddress`` is registered from the start.
+    ``casty.address.ActorAddress`` is registered from the start.  Both nodes need the
+    same registrations.
 
     >>> import enum
     >>> class Color(enum.Enum):
@@ -322,6 +521,8 @@ class TypeRegistry:
         # class registered, and caching misses would let a peer grow the cache.
         self._class_plans: dict[type, Plan] = {}
         self._name_plans: dict[str, Plan] = {}
+        self._codecs: dict[type, Codec] = {}
+        self._codecs_by_name: dict[str, Codec] = {}
         self.register(ActorAddress)
 
     def register(self, cls: type, name: str | None = None) -> type:
@@ -336,19 +537,86 @@ class TypeRegistry:
             name = _type_name(cls)
         if not isinstance(name, str) or not name:
             raise TypeError(f"a registered type name must be a non-empty str, got {name!r}")
-        taken = self._by_name.get(name)
-        if taken is None and name in self._name_plans:
-            taken = self._name_plans[name].cls
+        taken = self._taker(name)
         if taken is not None and taken is not cls:
             raise ValueError(
                 f"type name {name!r} is already taken by {taken!r}, cannot give it to {cls!r}"
             )
+        if cls in self._codecs:
+            raise ValueError(f"{cls!r} already travels through the codec {self._codecs[cls].name!r}")
         old = self._by_class.get(cls)
         if old is not None and old != name:
             raise ValueError(f"{cls!r} is already registered as {old!r}, not {name!r}")
         self._by_name[name] = cls
         self._by_class[cls] = name
         self._class_plans.pop(cls, None)  # it may have travelled under its allowed-module name
+        return cls
+
+    def _taker(self, name: str) -> type | None:
+        """The class that travels under ``name`` (registered, planned or a codec's), or None."""
+        taken = self._by_name.get(name)
+        if taken is None and name in self._name_plans:
+            taken = self._name_plans[name].cls
+        if taken is None and name in self._codecs_by_name:
+            taken = self._codecs_by_name[name].cls
+        return taken
+
+    def register_codec(
+        self,
+        cls: type,
+        encode: Callable[[Any], Any],
+        decode: Callable[[Any], Any],
+        name: str | None = None,
+    ) -> type:
+        """Let values of ``cls`` travel as ``encode(obj)`` under ``name``; returns ``cls``.
+
+        ``encode(obj)`` gives a value the serializers take (it may hold other registered
+        values, codec values too); the receiver calls ``decode(that value)``, which must
+        return an instance of ``cls``.  ``name`` defaults to ``module.QualName``.  A
+        payload can reach only the codecs registered here, by name; an encoder or decoder
+        that raises, or a decoder returning another type, gives a SerializationError that
+        names the class.  Register the same codecs on both nodes, before first use.
+
+        >>> from fractions import Fraction
+        >>> reg = TypeRegistry()
+        >>> reg.register_codec(Fraction, lambda f: (f.numerator, f.denominator),
+        ...                    lambda pair: Fraction(*pair), "demo.Fraction") is Fraction
+        True
+        >>> s = MsgpackSerializer(reg)
+        >>> s.deserialize(s.serialize({"share": Fraction(1, 3)}))
+        {'share': Fraction(1, 3)}
+        >>> JsonSerializer(reg).serialize(Fraction(1, 3))
+        b'{"__t":"c","n":"demo.Fraction","v":{"__t":"t","v":[1,3]}}'
+
+        TypeError for a ``cls`` that is not a class or already travels natively (int,
+        datetime, ...), or an ``encode``/``decode`` that is not callable; ValueError when
+        ``cls`` already travels (registered, with a codec, or already sent) or ``name`` is
+        taken.
+        """
+        if not isinstance(cls, type):
+            raise TypeError(f"register_codec takes a class, got {_show(cls)}")
+        if cls in _NATIVE_TYPES:
+            raise TypeError(f"{_type_name(cls)} travels natively; it cannot take a codec")
+        for role, fn in (("encode", encode), ("decode", decode)):
+            if not callable(fn):
+                raise TypeError(f"the {role} function for {_type_name(cls)} must be callable, got {_show(fn)}")
+        if name is None:
+            name = _type_name(cls)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a codec name must be a non-empty str, got {name!r}")
+        if cls in self._codecs:
+            raise ValueError(f"{cls!r} already has a codec, registered as {self._codecs[cls].name!r}")
+        old = self._by_class.get(cls)
+        if old is None and cls in self._class_plans:
+            old = self._class_plans[cls].name
+        if old is not None:
+            raise ValueError(f"{cls!r} already travels as the dataclass/Enum {old!r}; it cannot take a codec")
+        taken = self._taker(name)
+        if taken is not None:
+            raise ValueError(f"type name {name!r} is already taken by {taken!r}, cannot give it to {cls!r}")
+        codec = Codec(cls, name, encode, decode)
+        self._codecs[cls] = codec
+        self._codecs_by_name[name] = codec
         return cls
 
     def allow_module(self, module_name: str) -> None:
@@ -380,7 +648,7 @@ class TypeRegistry:
         name = self._by_class.get(cls)
         if name is None:
             name = _type_name(cls)
-            if cls.__module__ not in self._modules or self._find(name) is not cls:
+            if cls.__module__ not in self._modules or cls in self._codecs or self._find(name) is not cls:
                 return None  # e.g. a class defined in a function: it could not be found back
         plan = self._name_plans.get(name)
         if plan is None or plan.cls is not cls:
@@ -398,7 +666,7 @@ class TypeRegistry:
         cls = self._by_name.get(name)
         if cls is None:
             cls = self._find(name)
-            if cls is None:
+            if cls is None or cls in self._codecs:
                 raise SerializationError(
                     f"unknown type name {_show(name)}: not registered and not in an allowed module"
                 )
@@ -453,6 +721,11 @@ _BUILTIN_SPECS: dict[type, EncodeSpec] = {
     set: EncodeSpec(EXT_SET, "", _no_fields),
     frozenset: EncodeSpec(EXT_FROZENSET, "", _no_fields),
     int: EncodeSpec(EXT_BIGINT, "", _no_fields),
+    # aware: EXT_TIMESTAMP; naive: EXT_NAIVE_DATETIME (decided per value in _default)
+    datetime.datetime: EncodeSpec(EXT_TIMESTAMP, "", _no_fields),
+    datetime.date: EncodeSpec(EXT_DATE, "", _no_fields),
+    decimal.Decimal: EncodeSpec(EXT_DECIMAL, "", _no_fields),
+    uuid.UUID: EncodeSpec(EXT_UUID, "", _no_fields),
     LocalActorRef: EncodeSpec(EXT_REF, "", _no_fields),
     RemoteActorRef: EncodeSpec(EXT_REF, "", _no_fields),
 }
@@ -489,6 +762,9 @@ class FastPath:
         self.depth = 0
 
 
+#: msgpack's unpackers decode ext -1 (Timestamp) themselves: as an aware UTC datetime
+_TIMESTAMP_AS_DATETIME: Final = 3
+
 # ExtType's own __new__ re-checks its arguments in Python (about as slow as packing a
 # small message); ours are right by construction, so build the namedtuple directly.
 _new_ext: Final = tuple.__new__
@@ -508,8 +784,10 @@ class MsgpackSerializer:
     """The default serializer: msgpack, with ext types for what msgpack lacks.
 
     Tuples, sets, frozensets, ints beyond 64 bits, actor refs, dataclasses
-    (``[name, *field values]``) and Enum members (``[name, value]``) are msgpack ext
-    types; ``bytes`` and ``str`` stay distinct.  An instance reuses its packers and
+    (``[name, *field values]``), Enum members (``[name, value]``), datetimes, dates,
+    Decimals, UUIDs and codec values (``[name, encoded]``) are msgpack ext types (codes
+    and layouts: ``casty.wire`` and ``docs/architecture.md``); an aware datetime is
+    msgpack's standard Timestamp (ext -1).  ``bytes`` and ``str`` stay distinct.  An instance reuses its packers and
     decoding state between calls, so it belongs to one thread (the event loop); calls
     nested inside one another (a ``__post_init__`` that serializes) are fine.
 
@@ -613,6 +891,20 @@ class MsgpackSerializer:
                 raise _int_too_large(obj)
         elif code == EXT_TUPLE:
             data = self._pack(list(obj))
+        elif code == EXT_CODEC:
+            data = self._pack([name, _codec_encode(self._registry._codecs[type(obj)], obj)])
+        elif code == EXT_TIMESTAMP:
+            if obj.utcoffset() is None:
+                code = EXT_NAIVE_DATETIME
+                data = _timestamp_body(obj.replace(tzinfo=None) - _NAIVE_EPOCH)
+            else:
+                data = _timestamp_body(obj - _EPOCH)
+        elif code == EXT_DATE:
+            data = _date_body(obj)
+        elif code == EXT_DECIMAL:
+            data = _decimal_text(obj).encode("ascii")
+        elif code == EXT_UUID:
+            data = obj.bytes
         else:  # set, frozenset
             if not safe_members(obj):
                 raise _unsafe_key(obj, "set member")
@@ -621,7 +913,10 @@ class MsgpackSerializer:
 
     def _spec_for(self, obj: Any) -> EncodeSpec:
         cls = type(obj)
-        if isinstance(obj, _TransportRef):
+        codec = self._registry._codecs.get(cls)
+        if codec is not None:
+            spec = EncodeSpec(EXT_CODEC, codec.name, _no_fields)
+        elif isinstance(obj, _TransportRef):
             spec = EncodeSpec(EXT_REF, "", _no_fields)
         else:
             plan = self._registry._plan_for_class(cls)
@@ -646,7 +941,7 @@ class MsgpackSerializer:
                     return self._ext_hook(EXT_DATACLASS, body)
             return unpackb(
                 data, ext_hook=self._hook, object_pairs_hook=_dict_hook, raw=False,
-                strict_map_key=False,
+                strict_map_key=False, timestamp=_TIMESTAMP_AS_DATETIME,
             )
         except SerializationError:
             raise
@@ -661,7 +956,7 @@ class MsgpackSerializer:
             raise SerializationError("empty ext body")
         unpacker = Unpacker(
             None, ext_hook=self._hook, object_pairs_hook=_dict_hook, raw=False,
-            strict_map_key=False, max_buffer_size=len(data),
+            strict_map_key=False, max_buffer_size=len(data), timestamp=_TIMESTAMP_AS_DATETIME,
         )
         unpacker.feed(data)
         value = unpacker.unpack()
@@ -675,16 +970,22 @@ class MsgpackSerializer:
             raise SerializationError(f"payload nested deeper than {MAX_NESTING} levels")
         self._decode_depth = depth + 1
         try:
-            if EXT_DATACLASS <= code <= EXT_FROZENSET:  # every ext with a msgpack body
+            if EXT_DATACLASS <= code <= EXT_FROZENSET or code == EXT_CODEC:  # a msgpack body
                 if depth < _C_STACK_LEVELS:
                     items = unpackb(
                         data, ext_hook=self._hook, object_pairs_hook=_dict_hook, raw=False,
-                        strict_map_key=False,
+                        strict_map_key=False, timestamp=_TIMESTAMP_AS_DATETIME,
                     )
                 else:
                     items = self._unpack_deep(data)
                 if type(items) is not list:
                     raise SerializationError(f"malformed msgpack ext {code}: body is not an array")
+                if code == EXT_CODEC:
+                    if len(items) != 2:
+                        raise SerializationError(
+                            f"malformed codec ext: [name, value] expected, got {len(items)} item(s)"
+                        )
+                    return _codec_decode(self._registry, items[0], items[1])
                 if code == EXT_TUPLE:
                     return tuple(items)
                 if code == EXT_SET or code == EXT_FROZENSET:
@@ -710,6 +1011,18 @@ class MsgpackSerializer:
                         f"{MAX_INT_BYTES} bytes"
                     )
                 return int.from_bytes(data, "big", signed=True)
+            if code == EXT_NAIVE_DATETIME:
+                return _naive_from_body(data)
+            if code == EXT_DATE:
+                return _date_from_body(data)
+            if code == EXT_DECIMAL:
+                try:
+                    text = data.decode("ascii")
+                except UnicodeDecodeError:
+                    raise SerializationError("malformed Decimal ext: not ASCII") from None
+                return _decimal_from_text(text)
+            if code == EXT_UUID:
+                return _uuid_from_body(data)
             raise SerializationError(f"unknown msgpack ext type code {code}")
         finally:
             self._decode_depth = depth
@@ -799,7 +1112,11 @@ class JsonSerializer:
     ``s`` set, ``fs`` frozenset, ``b`` bytes (base64), ``i`` int beyond 64 bits (hex),
     ``f`` non-finite float, ``m`` dict whose keys are not all str or include ``"__t"``
     (pairs), ``dc`` dataclass (``n`` name, ``f`` field values), ``e`` Enum member
-    (``n``, ``v`` value), ``r`` actor ref (``v`` URI).  A user dict with a ``"__t"`` key
+    (``n``, ``v`` value), ``r`` actor ref (``v`` URI), ``dt`` aware datetime (ISO 8601 in
+    UTC, ``+00:00``), ``ndt`` naive datetime (ISO 8601, no offset), ``d`` date
+    (``YYYY-MM-DD``), ``dec`` Decimal (``str(d)``), ``u`` UUID (``str(u)``), ``c`` codec
+    value (``n`` name, ``v`` encoded value).  Each text must be exactly what that
+    ``isoformat()``/``str()`` writes.  A user dict with a ``"__t"`` key
     always goes as ``m``, so no user dict can pass for a tag.
 
     >>> s = JsonSerializer()
@@ -861,8 +1178,21 @@ class JsonSerializer:
             return {_TAG: "s" if cls is set else "fs", "v": [enc(x) for x in obj]}
         if cls is bytes or cls is bytearray or cls is memoryview:
             return {_TAG: "b", "v": base64.b64encode(obj).decode("ascii")}
+        if cls is datetime.datetime:
+            if obj.utcoffset() is None:
+                return {_TAG: "ndt", "v": obj.replace(tzinfo=None).isoformat()}
+            return {_TAG: "dt", "v": obj.astimezone(_UTC).isoformat()}
+        if cls is datetime.date:
+            return {_TAG: "d", "v": obj.isoformat()}
+        if cls is decimal.Decimal:
+            return {_TAG: "dec", "v": _decimal_text(obj)}
+        if cls is uuid.UUID:
+            return {_TAG: "u", "v": str(obj)}
         if isinstance(obj, _TransportRef):
             return {_TAG: "r", "v": obj.address.to_uri()}
+        codec = self._registry._codecs.get(cls)
+        if codec is not None:
+            return {_TAG: "c", "n": codec.name, "v": enc(_codec_encode(codec, obj))}
         plan = self._class_plans.get(cls)
         if plan is None:
             plan = self._registry._plan_for_class(cls)
@@ -903,6 +1233,9 @@ class JsonSerializer:
                     return _build(registry, [obj["n"], obj["v"]], dataclass=False)
                 _check_keys(obj, ("n", "f"))
                 return _build(registry, [obj["n"], *_list(obj["f"], tag)], dataclass=True)
+            if tag == "c":
+                _check_keys(obj, ("n", "v"))
+                return _codec_decode(registry, obj["n"], obj["v"])
             _check_keys(obj, ("v",))
             value = obj["v"]
             if tag == "t":
@@ -934,6 +1267,14 @@ class JsonSerializer:
                 if f is None:
                     raise SerializationError(f"'f' tag holds {_show(value)}, not nan/inf/-inf")
                 return f
+            if tag == "dt" or tag == "ndt":
+                return _from_iso(value, tag, aware=tag == "dt")
+            if tag == "d":
+                return _date_from_iso(value)
+            if tag == "dec":
+                return _decimal_from_text(value)
+            if tag == "u":
+                return _uuid_from_text(value)
             raise SerializationError(f"unknown JSON tag {_show(tag)}")
 
         return hook

@@ -13,14 +13,17 @@ from casty.actor import ActorCell, validate_name
 from casty.address import TEMP_PREFIX, ActorAddress, _trusted
 from casty.ask_deadlines import AskDeadlines, AskFailed
 from casty.behavior import SAME, UNHANDLED, Behavior
+from casty.errors import SerializationError
 from casty.ref import ActorRef, LocalActorRef
+from casty.serialization import MsgpackSerializer, Serializer
 from casty.transport.mailbox_rules import check_capacity
+from casty.wire import SYSTEM_PREFIX
 
 if TYPE_CHECKING:
     # Both twins share this interface; the pure one carries the type.
     from casty.transport.local import LocalTransport as LocalTransportType
 
-__all__ = ["DEFAULT_MAILBOX_BYTES", "DEFAULT_MAILBOX_CAPACITY", "ActorSystem"]
+__all__ = ["DEFAULT_MAILBOX_BYTES", "DEFAULT_MAILBOX_CAPACITY", "SERIALIZE_MESSAGES_ENV", "ActorSystem"]
 
 log = logging.getLogger("casty.system")
 
@@ -34,6 +37,10 @@ DEFAULT_MAILBOX_CAPACITY = 65_536
 DEFAULT_MAILBOX_BYTES = 64 * 1024 * 1024
 """Wire bytes of peers' messages an actor's mailbox queues before those peers are paused."""
 _NUMBERS = (int, float)
+SERIALIZE_MESSAGES_ENV = "CASTY_SERIALIZE_MESSAGES"
+"""Set to ``1``/``true``/``yes`` to turn ``serialize_messages`` on in every system that
+does not say otherwise (``0`` or empty leaves it off)."""
+_TRUE = frozenset({"1", "true", "yes"})
 _RANDOM_BATCH = 8 * 256  # bytes of randomness drawn at once: 256 reply paths
 
 
@@ -66,6 +73,33 @@ class ActorSystem:
     queued in one mailbox: at that many a peer's reading is paused too (local
     senders are charged no bytes).  A paused peer is read again once the mailbox
     is down to half of both.
+
+    ``serialize_messages=True`` is a test mode (Akka's ``serialize-messages``): every
+    message told to a local actor (ask replies too) is serialized and decoded again
+    with ``serializer`` before it is delivered, so a value that could not cross the wire
+    fails in a unit test.  Such a ``tell`` raises the :class:`SerializationError` a
+    remote send logs (``cannot send <type> to <uri>: ...``); an ask whose request fails
+    so raises ``AskFailed(reason="send_failed")`` as a remote one does.  The actor gets
+    the decoded copy.  Messages to ``/system/`` actors, which never travel, are
+    exempt.  Left as None, the environment variable ``CASTY_SERIALIZE_MESSAGES``
+    decides (off unless ``1``/``true``/``yes``).  ``serializer`` defaults to a
+    :class:`~casty.MsgpackSerializer` with an empty registry: pass the one your nodes
+    use.  When off (the default) tells pay nothing for it.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Job:
+    ...     n: int
+    >>> async def strict() -> str:
+    ...     async with ActorSystem("test", serialize_messages=True) as system:
+    ...         ref = system.spawn(Behaviors.receive(shout), "shouter")
+    ...         try:
+    ...             ref.tell(Job(1))
+    ...         except casty.SerializationError as exc:
+    ...             return str(exc).partition(": cannot serialize")[0]
+    ...     return "sent"
+    >>> casty.run(strict())
+    'cannot send Job to casty://test/user/shouter'
     """
 
     def __init__(
@@ -76,6 +110,8 @@ class ActorSystem:
         stop_timeout: float = 5.0,
         mailbox_capacity: int = DEFAULT_MAILBOX_CAPACITY,
         mailbox_bytes: int = DEFAULT_MAILBOX_BYTES,
+        serialize_messages: bool | None = None,
+        serializer: Serializer | None = None,
     ) -> None:
         if not isinstance(name, str) or not name or any(
             ch in _BAD_SYSTEM_CHARS or ch.isspace() or not ch.isprintable() for ch in name
@@ -99,6 +135,18 @@ class ActorSystem:
         self.local: LocalTransportType = (
             local_transport if local_transport is not None else LocalTransport()
         )
+        if serialize_messages is None:
+            serialize_messages = os.environ.get(SERIALIZE_MESSAGES_ENV, "").strip().lower() in _TRUE
+        elif not isinstance(serialize_messages, bool):
+            raise TypeError(f"serialize_messages must be a bool or None, got {serialize_messages!r}")
+        #: whether local tells go through the serializer (see the class docstring)
+        self.serialize_messages = serialize_messages
+        #: what local refs tell through: ``local`` itself, or a _SerializingTells around it
+        self._tells: Any = self.local
+        if serialize_messages:
+            self._tells = _SerializingTells(
+                self, serializer if serializer is not None else MsgpackSerializer()
+            )
         self.stop_timeout = float(stop_timeout)
         self._cells: dict[str, ActorCell[Any]] = {}
         self._user: dict[str, ActorCell[Any]] = {}
@@ -149,7 +197,7 @@ class ActorSystem:
 
     def make_ref(self, address: ActorAddress) -> ActorRef[Any]:
         """A reference to ``address``; every ref the system hands out is built here."""
-        return LocalActorRef(address, self.local)
+        return LocalActorRef(address, self._tells)
 
     # -- spawning ------------------------------------------------------------------------
 
@@ -297,7 +345,7 @@ class ActorSystem:
             # from elsewhere needs: this runs once per ask.
             root = self._root_address()
             reply_to: ActorRef[R] = LocalActorRef(
-                _trusted(root.system, path, root.host, root.port, root.node_id), self.local
+                _trusted(root.system, path, root.host, root.port, root.node_id), self._tells
             )
         else:
             reply_to = self.make_ref(self.address_of(path))
@@ -418,3 +466,42 @@ class ActorSystem:
         left = [p for p in self._cells if p.startswith(prefix)]
         if left:
             log.error("actor system %s: actors did not stop: %s", self.name, ", ".join(left))
+
+
+class _SerializingTells:
+    """What local refs tell through in the serialize-messages test mode: each message goes
+    through the serializer and back before the LocalTransport routes the decoded copy."""
+
+    __slots__ = ("_inside", "_serializer", "_system")
+
+    def __init__(self, system: ActorSystem, serializer: Serializer) -> None:
+        self._system = system
+        self._serializer = serializer
+        # Inside the LocalTransport's deliver (a handler run inline): a failure there is
+        # that handler's own tell, not the request of the ask being sent.
+        self._inside = False
+
+    def deliver(self, address: ActorAddress, msg: Any) -> None:
+        """Round-trip ``msg`` through the serializer, then deliver it locally."""
+        if not address.path.startswith(SYSTEM_PREFIX):
+            serializer = self._serializer
+            try:
+                msg = serializer.deserialize(serializer.serialize(msg), ref_factory=self._system.make_ref)
+            except SerializationError as exc:
+                self._failed(address, msg, exc)
+                return
+        outer, self._inside = self._inside, True
+        try:
+            self._system.local.deliver(address, msg)
+        finally:
+            self._inside = outer
+
+    def _failed(self, address: ActorAddress, msg: Any, exc: SerializationError) -> None:
+        """What a remote send does: an ask's request fails the ask; any other tell raises."""
+        system = self._system
+        what = type(msg).__qualname__
+        asking = None if self._inside else system._asking
+        if asking is not None:
+            system._fail_ask(asking, "send_failed", f"serialization: {what}: {exc}")
+            return
+        raise SerializationError(f"cannot send {what} to {address.to_uri()}: {exc}") from exc

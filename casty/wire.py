@@ -23,12 +23,18 @@ __all__ = [
     "DEFAULT_WRITE_HIGH_WATER",
     "DEFAULT_WRITE_LOW_WATER",
     "EXT_BIGINT",
+    "EXT_CODEC",
     "EXT_DATACLASS",
+    "EXT_DATE",
+    "EXT_DECIMAL",
     "EXT_ENUM",
     "EXT_FROZENSET",
+    "EXT_NAIVE_DATETIME",
     "EXT_REF",
     "EXT_SET",
+    "EXT_TIMESTAMP",
     "EXT_TUPLE",
+    "EXT_UUID",
     "FRAME_ECHO",
     "FRAME_HANDSHAKE",
     "FRAME_HEADER_SIZE",
@@ -42,6 +48,7 @@ __all__ = [
     "MAX_CACHED_TARGETS",
     "MAX_CACHED_TARGET_CHARS",
     "MAX_CACHED_TARGET_LENGTH",
+    "MAX_DECIMAL_CHARS",
     "MAX_FRAME_LENGTH",
     "OWN_WRITE_SIZE",
     "SYSTEM_PREFIX",
@@ -93,6 +100,15 @@ EXT_SET: Final = 4
 EXT_FROZENSET: Final = 5
 EXT_REF: Final = 6  # UTF-8 URI
 EXT_BIGINT: Final = 7  # big-endian two's complement
+EXT_NAIVE_DATETIME: Final = 8  # a Timestamp body (4, 8 or 12 bytes) of the wall-clock fields
+EXT_DATE: Final = 9  # 4 bytes: days since 1970-01-01, big-endian signed
+EXT_DECIMAL: Final = 10  # ASCII: str(Decimal), exactly
+EXT_UUID: Final = 11  # 16 bytes: UUID.bytes
+EXT_CODEC: Final = 12  # msgpack [name, encoded value] of a TypeRegistry.register_codec class
+#: msgpack's own Timestamp extension: an aware datetime's instant (4, 8 or 12 bytes)
+EXT_TIMESTAMP: Final = -1
+#: the longest Decimal text that travels (what encodes also decodes)
+MAX_DECIMAL_CHARS: Final = 4096
 
 #: a hash-safe int key lies strictly between -KEY_INT_LIMIT and KEY_INT_LIMIT; there
 #: hash(n) == n (hashes are taken modulo 2**61 - 1), so a peer cannot make two collide

@@ -32,6 +32,8 @@ import asyncio
 import builtins
 import contextlib
 import dataclasses
+import datetime
+import decimal
 import enum
 import importlib
 import importlib.abc
@@ -802,11 +804,34 @@ _FORBIDDEN.Trap = _ForbiddenTrap  # type: ignore[attr-defined]
 sys.modules.setdefault(_FORBIDDEN.__name__, _FORBIDDEN)
 
 
+class Money:
+    """Travels through a codec as [cents, currency]; its decoder checks what it gets."""
+
+    def __init__(self, cents: int, currency: str) -> None:
+        self.cents, self.currency = cents, currency
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Money) and (self.cents, self.currency) == (other.cents, other.currency)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @staticmethod
+    def decode(value: Any) -> Money:
+        cents, currency = value  # a wrong shape raises: the serializer reports it
+        if type(cents) is not int or type(currency) is not str:
+            raise ValueError(f"bad money {value!r}")
+        return Money(cents, currency)
+
+
 def _registry() -> TypeRegistry:
     reg = TypeRegistry()
     reg.register(Point, "fz.Point")
     reg.register(Checked, "fz.Checked")
     reg.register(Color, "fz.Color")
+    reg.register_codec(Money, lambda m: [m.cents, m.currency], Money.decode, "fz.Money")
+    # A decoder that returns the wrong type, and one that always fails.
+    reg.register_codec(TrapClass, lambda t: None, lambda v: v, "fz.Liar")
+    reg.register_codec(complex, lambda c: [c.real, c.imag], lambda v: 1 // 0, "fz.Broken")
     reg.allow_module(__name__)
     return reg
 
@@ -836,7 +861,7 @@ _TYPE_NAMES = st.one_of(
         f"{__name__}.dataclasses.dataclass", f"{__name__}", f"{__name__}.", f"{__name__}..Point",
         "casty_fuzz_forbidden.Trap", "casty_fuzz_never_imported.Thing", "antigravity.Fly", "this.Zen",
         "os.system", "builtins.eval", "subprocess.Popen", "pickle.loads", "casty.transport.messages.PeerDown",
-        "", ".", "fz", "fz.Point.x",
+        "", ".", "fz", "fz.Point.x", "fz.Money", "fz.Liar", "fz.Broken",
     ]),
     _PLAIN_TEXT,
 )
@@ -851,6 +876,11 @@ _SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(), st.integers(-(2**100), 2**100), st.floats(), st.text(max_size=8),
     st.binary(max_size=8), st.sampled_from(list(Color)),
 )
+# The standard-library values and a codec value, which the serializers encode.
+_STDLIB_VALUES = st.one_of(
+    st.datetimes(), st.datetimes(timezones=st.timezones() | st.just(datetime.UTC)), st.dates(),
+    st.decimals(allow_nan=True), st.uuids(), st.builds(Money, st.integers(-(2**63), 2**63), st.text(max_size=3)),
+)
 # Hash-safe keys (see casty.plain_codec), which encode; _KEYS adds what a peer may send.
 _SAFE_KEYS = st.one_of(st.none(), st.booleans(), st.integers(-(2**60) + 1, 2**60 - 1), st.text(max_size=8),
                        st.binary(max_size=8), st.sampled_from(list(Color)))
@@ -858,15 +888,36 @@ _KEYS = st.one_of(_SAFE_KEYS, st.integers(), st.floats(), st.sampled_from(_KEY_E
 
 
 def _ext(code: int, body: bytes) -> msgpack.ExtType:
-    return msgpack.ExtType(code, body)
+    # Built directly: ExtType() refuses -1, the Timestamp code, which the packer writes fine.
+    return tuple.__new__(msgpack.ExtType, (code, body))
+
+
+# Bodies near what the standard-library exts hold: Timestamp (-1) and naive datetime (8)
+# take 4, 8 or 12 bytes, a date (9) 4, a UUID (11) 16; a Decimal (10) is text.
+_TIME_BODIES = st.one_of(st.binary(min_size=4, max_size=4), st.binary(min_size=8, max_size=8),
+                         st.binary(min_size=12, max_size=12), st.binary(max_size=13))
+_DECIMAL_TEXTS = st.one_of(
+    st.sampled_from(["1.10", "-0", "NaN", "sNaN", "-Infinity", "1E+5", "NaN12", " 1", "1_0", "inf", "1e5",
+                     "Infinity ", "٣", "1" * 4097, "", "+1", "0.1E-999999999999999999"]),
+    st.decimals(allow_nan=True).map(str), _PLAIN_TEXT,
+)
+_STDLIB_BODIES: dict[int, st.SearchStrategy[bytes]] = {
+    -1: _TIME_BODIES, 8: _TIME_BODIES, 9: st.binary(min_size=3, max_size=5),
+    10: _DECIMAL_TEXTS.map(lambda t: t.encode("utf-8", "surrogatepass")), 11: st.binary(min_size=15, max_size=17),
+}
 
 
 def _hostile_ext(draw: st.DrawFn, depth: int) -> Any:
     """A msgpack ext our serializer reads: right or wrong code, body, name, arity or kind."""
-    code = draw(st.sampled_from([1, 1, 1, 2, 2, 3, 4, 5, 6, 7, 0, 8, 127]))
+    code = draw(st.sampled_from([1, 1, 1, 2, 2, 3, 4, 5, 6, 7, 0, 8, 9, 10, 11, 12, 12, -1, 13, 127]))
     inner = st.one_of(_SCALARS, _msgpack_values(depth + 1))
     kind = draw(st.integers(0, 5))
-    if kind == 0:
+    if code in _STDLIB_BODIES and kind:
+        body = draw(_STDLIB_BODIES[code])
+    elif code == 12 and kind <= 3:  # a codec value: [name, value], or the wrong arity
+        values = draw(st.lists(inner, min_size=0 if kind == 3 else 1, max_size=1 if kind < 3 else 3))
+        body = msgpack.packb([draw(_TYPE_NAMES), *values], use_bin_type=True, default=_default)
+    elif kind == 0:
         body = draw(st.binary(max_size=16))
     elif code in (4, 5) and kind == 1:  # a set of keys, hash-safe or not
         body = msgpack.packb(draw(st.lists(_KEYS, max_size=4)), use_bin_type=True, default=_default)
@@ -914,7 +965,7 @@ def _nested_ext(levels: int, code: int) -> bytes:
 
 
 _VALUES = st.recursive(
-    st.one_of(_SCALARS, st.builds(Point, _SCALARS, _SCALARS), st.builds(Loose, _SCALARS),
+    st.one_of(_SCALARS, _STDLIB_VALUES, st.builds(Point, _SCALARS, _SCALARS), st.builds(Loose, _SCALARS),
               st.builds(Checked, st.integers(0, 9)), st.builds(lambda u: _ref_factory(ActorAddress.from_uri(u)),
                                                              st.sampled_from(["casty://s/user/a",
                                                                               "casty://s@h:1/user/b"]))),
@@ -957,7 +1008,15 @@ def _msgpack_payloads(draw: st.DrawFn) -> bytes:
     return _mutate(draw, data, [0, 1, 2, 3]) if draw(st.integers(0, 2)) == 0 else data
 
 
-_TAGS = st.sampled_from(["t", "s", "fs", "b", "i", "f", "m", "dc", "e", "r", "x", "", "__t"])
+_TAGS = st.sampled_from(["t", "s", "fs", "b", "i", "f", "m", "dc", "e", "r", "x", "", "__t",
+                         "dt", "ndt", "d", "dec", "u", "c"])
+_ISO_TEXTS = st.one_of(
+    st.datetimes().map(datetime.datetime.isoformat),
+    st.datetimes(timezones=st.timezones()).map(datetime.datetime.isoformat),
+    st.dates().map(datetime.date.isoformat),
+    st.sampled_from(["2024-05-01T12:00:00+00:00", "2024-05-01T12:00:00Z", "20240501", "2024-05-01 12:00:00",
+                     "2024-13-01", "9999-12-31T23:59:59.999999+00:00", "0001-01-01T00:00:00-01:00"]),
+)
 
 
 def _tag_object(draw: st.DrawFn, inner: st.SearchStrategy[Any]) -> dict[str, Any]:
@@ -970,11 +1029,13 @@ def _tag_object(draw: st.DrawFn, inner: st.SearchStrategy[Any]) -> dict[str, Any
         "f": st.sampled_from(["nan", "inf", "-inf", "NaN", "1.0", ""]),
         "m": st.lists(st.lists(inner, max_size=3), max_size=3),
         "r": _URIS,
+        "dt": _ISO_TEXTS, "ndt": _ISO_TEXTS, "d": _ISO_TEXTS, "dec": _DECIMAL_TEXTS,
+        "u": st.one_of(st.uuids().map(str), st.uuids().map(lambda u: u.hex), _PLAIN_TEXT),
     }
     obj: dict[str, Any] = {"__t": tag}
-    if tag in ("dc", "e"):
+    if tag in ("dc", "e", "c"):
         obj["n"] = draw(_TYPE_NAMES)
-        obj["f" if tag == "dc" else "v"] = draw(st.lists(inner, max_size=3) if tag == "dc" else inner)
+        obj["f" if tag == "dc" else "v"] = draw(st.lists(inner, max_size=3) if tag != "e" else inner)
     else:
         obj["v"] = draw(fields.get(tag, inner))
     if draw(st.integers(0, 5)) == 0:
@@ -1085,6 +1146,12 @@ def _canon(value: Any) -> tuple[Any, ...]:
             out.append(("enum", kind.__qualname__, v.name))
         elif isinstance(v, RemoteActorRef):
             out.append(("ref", v.address.to_uri()))
+        elif kind is decimal.Decimal:  # NaN is not equal to itself, and sNaN refuses ==
+            out.append(("Decimal", str(v)))
+        elif kind is datetime.datetime:  # aware ones equal across zones: the zone counts here
+            out.append(("datetime", v.isoformat()))
+        elif kind is Money:
+            out.append(("Money", v.cents, v.currency))
         elif dataclasses.is_dataclass(v) and not isinstance(v, type):
             fields = dataclasses.fields(v)
             out.append((kind.__qualname__, len(fields)))
