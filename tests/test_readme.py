@@ -41,17 +41,25 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def test_the_readme_has_the_blocks_these_tests_run() -> None:
     scripts, files = _blocks()
-    assert len(scripts) == 1
+    assert len(scripts) == 2
     assert sorted(files) == ["kv_client.py", "kv_messages.py", "kv_server.py"]
 
 
 @pytest.mark.slow
 def test_the_quick_start_runs(tmp_path: Path) -> None:
-    (script,), _ = _blocks()
+    script, _ = _blocks()[0]
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=_env(tmp_path),
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "hello, world\ndead_target\n"
+
+
+def test_the_codec_example_runs(tmp_path: Path) -> None:
+    _, script = _blocks()[0]
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=_env(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "codec ok\n"
 
 
 def _free_port() -> int:
