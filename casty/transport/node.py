@@ -64,6 +64,7 @@ from typing import Any, Protocol
 
 from casty._impl import FrameProtocol, ReadState
 from casty.address import _show
+from casty.node_events import NodeDown, NodeEvent, NodeInfo, NodeRestarted, NodeUp
 from casty.transport.busy_poll import BusyPoller
 from casty.transport.config import TcpTransportConfig, cookie_bytes, dial_allowed
 from casty.transport.frame_codec import control_kinds, encode_frame
@@ -78,7 +79,6 @@ from casty.transport.handshake import (
     new_uid,
     parse_handshake,
 )
-from casty.node_events import NodeDown, NodeEvent, NodeInfo, NodeRestarted, NodeUp
 from casty.transport.messages import SendFailure
 from casty.wire import FRAME_MESSAGE
 
