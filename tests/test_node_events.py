@@ -169,3 +169,39 @@ def test_known_uids_are_bounded() -> None:
         node._carry(Conn(), ("h", port))  # type: ignore[arg-type]
     assert len(node._known_uids) == MAX_KNOWN_UIDS
     assert ("h", 0) not in node._known_uids and ("h", MAX_KNOWN_UIDS + 4) in node._known_uids
+
+
+async def test_subscribe_nodes_takes_a_callable_or_an_actor_ref_and_unsubscribes() -> None:
+    from casty import Behaviors
+    from tests.remote_helpers import node
+
+    async with node("a") as a, node("b") as b:
+        events, told = Events(), Events()
+
+        async def receive(ctx: Any, msg: Any) -> Any:
+            told(msg)
+            return Behaviors.same()
+
+        ref = a.spawn(Behaviors.receive(receive), "node-watcher")
+        stop_calls = a.subscribe_nodes(events)
+        stop_tells = a.subscribe_nodes(ref)
+        a.node.send_frame("127.0.0.1", b.node.port, KIND, b"")
+        up = NodeUp("127.0.0.1", b.node.port, b.node.uid)
+        assert await events.next() == up
+        assert await told.next() == up
+        [info] = a.nodes()
+        assert (info.host, info.port, info.uid) == ("127.0.0.1", b.node.port, b.node.uid)
+        stop_calls()
+        stop_tells()
+        a.node.peer_down("127.0.0.1", b.node.port)
+        async with asyncio.timeout(10):
+            while a.nodes():
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
+        assert events.seen == [up] and told.seen == [up]
+        try:
+            a.subscribe_nodes(42)  # type: ignore[arg-type]
+        except TypeError as exc:
+            assert "int" in str(exc)
+        else:
+            raise AssertionError("subscribe_nodes took an int")

@@ -27,7 +27,9 @@ Connection rules (docs/architecture.md, "Connections"):
   holds a connection to our address; with two inbound claims none is chosen; no
   stronger than 0.21's own identity, see docs/architecture.md);
 * frames for a peer whose connection is being made wait in a bounded queue and are
-  flushed in order; a failed connect blacklists the peer for ``blacklist_duration``;
+  flushed in order; a failed connect refuses dials to the peer for a while
+  (``blacklist_duration``, doubling per failure in a row up to ``reconnect_backoff_max``,
+  +-25% jitter: :mod:`casty.transport.backoff`), a successful handshake starts over;
 * connecting happens in its own task per peer, so a slow peer delays no other;
 * a frame must be complete within ``frame_timeout`` of its first bytes (slow-loris
   defence), checked by a sweep every quarter of it, never per byte;
@@ -56,6 +58,7 @@ import asyncio
 import ipaddress
 import logging
 import math
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -65,6 +68,7 @@ from typing import Any, Protocol
 from casty._impl import FrameProtocol, ReadState
 from casty.address import _show
 from casty.node_events import NodeDown, NodeEvent, NodeInfo, NodeRestarted, NodeUp
+from casty.transport.backoff import backoff_delay
 from casty.transport.busy_poll import BusyPoller
 from casty.transport.config import TcpTransportConfig, cookie_bytes, dial_allowed
 from casty.transport.frame_codec import control_kinds, encode_frame
@@ -79,8 +83,9 @@ from casty.transport.handshake import (
     new_uid,
     parse_handshake,
 )
+from casty.transport.liveness import Liveness, _host
 from casty.transport.messages import SendFailure
-from casty.wire import FRAME_MESSAGE
+from casty.wire import CAP_HEARTBEAT, FRAME_MESSAGE
 
 __all__ = ["MAX_BLACKLIST", "MAX_KNOWN_UIDS", "FrameBodyHandler", "InboundHandler", "NodeListener", "TcpNode"]
 
@@ -94,11 +99,6 @@ MAX_KNOWN_UIDS = 10_000
 _MAX_SWEEP_INTERVAL = 60.0
 
 
-def _host(host: object) -> str:
-    """A host for a log line: as it is when short and plain, else a bounded, escaped repr."""
-    if isinstance(host, str) and len(host) <= 255 and host.isascii() and host.isprintable():
-        return host
-    return _show(host, 100)
 
 
 Key = tuple[str, int]
@@ -297,7 +297,11 @@ class TcpNode:
             self._async_sink = _OrderedAsyncSink(handler)
             self._sink = self._async_sink
         self._peers: dict[Key, _Peer] = {}
+        #: address -> until when (monotonic) dials to it are refused
         self._blacklist: dict[Key, float] = {}
+        #: address -> (failed connects in a row, when (monotonic) to forget them): the backoff
+        self._failures: dict[Key, tuple[int, float]] = {}
+        self._rng = random.Random()
         self._protocols: set[Any] = set()
         self._listeners: list[FailureListener] = []
         self._connect_listeners: list[Callable[[Key], None]] = []
@@ -325,6 +329,11 @@ class TcpNode:
         # The features this node speaks (add_feature): their frame kinds, and who handles those.
         self._features: dict[str, frozenset[int]] = {}
         self._kind_handlers: dict[int, FeatureHandler] = {}
+        #: heartbeats and silence (cap "hb"), unless config.heartbeats is off
+        self._liveness: Liveness | None = None
+        if config.heartbeats:
+            self._liveness = Liveness(self, config.heartbeat_interval, config.failure_timeout)
+            self.add_feature(CAP_HEARTBEAT, Liveness.KINDS, self._liveness.handle)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -351,6 +360,8 @@ class TcpNode:
         self._handshake_frame = encode_handshake(*self.advertised)
         self._hello_frame = encode_hello(self._hello())
         self._schedule_sweep()
+        if self._liveness is not None:
+            self._liveness.start()
         if cfg.busy_poll > 0 and not self._closed:
             # Poking on send is enough for request/response: the requester spins after its
             # request, the responder after its reply, so a steady run of asks never sleeps
@@ -375,6 +386,8 @@ class TcpNode:
         if self._sweep_timer is not None:
             self._sweep_timer.cancel()
             self._sweep_timer = None
+        if self._liveness is not None:
+            self._liveness.close()
         if self._server is not None:
             self._server.close()
         for peer in {id(p): p for p in self._peers.values()}.values():
@@ -449,7 +462,9 @@ class TcpNode:
                 self.log.exception("node listener raised on %s", type(event).__name__)
 
     def _carry(self, conn: _Conn, key: Key) -> None:
-        """``conn`` now carries our traffic to ``key``: remember its uid, tell the node listeners."""
+        """``conn`` now carries our traffic to ``key``: remember its uid, reset its backoff, tell
+        the node listeners."""
+        self._reset_backoff(key)
         conn.carries = key
         conn.since = time.time()
         uid = conn.uid
@@ -573,6 +588,7 @@ class TcpNode:
 
     def clear_blacklist(self, host: str, port: int) -> None:
         """Allow connects to host:port again at once."""
+        self._failures.pop((host, port), None)
         if self._blacklist.pop((host, port), None) is not None:
             self.log.info("blacklist cleared for %s:%d", host, port)
 
@@ -598,6 +614,12 @@ class TcpNode:
         """Make ``connection`` (a FrameProtocol whose handshake is done) the one to host:port."""
         peer = self._peers.get((host, port)) or _Peer((host, port))
         self._establish(peer, connection, (host, port))
+
+    @property
+    def loop_lag(self) -> float:
+        """Seconds the last heartbeat tick fired late (this node's own loop stall); 0.0
+        with heartbeats off."""
+        return 0.0 if self._liveness is None else self._liveness.loop_lag
 
     @property
     def busy_poller(self) -> BusyPoller | None:
@@ -653,8 +675,8 @@ class TcpNode:
     def _connect_failed(self, peer: _Peer, key: Key, reason: str) -> None:
         if peer.proto is not None:
             return  # an inbound connection from that peer won meanwhile
-        self._blacklist_add(key)
-        self.log.warning("%s; blacklisted for %.1fs", reason, self.config.blacklist_duration)
+        delay, failures = self._blacklist_add(key)
+        self.log.warning("%s; blacklisted for %.2fs (failed connect %d in a row)", reason, delay, failures)
         self._forget(peer)
         self._drop_pending(peer, "connect_failed", reason)
 
@@ -1186,18 +1208,37 @@ class TcpNode:
 
     # -- failed dials ---------------------------------------------------------------
 
-    def _blacklist_add(self, key: Key) -> None:
-        """Refuse dials to ``key`` for ``blacklist_duration``; the oldest entry goes past MAX_BLACKLIST."""
+    def _blacklist_add(self, key: Key) -> tuple[float, int]:
+        """Refuse dials to ``key`` for the backoff of one more failure in a row; returns
+        (that delay, the failures in a row).  Both tables keep MAX_BLACKLIST entries at
+        most, the oldest out first."""
+        cfg = self.config
+        now = time.monotonic()
+        failures = self._failures.pop(key, (0, 0.0))[0] + 1  # re-inserted last: age order
+        delay = backoff_delay(failures, cfg.blacklist_duration, cfg.reconnect_backoff_max, self._rng)
+        until = now + delay
+        # Failures in a row are forgotten once no dial failed for the longest wait after this one.
+        self._failures[key] = (failures, until + max(cfg.reconnect_backoff_max, cfg.blacklist_duration))
         bl = self._blacklist
-        bl.pop(key, None)  # re-inserted last: the dict's order is the age order
-        bl[key] = time.monotonic() + self.config.blacklist_duration
-        while len(bl) > MAX_BLACKLIST:
-            del bl[next(iter(bl))]
+        bl.pop(key, None)
+        bl[key] = until
+        for table in (bl, self._failures):
+            while len(table) > MAX_BLACKLIST:
+                del table[next(iter(table))]
+        return delay, failures
+
+    def _reset_backoff(self, key: Key) -> None:
+        """A handshake with ``key`` succeeded: its next failure waits the first delay again."""
+        if self._failures:
+            self._failures.pop(key, None)
 
     def _expire_blacklist(self, now: float) -> None:
         bl = self._blacklist
         for key in [k for k, until in bl.items() if until <= now]:
             del bl[key]
+        failures = self._failures
+        for key in [k for k, (_, forget) in failures.items() if forget <= now]:
+            del failures[key]
 
     # -- bookkeeping -------------------------------------------------------------
 

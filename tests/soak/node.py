@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import casty
-from casty import ActorRef, Behavior, Behaviors, RemoteActorSystem, SendFailure, TypeRegistry
+from casty import ActorRef, AskFailed, Behavior, Behaviors, RemoteActorSystem, SendFailure, TypeRegistry
 from casty.transport.node import TcpNode
 
 Key = tuple[str, int]
@@ -212,7 +212,7 @@ class Soak:
     async def ask(self, peer: str, n: int) -> bool:
         try:
             ok = await self.system.ask(self.refs[peer], lambda r: Probe(self.name, n, r), timeout=ASK_TIMEOUT)
-        except TimeoutError:
+        except (TimeoutError, AskFailed):  # AskFailed node_down: its connection was killed meanwhile
             ok = None
         if ok == n:
             self.counts["asks_ok"] += 1
