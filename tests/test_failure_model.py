@@ -10,6 +10,7 @@ Small intervals (0.05 s heartbeats, 0.3 s failure timeout); every wait is on an 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -205,7 +206,7 @@ async def test_connects_to_a_closed_port_back_off_longer_each_time() -> None:
                 while a.node.is_blacklisted(key):  # sends now are dropped as "blacklisted"
                     assert not a.node.send_frame(*key, 0x30, b"")
                     await asyncio.sleep(base / 4)
-        gaps = [t2 - t1 for t1, t2 in zip(times, times[1:], strict=False)]
+        gaps = [t2 - t1 for t1, t2 in itertools.pairwise(times)]
         for n, gap in enumerate(gaps, 1):  # timers never fire early: lower bounds only
             assert gap >= base * 2 ** (n - 1) * (1 - JITTER) - 0.002, gaps
         assert a.node._failures[key][0] == 5
