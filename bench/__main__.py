@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-MODULES = ["envelope", "local", "framing", "serialization", "remote", "scaling"]
+MODULES = ["envelope", "local", "framing", "serialization", "remote", "scaling", "liveness"]
 
 
 def main() -> int:

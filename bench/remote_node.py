@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import statistics
 import struct
 import sys
@@ -52,6 +53,11 @@ def registry() -> Any:
     return reg
 
 
+def heartbeats() -> bool:
+    """Heartbeats on (the default) unless CASTY_BENCH_HEARTBEATS=0 (bench_liveness compares both)."""
+    return os.environ.get("CASTY_BENCH_HEARTBEATS", "1") != "0"
+
+
 async def wait_stdin() -> None:
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
@@ -74,7 +80,9 @@ async def casty_sink(busy_poll: float = 0.0) -> None:
             msg.reply_to.tell(msg.seq)
         return Behaviors.same()
 
-    async with RemoteActorSystem("sink", "127.0.0.1", 0, registry=registry(), busy_poll=busy_poll) as system:
+    async with RemoteActorSystem(
+        "sink", "127.0.0.1", 0, registry=registry(), busy_poll=busy_poll, heartbeats=heartbeats()
+    ) as system:
         system.spawn(Behaviors.receive(receive), "sink")
         print(system.address.port, flush=True)
         await wait_stdin()
@@ -99,7 +107,9 @@ async def client_system(page: bool) -> AsyncIterator[tuple[Any, Callable[[str], 
     )
 
     if not page:
-        async with RemoteActorSystem("src", "127.0.0.1", 0, registry=registry()) as remote_system:
+        async with RemoteActorSystem(
+            "src", "127.0.0.1", 0, registry=registry(), heartbeats=heartbeats()
+        ) as remote_system:
             yield remote_system, remote_system.ref
         return
 

@@ -25,6 +25,7 @@ from casty.behavior import Behavior, Behaviors
 from casty.context import ActorContext
 from casty.errors import EnvelopeDecodeError, FrameError, HandshakeError, SerializationError
 from casty.malloc_tuning import tune_malloc
+from casty.node_events import NodeDown, NodeInfo, NodeRestarted, NodeUp
 from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
 from casty.remote_system import RemoteActorSystem
 from casty.runner import run
@@ -78,6 +79,10 @@ __all__ = [
     "MessageEnvelope",
     "MessageTransport",
     "MsgpackSerializer",
+    "NodeDown",
+    "NodeInfo",
+    "NodeRestarted",
+    "NodeUp",
     "PeerDown",
     "RemoteActorRef",
     "RemoteActorSystem",

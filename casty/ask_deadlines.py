@@ -29,7 +29,9 @@ class AskFailed(RuntimeError):
     ``target`` is the asked actor's URI; ``reason`` one of ``"send_failed"`` (the request
     was not sent: ``detail`` names the :class:`~casty.SendFailure` reason, e.g.
     ``serialization``, ``connect_failed``, ``blacklisted``), ``"dead_target"`` (no actor
-    lives at the target path), ``"target_stopped"`` (the asked local actor stopped) or
+    lives at the target path), ``"target_stopped"`` (the asked local actor stopped),
+    ``"node_down"`` (the target's node went down or restarted while the ask waited:
+    ``detail`` names ``host:port`` and the :class:`~casty.NodeDown` reason) or
     ``"shutdown"`` (the asking system shut down).  Only an ask nobody answered ends in
     :class:`TimeoutError`.  A subclass of RuntimeError, which asks raised on shutdown before.
 

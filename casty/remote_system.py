@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from casty.address import ActorAddress, loggable
+from casty.node_events import NodeDown, NodeEvent, NodeInfo
 from casty.ref import ActorRef
 from casty.serialization import MsgpackSerializer, Serializer, TypeRegistry
 from casty.system import DEFAULT_MAILBOX_BYTES, DEFAULT_MAILBOX_CAPACITY, ActorSystem
@@ -135,6 +137,7 @@ class RemoteActorSystem(ActorSystem):
         )
         self._inbound.ref_factory = self._remote.make_ref
         self.node.add_connect_listener(self._connected)
+        self.node.add_node_listener(self._node_event)
         return self
 
     async def __aenter__(self) -> RemoteActorSystem:
@@ -212,6 +215,34 @@ class RemoteActorSystem(ActorSystem):
 
     def _connected(self, key: tuple[str, int]) -> None:
         self._queued_asks.pop(key, None)  # their requests went out
+
+    def _node_event(self, event: NodeEvent) -> None:
+        """The connection to a node is lost: the asks waiting on that node fail now, not at
+        their timeout.  (A NodeRestarted fails none: the old incarnation's connection made a
+        NodeDown first, and asks since then went to the new one.)"""
+        if not isinstance(event, NodeDown):
+            return
+        why = f"node {event.host}:{event.port} is down ({event.reason})"
+        key = (event.host, event.port)
+        routes = self._reply_routes or {}
+        for path in [p for p, route in routes.items() if route == key]:
+            self._fail_ask(path, "node_down", why)
+
+    def subscribe_nodes(self, target: Callable[[NodeEvent], Any] | ActorRef[Any]) -> Callable[[], None]:
+        """Tell ``target`` (a callable, called on the loop, or an ActorRef) every
+        :class:`~casty.NodeUp`, :class:`~casty.NodeDown` and :class:`~casty.NodeRestarted`
+        of this node's peers; returns a function that unsubscribes it."""
+        tell = getattr(target, "tell", None)
+        if callable(tell):
+            return self.node.add_node_listener(tell)
+        if not callable(target):
+            raise TypeError(f"subscribe_nodes takes a callable or an ActorRef, got {type(target).__name__}")
+        return self.node.add_node_listener(target)
+
+    def nodes(self) -> list[NodeInfo]:
+        """The nodes this system is connected to (over connections carrying its traffic):
+        address, uid, connected-since (wall clock) and last heartbeat round-trip time."""
+        return self.node.nodes()
 
     def _check_reply(self, path: str, origin: Any) -> str | None:
         """Why a message from a peer to the reply path ``path`` is refused, or None.

@@ -34,7 +34,7 @@ class Seen:
 
 
 async def started(*caps: str, seen: Seen | None = None) -> TcpNode:
-    node = TcpNode(TcpTransportConfig("127.0.0.1", 0), NoMessages())
+    node = TcpNode(TcpTransportConfig("127.0.0.1", 0, heartbeats=False), NoMessages())  # only the features added here
     for n, cap in enumerate(caps):
         node.add_feature(cap, [KIND + n], seen or Seen())
     await node.start()
@@ -77,7 +77,7 @@ async def test_a_feature_is_used_when_both_list_it(peer_caps: tuple[str, ...]) -
 
 
 async def test_features_are_checked_and_fixed_at_start() -> None:
-    node = TcpNode(TcpTransportConfig("127.0.0.1", 0), NoMessages())
+    node = TcpNode(TcpTransportConfig("127.0.0.1", 0, heartbeats=False), NoMessages())  # only the features added here
     node.add_feature("a", [KIND], Seen())
     with pytest.raises(ValueError, match="belong to another feature"):
         node.add_feature("b", [KIND], Seen())

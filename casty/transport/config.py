@@ -96,6 +96,18 @@ class TcpTransportConfig:
     to the address as named (before ``address_map``); a send that would need a dial
     it refuses is dropped and reported with reason ``"not_allowed"``.
 
+    Liveness (:mod:`casty.transport.liveness`): with ``heartbeats`` (on by default) a
+    connection on which nothing was sent for ``heartbeat_interval`` seconds gets a ping, and
+    a peer that also speaks heartbeats (a v2 peer) and sends no byte for ``failure_timeout``
+    seconds (at least twice the interval; ``math.inf``: never) is declared down and its
+    connection closed.  Silence while this node's own loop was blocked is not counted.
+    casty 0.21 peers get no heartbeat and are never declared down for silence.
+
+    Reconnects back off: a failed connect refuses dials to that address for
+    ``blacklist_duration`` seconds, each further failure for twice as long up to
+    ``reconnect_backoff_max`` (or ``blacklist_duration`` when that is larger), each delay
+    +-25% at random; a successful handshake or ``ClearNodeBlacklist`` starts over.
+
     >>> TcpTransportConfig("127.0.0.1", 0).max_frame_size
     16777216
     >>> TcpTransportConfig("127.0.0.1", 70000)
@@ -130,6 +142,12 @@ class TcpTransportConfig:
     allow_dial: DialPolicy | None = None
     #: shared secret of the nodes of one cluster: handshakes then prove it (never shown in repr)
     cookie: str | bytes | None = field(default=None, repr=False)
+    #: liveness (cap "hb", see the docstring above): off only for measurements
+    heartbeats: bool = True
+    heartbeat_interval: float = 1.0
+    failure_timeout: float = 10.0
+    #: the longest wait before redialing a node whose connects keep failing
+    reconnect_backoff_max: float = 30.0
     #: address_map is the two-argument form (set by __post_init__; not a field)
     _address_map_takes_two: ClassVar[bool] = False
 
@@ -168,6 +186,18 @@ class TcpTransportConfig:
         it = self.idle_timeout
         if isinstance(it, bool) or not isinstance(it, (int, float)) or not it > 0:
             raise bad("idle_timeout", "a positive number of seconds (math.inf: no limit)")
+        if not isinstance(self.heartbeats, bool):
+            raise bad("heartbeats", "a bool")
+        hi = self.heartbeat_interval
+        if isinstance(hi, bool) or not isinstance(hi, (int, float)) or not 0 < hi < math.inf:
+            raise bad("heartbeat_interval", "a positive finite number of seconds")
+        ft = self.failure_timeout
+        if isinstance(ft, bool) or not isinstance(ft, (int, float)) or not ft >= 2 * hi:
+            # A peer that wrote just after its tick pings two intervals later at most.
+            raise bad("failure_timeout", f"a number of seconds of at least 2 x heartbeat_interval ({2 * hi})")
+        rb = self.reconnect_backoff_max
+        if isinstance(rb, bool) or not isinstance(rb, (int, float)) or not 0 <= rb < math.inf:
+            raise bad("reconnect_backoff_max", "a non-negative finite number of seconds")
         _check_dial_policy(self.allow_dial)
         if self.allow_dial is not None and not callable(self.allow_dial):
             # A snapshot with O(1) lookups: a dial is checked against it per new connection.

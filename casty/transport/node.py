@@ -27,7 +27,9 @@ Connection rules (docs/architecture.md, "Connections"):
   holds a connection to our address; with two inbound claims none is chosen; no
   stronger than 0.21's own identity, see docs/architecture.md);
 * frames for a peer whose connection is being made wait in a bounded queue and are
-  flushed in order; a failed connect blacklists the peer for ``blacklist_duration``;
+  flushed in order; a failed connect refuses dials to the peer for a while
+  (``blacklist_duration``, doubling per failure in a row up to ``reconnect_backoff_max``,
+  +-25% jitter: :mod:`casty.transport.backoff`), a successful handshake starts over;
 * connecting happens in its own task per peer, so a slow peer delays no other;
 * a frame must be complete within ``frame_timeout`` of its first bytes (slow-loris
   defence), checked by a sweep every quarter of it, never per byte;
@@ -56,6 +58,7 @@ import asyncio
 import ipaddress
 import logging
 import math
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -64,6 +67,8 @@ from typing import Any, Protocol
 
 from casty._impl import FrameProtocol, ReadState
 from casty.address import _show
+from casty.node_events import NodeDown, NodeEvent, NodeInfo, NodeRestarted, NodeUp
+from casty.transport.backoff import backoff_delay
 from casty.transport.busy_poll import BusyPoller
 from casty.transport.config import TcpTransportConfig, cookie_bytes, dial_allowed
 from casty.transport.frame_codec import control_kinds, encode_frame
@@ -78,28 +83,28 @@ from casty.transport.handshake import (
     new_uid,
     parse_handshake,
 )
+from casty.transport.liveness import Liveness, _host
 from casty.transport.messages import SendFailure
-from casty.wire import FRAME_MESSAGE
+from casty.wire import CAP_HEARTBEAT, FRAME_MESSAGE
 
-__all__ = ["MAX_BLACKLIST", "FrameBodyHandler", "InboundHandler", "TcpNode"]
+__all__ = ["MAX_BLACKLIST", "MAX_KNOWN_UIDS", "FrameBodyHandler", "InboundHandler", "NodeListener", "TcpNode"]
 
 log = logging.getLogger("casty.transport.tcp")
 
 #: failed-dial entries kept at most: distinct addresses a peer names must not pile up
 MAX_BLACKLIST = 10_000
+#: peers' incarnations remembered (to tell a restart): the oldest address is forgotten first
+MAX_KNOWN_UIDS = 10_000
 #: the sweep runs at least this often (it also expires failed-dial entries)
 _MAX_SWEEP_INTERVAL = 60.0
 
 
-def _host(host: object) -> str:
-    """A host for a log line: as it is when short and plain, else a bounded, escaped repr."""
-    if isinstance(host, str) and len(host) <= 255 and host.isascii() and host.isprintable():
-        return host
-    return _show(host, 100)
 
 
 Key = tuple[str, int]
 FailureListener = Callable[[SendFailure], None]
+#: called on the loop with each NodeUp, NodeDown and NodeRestarted (TcpNode.add_node_listener)
+NodeListener = Callable[[NodeEvent], None]
 
 #: a connection whose undeliverable message frames reach this many, and are most of what it
 #: sent, is closed: a peer sending only garbage costs decode time and log lines
@@ -135,9 +140,9 @@ class _Conn:
     """
 
     __slots__ = (
-        "awaiting_proof", "bad_frames", "caps", "dial_key", "dial_peer", "established", "hello", "idle_mark", "logged",
-        "node", "nonce", "opened", "outbound", "partial_mark", "peer_key", "proto", "superseded", "timer", "v1_hold",
-        "verified",
+        "awaiting_proof", "bad_frames", "caps", "carries", "dial_key", "dial_peer", "down_reason", "established",
+        "hb_heard", "hb_received", "hb_sent", "hello", "idle_mark", "logged", "node", "nonce", "opened", "outbound",
+        "partial_mark", "peer_key", "proto", "rtt", "since", "superseded", "timer", "v1_hold", "verified",
     )
 
     def __init__(
@@ -174,6 +179,25 @@ class _Conn:
         self.caps: frozenset[str] = frozenset()
         #: when the connection was made (monotonic): the oldest idle one is closed first at the cap
         self.opened = time.monotonic()
+        #: the address (as sends name it) whose traffic this connection carries, once it does:
+        #: only such a connection makes node events
+        self.carries: Key | None = None
+        #: when it began to carry that traffic (wall clock, for TcpNode.nodes)
+        self.since = 0.0
+        #: why this node closed it (a NodeDown reason), when it knows better than the socket
+        self.down_reason: str | None = None
+        #: liveness (casty.transport.liveness): the last round-trip time in seconds, and when
+        #: (monotonic) the peer was last heard, at what bytes_received and frames_sent counts
+        self.rtt: float | None = None
+        self.hb_heard: float | None = None
+        self.hb_received = 0
+        self.hb_sent = 0
+
+    @property
+    def uid(self) -> int | None:
+        """The peer's incarnation from its handshake (None for a casty 0.21 peer, or before)."""
+        hello = self.hello
+        return hello.uid if hello is not None and hello.proto >= 2 else None
 
     def mailbox_full(self, mailbox: Any) -> None:
         """A message of this connection left ``mailbox`` at its capacity: read no more
@@ -273,10 +297,17 @@ class TcpNode:
             self._async_sink = _OrderedAsyncSink(handler)
             self._sink = self._async_sink
         self._peers: dict[Key, _Peer] = {}
+        #: address -> until when (monotonic) dials to it are refused
         self._blacklist: dict[Key, float] = {}
+        #: address -> (failed connects in a row, when (monotonic) to forget them): the backoff
+        self._failures: dict[Key, tuple[int, float]] = {}
+        self._rng = random.Random()
         self._protocols: set[Any] = set()
         self._listeners: list[FailureListener] = []
         self._connect_listeners: list[Callable[[Key], None]] = []
+        self._node_listeners: list[NodeListener] = []
+        #: the last uid seen at each address that carried our traffic (None: a v1 peer), oldest first
+        self._known_uids: dict[Key, int | None] = {}
         self._server: asyncio.AbstractServer | None = None
         self._dials: set[asyncio.Task[None]] = set()  # connect calls in progress
         self._sweep_timer: asyncio.TimerHandle | None = None
@@ -298,6 +329,11 @@ class TcpNode:
         # The features this node speaks (add_feature): their frame kinds, and who handles those.
         self._features: dict[str, frozenset[int]] = {}
         self._kind_handlers: dict[int, FeatureHandler] = {}
+        #: heartbeats and silence (cap "hb"), unless config.heartbeats is off
+        self._liveness: Liveness | None = None
+        if config.heartbeats:
+            self._liveness = Liveness(self, config.heartbeat_interval, config.failure_timeout)
+            self.add_feature(CAP_HEARTBEAT, Liveness.KINDS, self._liveness.handle)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -324,6 +360,8 @@ class TcpNode:
         self._handshake_frame = encode_handshake(*self.advertised)
         self._hello_frame = encode_hello(self._hello())
         self._schedule_sweep()
+        if self._liveness is not None:
+            self._liveness.start()
         if cfg.busy_poll > 0 and not self._closed:
             # Poking on send is enough for request/response: the requester spins after its
             # request, the responder after its reply, so a steady run of asks never sleeps
@@ -348,6 +386,8 @@ class TcpNode:
         if self._sweep_timer is not None:
             self._sweep_timer.cancel()
             self._sweep_timer = None
+        if self._liveness is not None:
+            self._liveness.close()
         if self._server is not None:
             self._server.close()
         for peer in {id(p): p for p in self._peers.values()}.values():
@@ -384,6 +424,71 @@ class TcpNode:
         """Call ``listener(key)`` when a connection that carries this node's traffic to
         ``key`` (the address sends name) is established."""
         self._connect_listeners.append(listener)
+
+    def add_node_listener(self, listener: NodeListener) -> Callable[[], None]:
+        """Call ``listener(event)`` on the loop with every :class:`~casty.NodeUp`,
+        :class:`~casty.NodeDown` and :class:`~casty.NodeRestarted`; returns a function that
+        removes it.
+
+        Only a connection carrying this node's traffic makes events (an inbound claim this
+        node has not proven makes none): NodeUp when it is established (NodeRestarted first
+        when its address last had another uid), NodeDown when it is lost, its ``reason``
+        ``"silent"`` (liveness), ``"shutdown"`` (our close()), ``"reset"`` (lost with an
+        error) or ``"closed"``.  Events name the address as sends name it.
+        """
+        self._node_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._node_listeners:
+                self._node_listeners.remove(listener)
+
+        return remove
+
+    def nodes(self) -> list[NodeInfo]:
+        """The nodes a connection carrying this node's traffic is established to, by address."""
+        out = []
+        for proto in self._protocols:
+            conn: _Conn = proto.context
+            key = conn.carries
+            if key is not None and not conn.superseded and not proto.closed:
+                out.append(NodeInfo(key[0], key[1], conn.uid, conn.since, conn.rtt))
+        return sorted(out, key=lambda n: (n.host, n.port))
+
+    def _emit(self, event: NodeEvent) -> None:
+        for listener in list(self._node_listeners):
+            try:
+                listener(event)
+            except Exception:
+                self.log.exception("node listener raised on %s", type(event).__name__)
+
+    def _carry(self, conn: _Conn, key: Key) -> None:
+        """``conn`` now carries our traffic to ``key``: remember its uid, reset its backoff, tell
+        the node listeners."""
+        self._reset_backoff(key)
+        conn.carries = key
+        conn.since = time.time()
+        uid = conn.uid
+        known = self._known_uids
+        had = key in known
+        old = known.pop(key, None)
+        known[key] = uid  # re-inserted last: the dict's order is the age order
+        while len(known) > MAX_KNOWN_UIDS:
+            del known[next(iter(known))]
+        if not self._node_listeners:
+            return
+        if had and uid is not None and old != uid:
+            self._emit(NodeRestarted(key[0], key[1], old, uid))
+        self._emit(NodeUp(key[0], key[1], uid))
+
+    def _lost(self, proto: Any, conn: _Conn, exc: BaseException | None) -> None:
+        """A connection is gone: NodeDown when it carried our traffic (and was not replaced)."""
+        key = conn.carries
+        if key is None or conn.superseded:
+            return
+        conn.carries = None
+        if self._node_listeners:
+            reason = conn.down_reason or ("shutdown" if self._closed else "reset" if exc is not None else "closed")
+            self._emit(NodeDown(key[0], key[1], conn.uid, reason))
 
     def is_connected(self, key: Key) -> bool:
         """True when a connection carrying this node's traffic to ``key`` is established."""
@@ -483,6 +588,7 @@ class TcpNode:
 
     def clear_blacklist(self, host: str, port: int) -> None:
         """Allow connects to host:port again at once."""
+        self._failures.pop((host, port), None)
         if self._blacklist.pop((host, port), None) is not None:
             self.log.info("blacklist cleared for %s:%d", host, port)
 
@@ -508,6 +614,12 @@ class TcpNode:
         """Make ``connection`` (a FrameProtocol whose handshake is done) the one to host:port."""
         peer = self._peers.get((host, port)) or _Peer((host, port))
         self._establish(peer, connection, (host, port))
+
+    @property
+    def loop_lag(self) -> float:
+        """Seconds the last heartbeat tick fired late (this node's own loop stall); 0.0
+        with heartbeats off."""
+        return 0.0 if self._liveness is None else self._liveness.loop_lag
 
     @property
     def busy_poller(self) -> BusyPoller | None:
@@ -563,8 +675,8 @@ class TcpNode:
     def _connect_failed(self, peer: _Peer, key: Key, reason: str) -> None:
         if peer.proto is not None:
             return  # an inbound connection from that peer won meanwhile
-        self._blacklist_add(key)
-        self.log.warning("%s; blacklisted for %.1fs", reason, self.config.blacklist_duration)
+        delay, failures = self._blacklist_add(key)
+        self.log.warning("%s; blacklisted for %.2fs (failed connect %d in a row)", reason, delay, failures)
         self._forget(peer)
         self._drop_pending(peer, "connect_failed", reason)
 
@@ -795,6 +907,7 @@ class TcpNode:
                           "verified" if conn.verified else "client-only")
             self._flush_pending(peer, proto, key)
             self._tell_connected(key)
+            self._carry(conn, key)
         else:
             self.log.info("connection from %s:%d (inbound, receive only)", key[0], key[1])
 
@@ -880,6 +993,7 @@ class TcpNode:
         self.log.info("connected to %s:%d (casty 0.21 closed our connection and keeps its own: "
                       "sending over that one)", *key)
         self._flush_pending(peer, proto, key)
+        self._carry(proto.context, key)
         return True
 
     def _cancel_timer(self, conn: _Conn) -> None:
@@ -938,6 +1052,7 @@ class TcpNode:
         self.log.info("connected to %s:%d (outbound)", key[0], key[1])
         self._flush_pending(peer, proto, key)
         self._tell_connected(peer.key)
+        self._carry(conn, peer.key)
 
     def _flush_pending(self, peer: _Peer, proto: Any, key: Key) -> None:
         if peer.pending:
@@ -987,6 +1102,7 @@ class TcpNode:
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
+        self._lost(proto, conn, exc)
         # What the connection is filed under: the address dialed, or the one an inbound peer claims.
         key = conn.dial_key if conn.outbound else conn.peer_key
         if not conn.established:
@@ -1092,18 +1208,37 @@ class TcpNode:
 
     # -- failed dials ---------------------------------------------------------------
 
-    def _blacklist_add(self, key: Key) -> None:
-        """Refuse dials to ``key`` for ``blacklist_duration``; the oldest entry goes past MAX_BLACKLIST."""
+    def _blacklist_add(self, key: Key) -> tuple[float, int]:
+        """Refuse dials to ``key`` for the backoff of one more failure in a row; returns
+        (that delay, the failures in a row).  Both tables keep MAX_BLACKLIST entries at
+        most, the oldest out first."""
+        cfg = self.config
+        now = time.monotonic()
+        failures = self._failures.pop(key, (0, 0.0))[0] + 1  # re-inserted last: age order
+        delay = backoff_delay(failures, cfg.blacklist_duration, cfg.reconnect_backoff_max, self._rng)
+        until = now + delay
+        # Failures in a row are forgotten once no dial failed for the longest wait after this one.
+        self._failures[key] = (failures, until + max(cfg.reconnect_backoff_max, cfg.blacklist_duration))
         bl = self._blacklist
-        bl.pop(key, None)  # re-inserted last: the dict's order is the age order
-        bl[key] = time.monotonic() + self.config.blacklist_duration
-        while len(bl) > MAX_BLACKLIST:
-            del bl[next(iter(bl))]
+        bl.pop(key, None)
+        bl[key] = until
+        for table in (bl, self._failures):
+            while len(table) > MAX_BLACKLIST:
+                del table[next(iter(table))]
+        return delay, failures
+
+    def _reset_backoff(self, key: Key) -> None:
+        """A handshake with ``key`` succeeded: its next failure waits the first delay again."""
+        if self._failures:
+            self._failures.pop(key, None)
 
     def _expire_blacklist(self, now: float) -> None:
         bl = self._blacklist
         for key in [k for k, until in bl.items() if until <= now]:
             del bl[key]
+        failures = self._failures
+        for key in [k for k, (_, forget) in failures.items() if forget <= now]:
+            del failures[key]
 
     # -- bookkeeping -------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import casty
-from casty import ActorRef, Behavior, Behaviors, RemoteActorSystem, SendFailure, TypeRegistry
+from casty import ActorRef, AskFailed, Behavior, Behaviors, RemoteActorSystem, SendFailure, TypeRegistry
 from casty.transport.node import TcpNode
 
 Key = tuple[str, int]
@@ -193,7 +193,9 @@ class Soak:
         self.peers: dict[str, Key] = {}
         self.refs: dict[str, ActorRef[Any]] = {}
         self.kills: list[str] = []
-        self.counts = {"asks_ok": 0, "asks_failed": 0, "fence_retries": 0, "kills": 0, "kills_skipped": 0}
+        self.counts = {
+            "asks_ok": 0, "asks_failed": 0, "fence_retries": 0, "asks_node_down": 0, "kills": 0, "kills_skipped": 0,
+        }
         self.sending = False
 
     def sink(self) -> Behavior[Any]:
@@ -213,6 +215,10 @@ class Soak:
         try:
             ok = await self.system.ask(self.refs[peer], lambda r: Probe(self.name, n, r), timeout=ASK_TIMEOUT)
         except TimeoutError:
+            ok = None
+        except AskFailed as exc:  # node_down: its connection was killed while the ask waited
+            if exc.reason == "node_down":
+                self.counts["asks_node_down"] += 1
             ok = None
         if ok == n:
             self.counts["asks_ok"] += 1
