@@ -23,6 +23,7 @@ from casty.address import ActorAddress
 from casty.ask_deadlines import AskFailed
 from casty.behavior import Behavior, Behaviors
 from casty.context import ActorContext
+from casty.death_watch import Terminated
 from casty.errors import EnvelopeDecodeError, FrameError, HandshakeError, SerializationError
 from casty.malloc_tuning import tune_malloc
 from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
@@ -89,6 +90,7 @@ __all__ = [
     "TcpNode",
     "TcpTransportConfig",
     "TcpTransportMsg",
+    "Terminated",
     "TypeRegistry",
     "run",
     "tcp_transport",

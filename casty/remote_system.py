@@ -7,6 +7,7 @@ import ssl
 from typing import Any
 
 from casty.address import ActorAddress, loggable
+from casty.death_watch import RemoteWatch
 from casty.ref import ActorRef
 from casty.serialization import MsgpackSerializer, Serializer, TypeRegistry
 from casty.system import DEFAULT_MAILBOX_BYTES, DEFAULT_MAILBOX_CAPACITY, ActorSystem
@@ -15,6 +16,7 @@ from casty.transport.messages import SendFailure
 from casty.transport.node import TcpNode
 from casty.transport.remote import InboundMessageHandler, RemoteTransport, SendFailureCallback
 from casty.transport.tcp import tcp_transport
+from casty.wire import DEFAULT_MAX_REMOTE_WATCHES
 
 __all__ = ["RemoteActorSystem"]
 
@@ -37,6 +39,9 @@ class RemoteActorSystem(ActorSystem):
     ``mailbox_capacity`` and ``mailbox_bytes`` bound every actor's mailbox, in
     messages and in peers' wire bytes (see :class:`ActorSystem`); a peer whose
     message fills one is not read from until it has room.
+
+    ``max_remote_watches`` (65,536) bounds the watches (``ctx.watch``) a peer may hold on
+    this node's actors over one connection; one more is answered ``Terminated`` at once.
 
     Extra keyword arguments (``connect_timeout``, ``max_frame_size``,
     ``handshake_timeout``, ``max_queue_bytes``, ``address_map``, ...) go to
@@ -67,6 +72,7 @@ class RemoteActorSystem(ActorSystem):
         client_only: bool = False,
         mailbox_capacity: int = DEFAULT_MAILBOX_CAPACITY,
         mailbox_bytes: int = DEFAULT_MAILBOX_BYTES,
+        max_remote_watches: int = DEFAULT_MAX_REMOTE_WATCHES,
         **tcp_options: Any,
     ) -> None:
         super().__init__(name, mailbox_capacity=mailbox_capacity, mailbox_bytes=mailbox_bytes)
@@ -99,6 +105,8 @@ class RemoteActorSystem(ActorSystem):
             logger=logging.getLogger("casty.transport.tcp"),
             read_state=self.local.read_state,
         )
+        #: the remote half of ``death_watch``: watches of and by actors on other nodes
+        self.remote_watch = RemoteWatch(self.death_watch, self.node, max_remote_watches=max_remote_watches)
         self._remote: RemoteTransport | None = None
         self._tcp: ActorRef[Any] | None = None
         # (node.advertised, the root address there): address_of runs per spawn and per ask
@@ -175,6 +183,15 @@ class RemoteActorSystem(ActorSystem):
         if address.host is None and address.node_id is None:
             address = self.address_of(address.path) if address.system == self.name else address
         return self.remote.make_ref(address)
+
+    def _watch_route(self, ref: ActorRef[Any]) -> tuple[str, int] | None:
+        address = getattr(ref, "address", None)
+        if self._remote is None or not isinstance(address, ActorAddress):
+            return super()._watch_route(ref)
+        try:
+            return self._remote.route_of(address)
+        except LookupError as exc:
+            raise ValueError(f"cannot watch {ref!r}: {exc}") from None
 
     def _reply_route(self, target: ActorRef[Any]) -> Any:
         address = getattr(target, "address", None)
