@@ -47,6 +47,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from casty.node_events import NodeDown, NodeEvent, NodeRestarted
 from casty.ref import ActorRef
 from casty.transport.frame_codec import encode_frame
 from casty.transport.watch_codec import WatchFrameError, decode_watch, encode_watch
@@ -228,6 +229,8 @@ class RemoteWatch:
         node.add_feature(CAP_WATCH, [FRAME_WATCH], self.on_frame)
         node.add_connect_listener(self._connected)
         node.add_close_listener(self._closed)
+        node.add_dial_failure_listener(self._dial_failed)
+        node.add_node_listener(self._node_event)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -278,11 +281,15 @@ class RemoteWatch:
                 if not nodes:
                     del self._bound[conn]
 
-    def _fire(self, node: Key, watched: str, watcher: str) -> None:
+    def _fire(self, node: Key, watched: str, watcher: str, *, tell_peer: bool = False) -> None:
+        """End the watch and tell the watcher; ``tell_peer``: unwatch it on the connection it
+        went out on, if that is still open (the peer would otherwise hold it until then)."""
         entries = self._out.get(node)
         if entries is not None and (watched, watcher) in entries:
             conn = entries.pop((watched, watcher))
             self._drop_empty(node, entries, conn)
+            if tell_peer and conn is not None and CAP_WATCH in conn.caps and not conn.proto.closed:
+                conn.proto.send_control(_frame(WATCH_TAG_UNWATCH, watched, watcher))
         self._watch.fire(watcher, (node, watched))
 
     def _connected(self, node: Key) -> None:
@@ -299,7 +306,19 @@ class RemoteWatch:
         """The node at host:port is down or restarted: every watch of its actors fires."""
         node = (host, port)
         for watched, watcher in list(self._out.get(node, ())):
-            self._fire(node, watched, watcher)
+            self._fire(node, watched, watcher, tell_peer=True)
+
+    def _dial_failed(self, node: Key) -> None:
+        """A dial to ``node`` failed: the watches waiting for a connection to it fire."""
+        entries = self._out.get(node)
+        if entries:
+            for (watched, watcher), sent_on in list(entries.items()):
+                if sent_on is None:
+                    self._fire(node, watched, watcher)
+
+    def _node_event(self, event: NodeEvent) -> None:
+        if isinstance(event, NodeDown | NodeRestarted):
+            self.node_lost(event.host, event.port)
 
     def _closed(self, conn: _Conn) -> None:
         """A connection is gone: watches sent on it fire; watches held for its peer end."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["NodeDown", "NodeEvent", "NodeRestarted", "NodeUp"]
+__all__ = ["NodeDown", "NodeEvent", "NodeInfo", "NodeRestarted", "NodeUp"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +47,16 @@ class NodeRestarted:
 
 
 NodeEvent = NodeUp | NodeDown | NodeRestarted
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A connected node: its address, ``uid`` (None for a v1 peer), ``connected_since``
+    (wall-clock seconds, as :func:`time.time`) and ``rtt``, the last heartbeat round trip
+    in seconds (None before the first echo, and for peers without heartbeats)."""
+
+    host: str
+    port: int
+    uid: int | None
+    connected_since: float
+    rtt: float | None

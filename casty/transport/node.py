@@ -64,6 +64,7 @@ from typing import Any, Protocol
 
 from casty._impl import FrameProtocol, ReadState
 from casty.address import _show
+from casty.node_events import NodeDown, NodeEvent, NodeInfo, NodeRestarted, NodeUp
 from casty.transport.busy_poll import BusyPoller
 from casty.transport.config import TcpTransportConfig, cookie_bytes, dial_allowed
 from casty.transport.frame_codec import control_kinds, encode_frame
@@ -81,12 +82,14 @@ from casty.transport.handshake import (
 from casty.transport.messages import SendFailure
 from casty.wire import FRAME_MESSAGE
 
-__all__ = ["MAX_BLACKLIST", "FrameBodyHandler", "InboundHandler", "TcpNode"]
+__all__ = ["MAX_BLACKLIST", "MAX_KNOWN_UIDS", "FrameBodyHandler", "InboundHandler", "NodeListener", "TcpNode"]
 
 log = logging.getLogger("casty.transport.tcp")
 
 #: failed-dial entries kept at most: distinct addresses a peer names must not pile up
 MAX_BLACKLIST = 10_000
+#: peers' incarnations remembered (to tell a restart): the oldest address is forgotten first
+MAX_KNOWN_UIDS = 10_000
 #: the sweep runs at least this often (it also expires failed-dial entries)
 _MAX_SWEEP_INTERVAL = 60.0
 
@@ -100,6 +103,8 @@ def _host(host: object) -> str:
 
 Key = tuple[str, int]
 FailureListener = Callable[[SendFailure], None]
+#: called on the loop with each NodeUp, NodeDown and NodeRestarted (TcpNode.add_node_listener)
+NodeListener = Callable[[NodeEvent], None]
 
 #: a connection whose undeliverable message frames reach this many, and are most of what it
 #: sent, is closed: a peer sending only garbage costs decode time and log lines
@@ -135,9 +140,9 @@ class _Conn:
     """
 
     __slots__ = (
-        "awaiting_proof", "bad_frames", "caps", "dial_key", "dial_peer", "established", "hello", "idle_mark", "logged",
-        "node", "nonce", "opened", "outbound", "partial_mark", "peer_key", "proto", "superseded", "timer", "v1_hold",
-        "verified",
+        "awaiting_proof", "bad_frames", "caps", "carries", "dial_key", "dial_peer", "down_reason", "established",
+        "hb_heard", "hb_received", "hb_sent", "hello", "idle_mark", "logged", "node", "nonce", "opened", "outbound",
+        "partial_mark", "peer_key", "proto", "rtt", "since", "superseded", "timer", "v1_hold", "verified",
     )
 
     def __init__(
@@ -174,6 +179,25 @@ class _Conn:
         self.caps: frozenset[str] = frozenset()
         #: when the connection was made (monotonic): the oldest idle one is closed first at the cap
         self.opened = time.monotonic()
+        #: the address (as sends name it) whose traffic this connection carries, once it does:
+        #: only such a connection makes node events
+        self.carries: Key | None = None
+        #: when it began to carry that traffic (wall clock, for TcpNode.nodes)
+        self.since = 0.0
+        #: why this node closed it (a NodeDown reason), when it knows better than the socket
+        self.down_reason: str | None = None
+        #: liveness (casty.transport.liveness): the last round-trip time in seconds, and when
+        #: (monotonic) the peer was last heard, at what bytes_received and frames_sent counts
+        self.rtt: float | None = None
+        self.hb_heard: float | None = None
+        self.hb_received = 0
+        self.hb_sent = 0
+
+    @property
+    def uid(self) -> int | None:
+        """The peer's incarnation from its handshake (None for a casty 0.21 peer, or before)."""
+        hello = self.hello
+        return hello.uid if hello is not None and hello.proto >= 2 else None
 
     def mailbox_full(self, mailbox: Any) -> None:
         """A message of this connection left ``mailbox`` at its capacity: read no more
@@ -278,6 +302,10 @@ class TcpNode:
         self._listeners: list[FailureListener] = []
         self._connect_listeners: list[Callable[[Key], None]] = []
         self._close_listeners: list[Callable[[_Conn], None]] = []
+        self._dial_failure_listeners: list[Callable[[Key], None]] = []
+        self._node_listeners: list[NodeListener] = []
+        #: the last uid seen at each address that carried our traffic (None: a v1 peer), oldest first
+        self._known_uids: dict[Key, int | None] = {}
         self._server: asyncio.AbstractServer | None = None
         self._dials: set[asyncio.Task[None]] = set()  # connect calls in progress
         self._sweep_timer: asyncio.TimerHandle | None = None
@@ -391,6 +419,10 @@ class TcpNode:
         lost, with its :class:`_Conn`: state kept per connection is dropped there."""
         self._close_listeners.append(listener)
 
+    def add_dial_failure_listener(self, listener: Callable[[Key], None]) -> None:
+        """Call ``listener(key)`` when a dial to ``key`` fails (it is then blacklisted)."""
+        self._dial_failure_listeners.append(listener)
+
     def connection_to(self, key: Key) -> _Conn | None:
         """The established, open connection carrying this node's traffic to ``key``, else None."""
         peer = self._peers.get(key)
@@ -416,6 +448,68 @@ class TcpNode:
         peer.connecting = True
         self._start_connect(peer, key)
         return True
+    def add_node_listener(self, listener: NodeListener) -> Callable[[], None]:
+        """Call ``listener(event)`` on the loop with every :class:`~casty.NodeUp`,
+        :class:`~casty.NodeDown` and :class:`~casty.NodeRestarted`; returns a function that
+        removes it.
+
+        Only a connection carrying this node's traffic makes events (an inbound claim this
+        node has not proven makes none): NodeUp when it is established (NodeRestarted first
+        when its address last had another uid), NodeDown when it is lost, its ``reason``
+        ``"silent"`` (liveness), ``"shutdown"`` (our close()), ``"reset"`` (lost with an
+        error) or ``"closed"``.  Events name the address as sends name it.
+        """
+        self._node_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._node_listeners:
+                self._node_listeners.remove(listener)
+
+        return remove
+
+    def nodes(self) -> list[NodeInfo]:
+        """The nodes a connection carrying this node's traffic is established to, by address."""
+        out = []
+        for proto in self._protocols:
+            conn: _Conn = proto.context
+            key = conn.carries
+            if key is not None and not conn.superseded and not proto.closed:
+                out.append(NodeInfo(key[0], key[1], conn.uid, conn.since, conn.rtt))
+        return sorted(out, key=lambda n: (n.host, n.port))
+
+    def _emit(self, event: NodeEvent) -> None:
+        for listener in list(self._node_listeners):
+            try:
+                listener(event)
+            except Exception:
+                self.log.exception("node listener raised on %s", type(event).__name__)
+
+    def _carry(self, conn: _Conn, key: Key) -> None:
+        """``conn`` now carries our traffic to ``key``: remember its uid, tell the node listeners."""
+        conn.carries = key
+        conn.since = time.time()
+        uid = conn.uid
+        known = self._known_uids
+        had = key in known
+        old = known.pop(key, None)
+        known[key] = uid  # re-inserted last: the dict's order is the age order
+        while len(known) > MAX_KNOWN_UIDS:
+            del known[next(iter(known))]
+        if not self._node_listeners:
+            return
+        if had and uid is not None and old != uid:
+            self._emit(NodeRestarted(key[0], key[1], old, uid))
+        self._emit(NodeUp(key[0], key[1], uid))
+
+    def _lost(self, proto: Any, conn: _Conn, exc: BaseException | None) -> None:
+        """A connection is gone: NodeDown when it carried our traffic (and was not replaced)."""
+        key = conn.carries
+        if key is None or conn.superseded:
+            return
+        conn.carries = None
+        if self._node_listeners:
+            reason = conn.down_reason or ("shutdown" if self._closed else "reset" if exc is not None else "closed")
+            self._emit(NodeDown(key[0], key[1], conn.uid, reason))
 
     def is_connected(self, key: Key) -> bool:
         """True when a connection carrying this node's traffic to ``key`` is established."""
@@ -599,6 +693,11 @@ class TcpNode:
         self.log.warning("%s; blacklisted for %.1fs", reason, self.config.blacklist_duration)
         self._forget(peer)
         self._drop_pending(peer, "connect_failed", reason)
+        for listener in self._dial_failure_listeners:
+            try:
+                listener(key)
+            except Exception:
+                self.log.exception("dial failure listener raised")
 
     def _new_protocol(self, *, outbound: bool, dial_key: Key | None, dial_peer: _Peer | None = None) -> Any:
         cfg = self.config
@@ -827,6 +926,7 @@ class TcpNode:
                           "verified" if conn.verified else "client-only")
             self._flush_pending(peer, proto, key)
             self._tell_connected(key)
+            self._carry(conn, key)
         else:
             self.log.info("connection from %s:%d (inbound, receive only)", key[0], key[1])
 
@@ -912,6 +1012,7 @@ class TcpNode:
         self.log.info("connected to %s:%d (casty 0.21 closed our connection and keeps its own: "
                       "sending over that one)", *key)
         self._flush_pending(peer, proto, key)
+        self._carry(proto.context, key)
         return True
 
     def _cancel_timer(self, conn: _Conn) -> None:
@@ -970,6 +1071,7 @@ class TcpNode:
         self.log.info("connected to %s:%d (outbound)", key[0], key[1])
         self._flush_pending(peer, proto, key)
         self._tell_connected(peer.key)
+        self._carry(conn, peer.key)
 
     def _flush_pending(self, peer: _Peer, proto: Any, key: Key) -> None:
         if peer.pending:
@@ -1032,6 +1134,7 @@ class TcpNode:
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
+        self._lost(proto, conn, exc)
         # What the connection is filed under: the address dialed, or the one an inbound peer claims.
         key = conn.dial_key if conn.outbound else conn.peer_key
         if not conn.established:
