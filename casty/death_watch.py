@@ -302,10 +302,16 @@ class RemoteWatch:
             if sent_on is None:
                 self._send_watch(node, conn, watched, watcher, entries)
 
-    def node_lost(self, host: str, port: int) -> None:
-        """The node at host:port is down or restarted: every watch of its actors fires."""
+    def node_lost(self, host: str, port: int, new_uid: int | None = None) -> None:
+        """The node at host:port is down, or restarted as ``new_uid``: its watches fire,
+        but for those sent on an open connection to the new incarnation (made after it)."""
         node = (host, port)
-        for watched, watcher in list(self._out.get(node, ())):
+        entries = self._out.get(node)
+        if not entries:
+            return
+        for (watched, watcher), conn in list(entries.items()):
+            if conn is not None and not conn.proto.closed and (new_uid is None or conn.uid == new_uid):
+                continue
             self._fire(node, watched, watcher, tell_peer=True)
 
     def _dial_failed(self, node: Key) -> None:
@@ -317,8 +323,10 @@ class RemoteWatch:
                     self._fire(node, watched, watcher)
 
     def _node_event(self, event: NodeEvent) -> None:
-        if isinstance(event, NodeDown | NodeRestarted):
+        if isinstance(event, NodeDown):
             self.node_lost(event.host, event.port)
+        elif isinstance(event, NodeRestarted):
+            self.node_lost(event.host, event.port, event.new_uid)
 
     def _closed(self, conn: _Conn) -> None:
         """A connection is gone: watches sent on it fire; watches held for its peer end."""

@@ -7,7 +7,11 @@ frame layout has golden vectors; a peer's forged frames and bad bodies are check
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +26,8 @@ from casty.transport.node import TcpNode
 from casty.transport.watch_codec import MAX_WATCH_BODY, WatchFrameError, decode_watch, encode_watch
 from casty.wire import FRAME_WATCH, MAX_WATCH_PATH, WATCH_TAG_TERMINATED, WATCH_TAG_UNWATCH, WATCH_TAG_WATCH
 from tests.remote_helpers import Collector, Ping, node
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
@@ -454,3 +460,51 @@ async def test_a_forged_terminated_from_another_node_or_inside_a_message_does_no
         assert terminated(items) == []
         assert a.death_watch.counts()["remote_out"] == 1
         assert b.remote_watch.counts()["remote_in"] == 1
+
+
+# -- real faults: a watched node in a child process ----------------------------------------
+
+
+async def watched_process(port: int = 0) -> tuple[asyncio.subprocess.Process, int]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.nodes.watched_node", str(port),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    return proc, int(line)
+
+
+async def end(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.kill()
+    await proc.wait()
+
+
+async def test_sigkill_of_the_watched_node_terminates_and_its_restart_is_watchable() -> None:
+    proc, port = await watched_process()
+    try:
+        async with node("a") as a:
+            w, ref = await remote_watcher(a)
+            target = a.ref(f"casty://watched@127.0.0.1:{port}/user/target")
+            ref.tell(Watch(target))
+            await wait_until(lambda: a.death_watch.counts()["remote_bound"] == 1)
+            proc.send_signal(signal.SIGKILL)
+            assert terminated(await w.got.wait(1)) == [target]
+            assert no_entries(a)
+            await proc.wait()
+            # The same port, a new incarnation: watched again, and its actor lives.
+            proc, again = await watched_process(port)
+            assert again == port
+            a.remote.clear_blacklist("127.0.0.1", port)
+            ref.tell(Watch(target))
+            await wait_until(lambda: a.death_watch.counts()["remote_bound"] == 1)
+            ref.tell(Watch(a.ref(f"casty://watched@127.0.0.1:{port}/user/ghost")))
+            assert len(terminated(await w.got.wait(2))) == 2  # the ghost only
+            assert a.death_watch.counts()["remote_out"] == 1
+            proc.send_signal(signal.SIGKILL)
+            assert terminated(await w.got.wait(3))[2:] == [target]
+            assert no_entries(a)
+    finally:
+        await end(proc)
