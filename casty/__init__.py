@@ -23,6 +23,7 @@ from casty.address import ActorAddress
 from casty.ask_deadlines import AskFailed
 from casty.behavior import Behavior, Behaviors
 from casty.context import ActorContext
+from casty.death_watch import Terminated
 from casty.errors import EnvelopeDecodeError, FrameError, HandshakeError, SerializationError
 from casty.malloc_tuning import tune_malloc
 from casty.node_events import NodeDown, NodeInfo, NodeRestarted, NodeUp
@@ -95,6 +96,7 @@ __all__ = [
     "TcpNode",
     "TcpTransportConfig",
     "TcpTransportMsg",
+    "Terminated",
     "TypeRegistry",
     "run",
     "serve_forever",

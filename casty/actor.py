@@ -441,6 +441,7 @@ class ActorCell(Generic[M]):
     async def _finalize(self) -> None:
         self._stop_requested = True
         self._finalizing = True
+        self.system.death_watch.watcher_stopping(self.path)
         self.mailbox.forget_waiter()
         self.mailbox.disarm_eager()  # the cell and its mailbox no longer hold each other
         self.system.local.unregister(self.path)
@@ -456,6 +457,9 @@ class ActorCell(Generic[M]):
             await self._run_post_stop(0)
         finally:
             self.system._forget(self)
+            # Its watchers are told once it is gone from the tables: a watch arriving
+            # later finds no actor and is answered at once.
+            self.system.death_watch.stopped(self.path)
             if not self.terminated.done():
                 self.terminated.set_result(None)
 

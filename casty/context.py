@@ -86,5 +86,21 @@ class ActorContext(Generic[M]):
         """
         self._cell.stop_ref(ref)
 
+    def watch(self, ref: ActorRef[Any]) -> None:
+        """Receive ``casty.Terminated(ref)`` once, as a message, when the actor at ``ref``
+        (here or on another node) stops, does not exist, or its node is lost.
+
+        Watching a ref again is one watch; watching ``self`` is ignored.  See
+        :mod:`casty.death_watch`.  ValueError for something that is not a ref this
+        system can reach.
+        """
+        self.system.death_watch.watch(self._cell, ref)
+
+    def unwatch(self, ref: ActorRef[Any]) -> None:
+        """Stop watching ``ref``: no ``Terminated(ref)`` comes after this (one still queued
+        is taken back, see :mod:`casty.death_watch`).  Unwatching what is not watched
+        does nothing."""
+        self.system.death_watch.unwatch(self._cell, ref)
+
     def __repr__(self) -> str:
         return f"ActorContext({self._cell.path!r})"

@@ -16,6 +16,7 @@ __all__ = [
     "HandshakeError",
     "SerializationError",
     "UnsafeKeyError",
+    "WatchFrameError",
 ]
 
 
@@ -37,3 +38,7 @@ class SerializationError(ValueError):
 
 class UnsafeKeyError(SerializationError):
     """A dict key or set member is not hash-safe (a peer could make such hashes collide)."""
+
+
+class WatchFrameError(ValueError):
+    """A death-watch frame body (``casty.transport.watch_codec``) that breaks its layout."""

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from casty.address import ActorAddress, loggable
+from casty.death_watch import RemoteWatch
 from casty.node_events import NodeDown, NodeEvent, NodeInfo
 from casty.ref import ActorRef
 from casty.serialization import MsgpackSerializer, Serializer, TypeRegistry
@@ -17,6 +18,7 @@ from casty.transport.messages import SendFailure
 from casty.transport.node import TcpNode
 from casty.transport.remote import InboundMessageHandler, RemoteTransport, SendFailureCallback
 from casty.transport.tcp import tcp_transport
+from casty.wire import DEFAULT_MAX_REMOTE_WATCHES
 
 __all__ = ["RemoteActorSystem"]
 
@@ -40,6 +42,9 @@ class RemoteActorSystem(ActorSystem):
     messages and in peers' wire bytes (see :class:`ActorSystem`); a peer whose
     message fills one is not read from until it has room.  ``serialize_messages``
     (see :class:`ActorSystem`) checks local tells with this system's serializer.
+
+    ``max_remote_watches`` (65,536) bounds the watches (``ctx.watch``) a peer may hold on
+    this node's actors over one connection; one more is answered ``Terminated`` at once.
 
     Extra keyword arguments (``connect_timeout``, ``max_frame_size``,
     ``handshake_timeout``, ``max_queue_bytes``, ``address_map``, ...) go to
@@ -71,6 +76,7 @@ class RemoteActorSystem(ActorSystem):
         mailbox_capacity: int = DEFAULT_MAILBOX_CAPACITY,
         mailbox_bytes: int = DEFAULT_MAILBOX_BYTES,
         serialize_messages: bool | None = None,
+        max_remote_watches: int = DEFAULT_MAX_REMOTE_WATCHES,
         **tcp_options: Any,
     ) -> None:
         serializer = serializer if serializer is not None else MsgpackSerializer(registry)
@@ -107,6 +113,8 @@ class RemoteActorSystem(ActorSystem):
             logger=logging.getLogger("casty.transport.tcp"),
             read_state=self.local.read_state,
         )
+        #: the remote half of ``death_watch``: watches of and by actors on other nodes
+        self.remote_watch = RemoteWatch(self.death_watch, self.node, max_remote_watches=max_remote_watches)
         self._remote: RemoteTransport | None = None
         self._tcp: ActorRef[Any] | None = None
         # (node.advertised, the root address there): address_of runs per spawn and per ask
@@ -184,6 +192,15 @@ class RemoteActorSystem(ActorSystem):
         if address.host is None and address.node_id is None:
             address = self.address_of(address.path) if address.system == self.name else address
         return self.remote.make_ref(address)
+
+    def _watch_route(self, ref: ActorRef[Any]) -> tuple[str, int] | None:
+        address = getattr(ref, "address", None)
+        if self._remote is None or not isinstance(address, ActorAddress):
+            return super()._watch_route(ref)
+        try:
+            return self._remote.route_of(address)
+        except LookupError as exc:
+            raise ValueError(f"cannot watch {ref!r}: {exc}") from None
 
     def _reply_route(self, target: ActorRef[Any]) -> Any:
         address = getattr(target, "address", None)

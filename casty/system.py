@@ -13,6 +13,7 @@ from casty.actor import ActorCell, validate_name
 from casty.address import TEMP_PREFIX, ActorAddress, _trusted
 from casty.ask_deadlines import AskDeadlines, AskFailed
 from casty.behavior import SAME, UNHANDLED, Behavior
+from casty.death_watch import DeathWatch
 from casty.errors import SerializationError
 from casty.ref import ActorRef, LocalActorRef
 from casty.serialization import MsgpackSerializer, Serializer
@@ -168,6 +169,8 @@ class ActorSystem:
         self._closing = False
         self._shutdown: asyncio.Future[None] | None = None
         self._plain_refs = self._refs_are_plain()
+        #: every actor's watches (ctx.watch); see casty.death_watch
+        self.death_watch = DeathWatch(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, actors={len(self._cells)})"
@@ -198,6 +201,14 @@ class ActorSystem:
     def make_ref(self, address: ActorAddress) -> ActorRef[Any]:
         """A reference to ``address``; every ref the system hands out is built here."""
         return LocalActorRef(address, self._tells)
+
+    def _watch_route(self, ref: ActorRef[Any]) -> tuple[str, int] | None:
+        """The node of the actor ``ref`` names, None for this one (a watch's route);
+        ValueError when this system cannot reach it."""
+        address = ref.address
+        if type(ref) is LocalActorRef and address.system == self.name:
+            return None
+        raise ValueError(f"cannot watch {ref!r}: not an actor of actor system {self.name!r}")
 
     # -- spawning ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_MAX_HANDSHAKE_SIZE",
     "DEFAULT_MAX_IGNORED_FRAMES",
     "DEFAULT_MAX_QUEUE_BYTES",
+    "DEFAULT_MAX_REMOTE_WATCHES",
     "DEFAULT_READ_BUDGET_FRAMES",
     "DEFAULT_WRITE_HIGH_WATER",
     "DEFAULT_WRITE_LOW_WATER",
@@ -50,9 +51,13 @@ __all__ = [
     "MAX_CACHED_TARGET_LENGTH",
     "MAX_DECIMAL_CHARS",
     "MAX_FRAME_LENGTH",
+    "MAX_WATCH_PATH",
     "OWN_WRITE_SIZE",
     "SYSTEM_PREFIX",
     "TEMP_PREFIX",
+    "WATCH_TAG_TERMINATED",
+    "WATCH_TAG_UNWATCH",
+    "WATCH_TAG_WATCH",
 ]
 
 # -- frames ---------------------------------------------------------------------------
@@ -67,6 +72,14 @@ FRAME_PING: Final = 0x02
 FRAME_ECHO: Final = 0x03
 #: cap "watch": a watch, unwatch or terminated notice (body in casty.transport.watch_codec)
 FRAME_WATCH: Final = 0x04
+#: the first byte of a FRAME_WATCH body: what the frame says
+WATCH_TAG_WATCH: Final = 0x01
+WATCH_TAG_UNWATCH: Final = 0x02
+WATCH_TAG_TERMINATED: Final = 0x03
+#: the longest actor path (UTF-8 bytes) a watch frame carries
+MAX_WATCH_PATH: Final = 1024
+#: watches a peer may hold on this node per connection (RemoteActorSystem(max_remote_watches=))
+DEFAULT_MAX_REMOTE_WATCHES: Final = 65_536
 #: cap names, as listed in the handshake's "caps"
 CAP_HEARTBEAT: Final = "hb"
 CAP_WATCH: Final = "watch"

@@ -29,4 +29,5 @@ async def test_a_small_soak_accounts_for_every_tell() -> None:
     text = out.decode(errors="replace")
     assert proc.returncode == 0, text[-3000:]
     assert "tells sent             12000" in text, text[-3000:]
+    assert "watch soak: 3 nodes" in text, text[-3000:]
     assert text.rstrip().endswith("OK"), text[-3000:]

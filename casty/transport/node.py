@@ -305,6 +305,8 @@ class TcpNode:
         self._protocols: set[Any] = set()
         self._listeners: list[FailureListener] = []
         self._connect_listeners: list[Callable[[Key], None]] = []
+        self._close_listeners: list[Callable[[_Conn], None]] = []
+        self._dial_failure_listeners: list[Callable[[Key], None]] = []
         self._node_listeners: list[NodeListener] = []
         #: the last uid seen at each address that carried our traffic (None: a v1 peer), oldest first
         self._known_uids: dict[Key, int | None] = {}
@@ -425,6 +427,40 @@ class TcpNode:
         ``key`` (the address sends name) is established."""
         self._connect_listeners.append(listener)
 
+    def add_close_listener(self, listener: Callable[[_Conn], None]) -> None:
+        """Call ``listener(conn)`` when an established connection (either direction) is
+        lost, with its :class:`_Conn`: state kept per connection is dropped there."""
+        self._close_listeners.append(listener)
+
+    def add_dial_failure_listener(self, listener: Callable[[Key], None]) -> None:
+        """Call ``listener(key)`` when a dial to ``key`` fails (it is then blacklisted)."""
+        self._dial_failure_listeners.append(listener)
+
+    def connection_to(self, key: Key) -> _Conn | None:
+        """The established, open connection carrying this node's traffic to ``key``, else None."""
+        peer = self._peers.get(key)
+        proto = None if peer is None else peer.proto
+        if proto is None or proto.closed:
+            return None
+        conn: _Conn = proto.context
+        return conn
+
+    def dial(self, key: Key) -> bool:
+        """Start connecting to ``key`` (nothing queued) unless connected or connecting;
+        False, with nothing reported, when no dial is allowed now: shut down, blacklisted,
+        refused by ``allow_dial`` or at ``max_connections``."""
+        peer = self._peers.get(key)
+        if peer is not None and (peer.proto is not None or peer.connecting):
+            return True
+        if self._closed or self.is_blacklisted(key) or not dial_allowed(self.config.allow_dial, *key):
+            return False
+        if self.connection_count >= self.config.max_connections:
+            return False
+        if peer is None:
+            peer = self._peers[key] = _Peer(key)
+        peer.connecting = True
+        self._start_connect(peer, key)
+        return True
     def add_node_listener(self, listener: NodeListener) -> Callable[[], None]:
         """Call ``listener(event)`` on the loop with every :class:`~casty.NodeUp`,
         :class:`~casty.NodeDown` and :class:`~casty.NodeRestarted`; returns a function that
@@ -679,6 +715,11 @@ class TcpNode:
         self.log.warning("%s; blacklisted for %.2fs (failed connect %d in a row)", reason, delay, failures)
         self._forget(peer)
         self._drop_pending(peer, "connect_failed", reason)
+        for listener in self._dial_failure_listeners:
+            try:
+                listener(key)
+            except Exception:
+                self.log.exception("dial failure listener raised")
 
     def _new_protocol(self, *, outbound: bool, dial_key: Key | None, dial_peer: _Peer | None = None) -> Any:
         cfg = self.config
@@ -1097,6 +1138,19 @@ class TcpNode:
         self.log.debug("connection to %s closed by the framing layer: %s", proto.peername, reason)
 
     def frame_connection_lost(self, proto: Any, exc: BaseException | None, unsent: int) -> None:
+        try:
+            self._connection_lost(proto, exc, unsent)
+        finally:
+            # After the tables are updated: a listener that sends finds the peer gone.
+            conn: _Conn = proto.context
+            if conn.established:
+                for listener in self._close_listeners:
+                    try:
+                        listener(conn)
+                    except Exception:
+                        self.log.exception("close listener raised")
+
+    def _connection_lost(self, proto: Any, exc: BaseException | None, unsent: int) -> None:
         self._protocols.discard(proto)
         conn: _Conn = proto.context
         if conn.timer is not None:

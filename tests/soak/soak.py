@@ -1,6 +1,7 @@
 """Soak: N node processes, all-to-all numbered tells and asks, connections killed at random.
 
-``python -m tests.soak.soak [--nodes 3] [--tells 100000] [--ask-every 250] [--kills 20] [--seed 1]``
+``python -m tests.soak.soak [--nodes 3] [--tells 100000] [--ask-every 250] [--kills 20] [--seed 1]
+[--watch-nodes 3]``
 
 Each node (``tests/soak/node.py``) sends ``--tells`` numbered tells to every other
 node, asks each of them every ``--ask-every`` seqs, and fences at the end.  While
@@ -17,7 +18,9 @@ ordered pair:
   that did break (no later tell of the same connection arrived): a gap anywhere else
   is a lost-and-unreported violation.
 
-It prints the totals and exits 1 on any violation.
+Then a death-watch phase (``tests/soak/watch_soak.py``): watchers of actors on
+``--watch-nodes`` processes that are killed or stopped get exactly one Terminated
+each, and no watch entry is left.  It prints the totals and exits 1 on any violation.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.soak.watch_soak import run_watch_phase
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 150.0  # seconds for the whole run
@@ -232,6 +237,8 @@ async def run(args: argparse.Namespace) -> int:
           f"(fence retries {counts['fence_retries']})")
     print(f"  connections killed     {counts['kills']}  (skipped: {counts['kills_skipped']})")
     print(f"  frames dropped by the nodes, by reason: {reasons or 'none'}")
+    if args.watch_nodes:
+        problems.extend(await run_watch_phase(nodes=args.watch_nodes, seed=args.seed))
     if problems:
         print(f"FAILED: {len(problems)} violation(s)")
         for p in problems[:50]:
@@ -251,10 +258,12 @@ def main() -> None:
     parser.add_argument("--tells", type=int, default=100_000)
     parser.add_argument("--ask-every", type=int, default=250)
     parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--watch-nodes", type=int, default=3,
+                        help="watched node processes killed/stopped in the death-watch phase (0: skip)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    if args.nodes < 2 or args.tells < 1 or args.ask_every < 1 or args.kills < 0:
-        parser.error("need --nodes >= 2, --tells >= 1, --ask-every >= 1, --kills >= 0")
+    if args.nodes < 2 or args.tells < 1 or args.ask_every < 1 or args.kills < 0 or args.watch_nodes < 0:
+        parser.error("need --nodes >= 2, --tells >= 1, --ask-every >= 1, --kills >= 0, --watch-nodes >= 0")
     sys.exit(asyncio.run(run(args)))
 
 
