@@ -46,6 +46,7 @@ from casty.transport.messages import (
 )
 from casty.transport.node import InboundHandler, TcpNode
 from casty.transport.remote import InboundMessageHandler, RemoteTransport
+from casty.transport.stats import NodeStats, PeerStats
 from casty.transport.tcp import tcp_transport
 from casty.wire import FRAME_HANDSHAKE, FRAME_MESSAGE
 
@@ -77,7 +78,9 @@ __all__ = [
     "MessageEnvelope",
     "MessageTransport",
     "MsgpackSerializer",
+    "NodeStats",
     "PeerDown",
+    "PeerStats",
     "RemoteActorRef",
     "RemoteActorSystem",
     "RemoteTransport",
