@@ -61,6 +61,11 @@ paused writing, nothing is written and frames queue up to ``max_queue_bytes``
 (a frame is always accepted into an empty queue, so any frame can be sent);
 past that, and after close or loss, ``send_*`` returns False and counts the
 frame in :attr:`~FrameProtocol.dropped`.
+
+Counters, for :meth:`TcpNode.stats` (plain integers, bumped where a frame is already
+counted): ``frames_sent``, ``messages_sent`` and ``bytes_sent`` per frame accepted by
+``send_*``; ``frames_received`` and ``messages_received`` per frame dispatched;
+``bytes_received`` and ``last_received`` (``time.monotonic()``) per read.
 """
 
 from __future__ import annotations
