@@ -49,6 +49,7 @@ from casty.transport.messages import (
 )
 from casty.transport.node import InboundHandler, TcpNode
 from casty.transport.remote import InboundMessageHandler, RemoteTransport
+from casty.transport.stats import NodeStats, PeerStats
 from casty.transport.tcp import tcp_transport
 from casty.wire import FRAME_HANDSHAKE, FRAME_MESSAGE
 
@@ -83,8 +84,10 @@ __all__ = [
     "NodeDown",
     "NodeInfo",
     "NodeRestarted",
+    "NodeStats",
     "NodeUp",
     "PeerDown",
+    "PeerStats",
     "RemoteActorRef",
     "RemoteActorSystem",
     "RemoteTransport",

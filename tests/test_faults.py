@@ -305,7 +305,7 @@ async def test_peer_that_stops_reading_stays_bounded_and_resumes() -> None:
             assert stalled.handshaken.is_set()
             # the healthy peer was not held back by the stalled one
             assert [p.seq for p in await got.wait(healthy_sent)] == list(range(healthy_sent))
-            assert a.node.drops == {"queue_full": len(dropped)}
+            assert a.stats().drops == {"queue_full": len(dropped)}
 
             stalled.resume()
             await stalled.wait_last(max(s for s in sent if s not in set(dropped)))

@@ -382,7 +382,7 @@ async def test_a_stream_of_undecodable_frames_closes_its_connection_with_one_lin
         await closed_by_peer(reader)
         await wait_until(lambda: b.node._protocols == before)
         # decoded no further than the threshold; logged at 1, 2, 4, ..., 1024, then one line to close
-        assert b._inbound.dropped == MAX_BAD_FRAMES
+        assert b.stats().inbound_dropped == MAX_BAD_FRAMES
         drops = [r for r in lines() if "dropped an inbound message" in r.getMessage()]
         assert len(drops) == MAX_BAD_FRAMES.bit_length()
         closing = [r for r in lines() if "closing the connection from" in r.getMessage()]
@@ -410,7 +410,7 @@ async def test_undecodable_frames_among_good_ones_keep_the_connection(lines: Lin
         )
         writer.write(junk)
         assert len(await victim.wait(4000)) == 4000
-        assert b._inbound.dropped == 2000
+        assert b.stats().inbound_dropped == 2000
         # 1, 2, 4, ..., 1024: 11 lines for 2,000 failures, not 2,000
         assert len(lines()) == 11
         assert all(r.levelno == logging.WARNING and "dropped an inbound message" in r.getMessage()

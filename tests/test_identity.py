@@ -66,7 +66,7 @@ async def test_replies_sprayed_at_guessable_reply_paths_answer_no_ask() -> None:
         answers = [await a.ask(echo, lambda r, i=i: Echo(f"true {i}", r), timeout=5) for i in range(20)]
         assert answers == [f"true {i}" for i in range(20)]
         # nothing buffered for those paths; and a connection sending only such frames is cut off
-        await wait_until(lambda: a._inbound.dropped >= MAX_BAD_FRAMES)
+        await wait_until(lambda: a.stats().inbound_dropped >= MAX_BAD_FRAMES)
         assert a.local.drops.get("overflow", 0) == 0 and a.local.drops.get("too_many_paths", 0) == 0
         await closed_by_peer(reader)
         writer.close()
@@ -89,7 +89,7 @@ async def test_a_reply_is_taken_only_from_the_node_the_ask_went_to(caplog: pytes
         reply_to = await leaked.get()
         _reader, writer = await raw_peer(a, FAKE, 1)
         writer.write(reply_frame(reply_to.id, "forged"))
-        await wait_until(lambda: a._inbound.dropped == 1)
+        await wait_until(lambda: a.stats().inbound_dropped == 1)
         assert not asking.done()
         assert f"went to 127.0.0.1:{b.address.port}, but a reply came from {FAKE}:1" in caplog.text
         release.set()
@@ -113,7 +113,7 @@ async def test_a_peer_cannot_answer_an_ask_of_a_local_actor() -> None:
         reply_to = await leaked.get()
         _reader, writer = await raw_peer(a, FAKE, 1)
         writer.write(reply_frame(a.address.with_path(reply_to.address.path).to_uri(), "forged"))
-        await wait_until(lambda: a._inbound.dropped == 1)
+        await wait_until(lambda: a.stats().inbound_dropped == 1)
         release.set()
         assert await asking == "local"
         writer.close()
@@ -248,7 +248,7 @@ async def test_peers_cannot_message_system_actors(caplog: pytest.LogCaptureFixtu
         _reader, writer = await raw_peer(a, FAKE, 1)
         caplog.clear()
         writer.write(b"".join(reply_frame(a.address.with_path("/system/tcp").to_uri(), "x" * 1000) for _ in range(8)))
-        await wait_until(lambda: a._inbound.dropped == 8)
+        await wait_until(lambda: a.stats().inbound_dropped == 8)
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert "is a system actor, which peers may not message" in caplog.text
         writer.close()
@@ -278,7 +278,7 @@ async def test_a_full_mailbox_pauses_the_peer_and_loses_nothing() -> None:
         release.set()
         await wait_until(lambda: len(seen) == 2000)
         assert seen == list(range(2000))
-        assert sum(a.node.drops.values()) == 0 and b.local.drops.get("mailbox_full", 0) == 0
+        assert sum(a.stats().drops.values()) == 0 and b.local.drops.get("mailbox_full", 0) == 0
 
 
 async def test_a_mailbox_full_of_bytes_pauses_the_peer_and_loses_nothing() -> None:
@@ -320,7 +320,7 @@ async def test_a_mailbox_full_of_bytes_pauses_the_peer_and_loses_nothing() -> No
         assert seen == list(range(count))
         assert 4 * mib <= most[0] <= 4 * mib + size + 1024  # one message over at most
         assert box.queued_bytes == 0
-        assert sum(a.node.drops.values()) == 0 and b.local.drops.get("mailbox_full", 0) == 0
+        assert sum(a.stats().drops.values()) == 0 and b.local.drops.get("mailbox_full", 0) == 0
 
 
 async def test_inbound_peers_lists_the_claims_of_connections_peers_dialed() -> None:

@@ -174,8 +174,8 @@ async def test_tells_and_asks_both_ways(first: str, layout: str, tmp_path: Path)
                     # Both ways again, now that each side has what it dialed (and was dialed).
                     await ours_to_021(system, node, "c")
                     await from_021_to_ours(system, node, sink, "d")
-                    assert system.node.drops == {}
-                    assert system._inbound.dropped == 0
+                    assert system.stats().drops == {}
+                    assert system.stats().inbound_dropped == 0
             stderr.seek(0)
             complaints = [ln for ln in stderr.read().decode(errors="replace").splitlines() if ln.strip()]
             assert complaints == [], "the casty 0.21 node logged warnings or errors"

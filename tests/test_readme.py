@@ -41,13 +41,13 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def test_the_readme_has_the_blocks_these_tests_run() -> None:
     scripts, files = _blocks()
-    assert len(scripts) == 2
+    assert len(scripts) == 3
     assert sorted(files) == ["kv_client.py", "kv_messages.py", "kv_server.py"]
 
 
 @pytest.mark.slow
 def test_the_quick_start_runs(tmp_path: Path) -> None:
-    script, _ = _blocks()[0]
+    script = _blocks()[0][0]
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=_env(tmp_path),
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -55,7 +55,7 @@ def test_the_quick_start_runs(tmp_path: Path) -> None:
 
 
 def test_the_codec_example_runs(tmp_path: Path) -> None:
-    _, script = _blocks()[0]
+    [script] = [code for code in _blocks()[0] if "register_codec" in code]
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=_env(tmp_path),
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -106,3 +106,11 @@ def test_the_remote_example_serves_answers_and_stops_on_sigterm(tmp_path: Path) 
     while not lines.empty():
         log.append(lines.get())
     assert any("casty.serve: actor system kv: SIGTERM received, shutting down" in line for line in log), log
+
+
+def test_the_metrics_example_runs(tmp_path: Path) -> None:
+    [script] = [code for code in _blocks()[0] if "CastyCollector" in code]
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=_env(tmp_path),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("['casty_loop_lag_seconds ")

@@ -68,7 +68,7 @@ async def test_large_and_small_messages_interleaved_arrive_whole_and_in_order() 
         received = await got.wait(len(sizes))
         assert [(p.seq, len(p.text)) for p in received] == list(enumerate(sizes))
         assert all(p.text == chr(65 + p.seq % 26) * len(p.text) for p in received)
-        assert sum(a.node.drops.values()) == 0
+        assert sum(a.stats().drops.values()) == 0
 
 
 async def test_large_bytes_values_arrive_whole_and_in_order() -> None:
@@ -86,7 +86,7 @@ async def test_large_bytes_values_arrive_whole_and_in_order() -> None:
             sent.append(msg)
             sink.tell(msg)
         assert await got.wait(len(sent)) == sent
-        assert sum(a.node.drops.values()) == 0
+        assert sum(a.stats().drops.values()) == 0
 
 
 def _registered(system: RemoteActorSystem) -> list[str]:

@@ -49,7 +49,7 @@ async def test_100k_tells_across_processes_arrive_complete_and_in_order(sink_pro
                 await system.ask(sink, lambda r: Echo("window", r), timeout=60)
         # Count travels behind every Ping on the same connection, so it sees them all.
         count, out_of_order = await system.ask(sink, lambda r: Count(r), timeout=60)
-        assert (count, out_of_order, system.node.drops) == (n, 0, {})
+        assert (count, out_of_order, system.stats().drops) == (n, 0, {})
 
 
 async def test_ask_across_processes(sink_process: int) -> None:

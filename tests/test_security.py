@@ -241,7 +241,7 @@ async def test_over_the_wire_a_hostile_payload_or_type_hint_runs_and_imports_not
         writer.write(frame(FRAME_HANDSHAKE, json.dumps({"host": "127.0.0.9", "port": 1}).encode())
                      + b"".join(frame(FRAME_MESSAGE, env.to_bytes()) for env in envelopes))
         assert await got.wait(1) == [Ping(2)]
-        assert b._inbound.dropped == 2
+        assert b.stats().inbound_dropped == 2
         writer.close()
     assert not marker.exists()
     assert module not in sys.modules

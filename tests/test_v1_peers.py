@@ -112,7 +112,7 @@ async def test_a_v1_node_that_closes_our_dial_gets_our_traffic_on_its_own_connec
         reply = MessageEnvelope(echo.reply_to.to_uri(), f"{base}/", SERIALIZER.serialize("hi back"), "str")
         writer.write(frame(FRAME_MESSAGE, reply.to_bytes()))
         assert await asyncio.wait_for(asking, 10) == "hi back"
-        assert (x.closed, a.node.drops, list(failures)) == (1, {}, [])
+        assert (x.closed, a.stats().drops, list(failures)) == (1, {}, [])
 
 
 async def test_a_v1_node_that_keeps_our_dial_gets_our_traffic_on_it_and_a_claimant_nothing() -> None:
@@ -126,7 +126,7 @@ async def test_a_v1_node_that_keeps_our_dial_gets_our_traffic_on_it_and_a_claima
         await wait_until(lambda: len(x.received) == 20)
         assert [p.seq for p in x.received] == list(range(20))
         assert await nothing_more(claimant)
-        assert a.node.drops == {}
+        assert a.stats().drops == {}
 
 
 async def test_two_v1_claims_to_one_address_get_none_of_its_traffic() -> None:

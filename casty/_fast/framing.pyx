@@ -33,6 +33,7 @@ things.
 """
 
 import asyncio
+import time
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -149,6 +150,9 @@ cdef enum:
 # OWN_WRITE_SIZE as a C value, for the per-frame comparisons.
 cdef Py_ssize_t _OWN_WRITE = OWN_WRITE_SIZE
 
+# The pure twin's clock, so both report the same kind of time.
+cdef object _monotonic = time.monotonic
+
 # Whether this build refills spanning bodies nobody kept (tests read it).
 _REFILLS_BODIES = bool(CASTY_CAN_REUSE_BYTES)
 SPARE_TOTAL_MAX = _SPARE_TOTAL_MAX
@@ -233,6 +237,11 @@ cdef class FrameProtocolBase:
         unsigned long long _frames_received
         unsigned long long _frames_ignored
         unsigned long long _bytes_received
+        # Statistics (TcpNode.stats): plain counters, bumped where frames are already counted.
+        unsigned long long _bytes_sent
+        unsigned long long _messages_sent
+        unsigned long long _messages_received
+        double _last_received
         # Frame kinds handed to owner.frame_control (set_control_kinds): a flag per kind,
         # and the same as a frozenset for the property.
         unsigned char _ctl[256]
@@ -309,6 +318,10 @@ cdef class FrameProtocolBase:
         self._frames_received = 0
         self._frames_ignored = 0
         self._bytes_received = 0
+        self._bytes_sent = 0
+        self._messages_sent = 0
+        self._messages_received = 0
+        self._last_received = 0.0
         memset(self._ctl, 0, 256)
         self._control = frozenset()
         self._pieces = None
@@ -379,6 +392,26 @@ cdef class FrameProtocolBase:
     def frames_sent(self):
         """Frames accepted by ``send_*`` (queued or written)."""
         return self._frames_sent
+
+    @property
+    def bytes_sent(self):
+        """Bytes of the frames accepted by ``send_*`` (headers included)."""
+        return self._bytes_sent
+
+    @property
+    def messages_sent(self):
+        """Message frames accepted by ``send_*`` (queued or written)."""
+        return self._messages_sent
+
+    @property
+    def messages_received(self):
+        """Well-formed message frames received (handed to the sink or the owner)."""
+        return self._messages_received
+
+    @property
+    def last_received(self):
+        """``time.monotonic()`` when bytes last arrived on this connection; 0.0 before any."""
+        return self._last_received
 
     @property
     def partial_bytes(self):
@@ -516,6 +549,7 @@ cdef class FrameProtocolBase:
         if not PyBytes_CheckExact(data):
             data = bytes(data)  # rare: transports hand over bytes
         self._bytes_received += <unsigned long long>PyBytes_GET_SIZE(data)
+        self._last_received = _monotonic()  # once per read, not per frame
         if self._halt or self._backlog is not None:
             # Held, or frames wait already: after them (a transport may hand over
             # what it had read before it was paused).
@@ -633,6 +667,7 @@ cdef class FrameProtocolBase:
                 if frame_type == wire.FRAME_MESSAGE and self._fast_sink is not None:
                     # What _dispatch does for a message, minus the body's bytes object.
                     self._frames_received += 1
+                    self._messages_received += 1
                     self._ignored_run = 0
                     try:
                         self._fast_sink.on_frame_at(p + off + wire.FRAME_HEADER_SIZE, blen, None)
@@ -768,6 +803,7 @@ cdef class FrameProtocolBase:
         """Hand one frame on; ``skipped`` is the body size of an unknown-type frame."""
         self._frames_received += 1
         if frame_type == wire.FRAME_MESSAGE:
+            self._messages_received += 1
             self._ignored_run = 0
             sink = self._sink  # re-read per frame: frame_handshake may just have set it
             if sink is None:
@@ -834,6 +870,8 @@ cdef class FrameProtocolBase:
             self._reserve(size)
             memcpy(self._wbuf + self._wused, p, size)
             self._wused += size
+        if p[4] == wire.FRAME_MESSAGE:  # a message queued while connecting goes out this way
+            self._messages_sent += 1
         self._queued(size)
         return True
 
@@ -902,6 +940,7 @@ cdef class FrameProtocolBase:
             _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, wire.FRAME_MESSAGE)
             memcpy(self._wbuf + self._wused + wire.FRAME_HEADER_SIZE, p, n)
             self._wused += size
+        self._messages_sent += 1
         self._queued(size)
         return True
 
@@ -932,6 +971,7 @@ cdef class FrameProtocolBase:
                 self._reserve(k)
                 memcpy(self._wbuf + self._wused, PyBytes_AS_STRING(part), k)
                 self._wused += k
+        self._messages_sent += 1
         self._queued(size)
         return True
 
@@ -975,6 +1015,7 @@ cdef class FrameProtocolBase:
         self._qbytes += size
         self._wframes += 1
         self._frames_sent += 1
+        self._bytes_sent += <unsigned long long>size
         if self._paused or self._transport is None:
             return 0
         if self._qbytes >= self._high or not self._flush_scheduled:

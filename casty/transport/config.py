@@ -108,6 +108,10 @@ class TcpTransportConfig:
     ``reconnect_backoff_max`` (or ``blacklist_duration`` when that is larger), each delay
     +-25% at random; a successful handshake or ``ClearNodeBlacklist`` starts over.
 
+    ``max_peer_stats``: the peers :meth:`TcpNode.stats` keeps counters for; past it
+    the record of the peer idle longest (no open connection) is let go, since peers,
+    and the addresses inbound ones claim, are chosen by others.
+
     >>> TcpTransportConfig("127.0.0.1", 0).max_frame_size
     16777216
     >>> TcpTransportConfig("127.0.0.1", 70000)
@@ -140,6 +144,7 @@ class TcpTransportConfig:
     max_connections: int = 1024
     idle_timeout: float = 300.0
     allow_dial: DialPolicy | None = None
+    max_peer_stats: int = 1024
     #: shared secret of the nodes of one cluster: handshakes then prove it (never shown in repr)
     cookie: str | bytes | None = field(default=None, repr=False)
     #: liveness (cap "hb", see the docstring above): off only for measurements
@@ -176,7 +181,7 @@ class TcpTransportConfig:
             raise bad("busy_poll", "a non-negative finite number of seconds (0: off)")
         for name in (
             "max_frame_size", "max_queue_bytes", "write_high_water", "max_handshake_size",
-            "read_budget_frames", "max_ignored_frames", "max_connections",
+            "read_budget_frames", "max_ignored_frames", "max_connections", "max_peer_stats",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

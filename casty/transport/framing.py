@@ -61,6 +61,11 @@ paused writing, nothing is written and frames queue up to ``max_queue_bytes``
 (a frame is always accepted into an empty queue, so any frame can be sent);
 past that, and after close or loss, ``send_*`` returns False and counts the
 frame in :attr:`~FrameProtocol.dropped`.
+
+Counters, for :meth:`TcpNode.stats` (plain integers, bumped where a frame is already
+counted): ``frames_sent``, ``messages_sent`` and ``bytes_sent`` per frame accepted by
+``send_*``; ``frames_received`` and ``messages_received`` per frame dispatched;
+``bytes_received`` and ``last_received`` (``time.monotonic()``) per read.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -141,6 +147,7 @@ log = logging.getLogger("casty.transport.framing")
 
 _HEADER = struct.Struct(">IB")
 _LENGTH = struct.Struct(">I")
+_monotonic = time.monotonic
 
 
 # -- flushing -------------------------------------------------------------------
@@ -187,6 +194,7 @@ class FrameProtocol(asyncio.Protocol):
         "_budget",
         "_buf",
         "_bytes_received",
+        "_bytes_sent",
         "_closed",
         "_control",
         "_dropped",
@@ -199,6 +207,7 @@ class FrameProtocol(asyncio.Protocol):
         "_high",
         "_holds",
         "_ignored_run",
+        "_last_received",
         "_limit",
         "_loop",
         "_low",
@@ -206,6 +215,8 @@ class FrameProtocol(asyncio.Protocol):
         "_max_handshake",
         "_max_ignored",
         "_max_queue",
+        "_messages_received",
+        "_messages_sent",
         "_owner",
         "_paused",
         "_peername",
@@ -273,6 +284,11 @@ class FrameProtocol(asyncio.Protocol):
         self._frames_ignored = 0
         self._frames_sent = 0
         self._bytes_received = 0
+        # Statistics (TcpNode.stats): plain counters, bumped where frames are already counted.
+        self._bytes_sent = 0
+        self._messages_sent = 0
+        self._messages_received = 0
+        self._last_received = 0.0
         # Frame kinds besides message and handshake that go to owner.frame_control.
         self._control: frozenset[int] = frozenset()
         # Outbound: frames (or header and body pieces) waiting for the next flush.
@@ -339,6 +355,26 @@ class FrameProtocol(asyncio.Protocol):
     def frames_sent(self) -> int:
         """Frames accepted by ``send_*`` (queued or written)."""
         return self._frames_sent
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes of the frames accepted by ``send_*`` (headers included)."""
+        return self._bytes_sent
+
+    @property
+    def messages_sent(self) -> int:
+        """Message frames accepted by ``send_*`` (queued or written)."""
+        return self._messages_sent
+
+    @property
+    def messages_received(self) -> int:
+        """Well-formed message frames received (handed to the sink or the owner)."""
+        return self._messages_received
+
+    @property
+    def last_received(self) -> float:
+        """``time.monotonic()`` when bytes last arrived on this connection; 0.0 before any."""
+        return self._last_received
 
     @property
     def partial_bytes(self) -> int:
@@ -461,6 +497,7 @@ class FrameProtocol(asyncio.Protocol):
         if self._closed:
             return
         self._bytes_received += len(data)
+        self._last_received = _monotonic()  # once per read, not per frame
         if self._halt or self._backlog is not None:
             # Held, or frames wait already: after them (a transport may hand over
             # what it had read before it was paused).
@@ -563,6 +600,7 @@ class FrameProtocol(asyncio.Protocol):
     def _dispatch(self, frame_type: int, body: bytes) -> None:
         self._frames_received += 1
         if frame_type == FRAME_MESSAGE:
+            self._messages_received += 1
             self._ignored_run = 0
             sink = self._sink  # re-read per frame: frame_handshake may just have set it
             if sink is None:
@@ -606,6 +644,8 @@ class FrameProtocol(asyncio.Protocol):
         if not self._accept(size):
             return False
         self._queue.append(frame)
+        if frame[4] == FRAME_MESSAGE:  # a message queued while connecting goes out this way
+            self._messages_sent += 1
         self._queued(size)
         return True
 
@@ -638,6 +678,7 @@ class FrameProtocol(asyncio.Protocol):
             return False
         self._queue.append(_HEADER.pack(size - 4, FRAME_MESSAGE))
         self._queue.append(envelope)
+        self._messages_sent += 1
         self._queued(size)
         return True
 
@@ -651,6 +692,7 @@ class FrameProtocol(asyncio.Protocol):
             return False
         self._queue.append(_HEADER.pack(length + 1, FRAME_MESSAGE))
         self._queue.extend(parts)
+        self._messages_sent += 1
         self._queued(size)
         return True
 
@@ -664,6 +706,7 @@ class FrameProtocol(asyncio.Protocol):
         self._queued_bytes += size
         self._queued_frames += 1
         self._frames_sent += 1
+        self._bytes_sent += size
         if self._paused or self._transport is None:
             return
         if self._queued_bytes >= self._high or not self._flush_scheduled:

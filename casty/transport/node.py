@@ -85,6 +85,7 @@ from casty.transport.handshake import (
 )
 from casty.transport.liveness import Liveness, _host
 from casty.transport.messages import SendFailure
+from casty.transport.stats import NodeStats, PeerRecord, PeerStats, PeerTable
 from casty.wire import CAP_HEARTBEAT, FRAME_MESSAGE
 
 __all__ = ["MAX_BLACKLIST", "MAX_KNOWN_UIDS", "FrameBodyHandler", "InboundHandler", "NodeListener", "TcpNode"]
@@ -142,7 +143,7 @@ class _Conn:
     __slots__ = (
         "awaiting_proof", "bad_frames", "caps", "carries", "dial_key", "dial_peer", "down_reason", "established",
         "hb_heard", "hb_received", "hb_sent", "hello", "idle_mark", "logged", "node", "nonce", "opened", "outbound",
-        "partial_mark", "peer_key", "proto", "rtt", "since", "superseded", "timer", "v1_hold", "verified",
+        "partial_mark", "peer_key", "proto", "rtt", "since", "stats", "superseded", "timer", "v1_hold", "verified",
     )
 
     def __init__(
@@ -192,6 +193,8 @@ class _Conn:
         self.hb_heard: float | None = None
         self.hb_received = 0
         self.hb_sent = 0
+        #: the peer's statistics record, from establishment until its counters are folded in
+        self.stats: PeerRecord | None = None
 
     @property
     def uid(self) -> int | None:
@@ -328,6 +331,8 @@ class TcpNode:
         self._hello_frame = b""  # v2, without a challenge
         #: frames not sent, by reason
         self.drops: dict[str, int] = {}
+        # Per-peer statistics (stats()): closed connections' counters and drops, bounded.
+        self._stats = PeerTable(config.max_peer_stats)
         # The features this node speaks (add_feature): their frame kinds, and who handles those.
         self._features: dict[str, frozenset[int]] = {}
         self._kind_handlers: dict[int, FeatureHandler] = {}
@@ -937,6 +942,7 @@ class TcpNode:
         key = conn.hello.key
         conn.established = True
         conn.peer_key = key
+        self._attach_stats(conn)
         proto.set_message_sink(self._sink_for(conn))
         self._negotiate(proto, conn)
         carries = (conn.verified or key[1] == 0) and key != self.advertised
@@ -1088,6 +1094,7 @@ class TcpNode:
                     if p is other:
                         self._peers[k] = peer
         self._peers[peer.key] = peer
+        self._attach_stats(conn)
         proto.set_message_sink(self._sink_for(conn))
         self._negotiate(proto, conn)
         self.log.info("connected to %s:%d (outbound)", key[0], key[1])
@@ -1153,6 +1160,7 @@ class TcpNode:
     def _connection_lost(self, proto: Any, exc: BaseException | None, unsent: int) -> None:
         self._protocols.discard(proto)
         conn: _Conn = proto.context
+        self._fold_stats(conn)
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
@@ -1192,6 +1200,80 @@ class TcpNode:
                 f"{key[0]}:{key[1]} closed the connection during the handshake"
             )
             self._connect_failed(peer, key, reason)
+
+    # -- statistics ----------------------------------------------------------------
+
+    def _attach_stats(self, conn: _Conn) -> None:
+        """An established connection counts for its peer: the address dialed, or the one
+        an inbound peer claims (what frame_connection_lost files it under too)."""
+        key = conn.dial_key if conn.outbound else conn.peer_key
+        if conn.stats is not None or key is None:
+            return
+        rec = conn.stats = self._stats.record(key)
+        rec.live += 1
+        if conn.outbound:
+            rec.outbound += 1
+        else:
+            rec.inbound += 1
+
+    def _fold_stats(self, conn: _Conn) -> None:
+        """A connection closed: its counters go into its peer's totals (nothing is lost)."""
+        rec = conn.stats
+        if rec is None:
+            return
+        conn.stats = None
+        rec.fold(conn.proto, getattr(conn, "rtt", None))
+        key = conn.dial_key if conn.outbound else conn.peer_key
+        if key is not None and self._stats.get(key) is rec:
+            self._stats.record(key)  # touched: it was active just now
+
+    def stats(self) -> NodeStats:
+        """A snapshot of this node's statistics (see :class:`~casty.transport.stats.NodeStats`).
+
+        It reads the counters the connections keep anyway: the cost is in this call
+        (linear in peers and connections), none on the path of a message.
+        """
+        now = time.monotonic()
+        live: dict[int, list[Any]] = {}
+        for proto in self._protocols:
+            rec = proto.context.stats
+            if rec is not None:
+                live.setdefault(id(rec), []).append(proto)
+        pending: dict[Key, int] = {}
+        for peer in self._peers.values():  # an alias names the same peer: counted once, under its key
+            pending[peer.key] = peer.pending_bytes
+        table = self._stats
+        keys = list(table.keys())
+        keys.extend(k for k in pending if table.get(k) is None)
+        peers: dict[Key, PeerStats] = {}
+        for key in keys:
+            rec = table.get(key) or PeerRecord()
+            protos = live.get(id(rec), [])
+            protos.sort(key=lambda p: not p.context.outbound)  # our dial's round trip first
+            rtt = next((r for p in protos if (r := getattr(p.context, "rtt", None)) is not None), rec.rtt)
+            last = max([rec.last_received, *(p.last_received for p in protos)])
+            peers[key] = PeerStats(
+                host=key[0],
+                port=key[1],
+                messages_sent=rec.messages_sent + sum(p.messages_sent for p in protos),
+                messages_received=rec.messages_received + sum(p.messages_received for p in protos),
+                bytes_sent=rec.bytes_sent + sum(p.bytes_sent for p in protos),
+                bytes_received=rec.bytes_received + sum(p.bytes_received for p in protos),
+                drops=dict(rec.drops),
+                queued_bytes=pending.get(key, 0) + sum(p.queued_bytes for p in protos),
+                reconnects=max(rec.outbound - 1, 0) + max(rec.inbound - 1, 0),
+                connections=len(protos),
+                rtt=rtt,
+                seconds_since_received=max(now - last, 0.0) if last > 0.0 else None,
+            )
+        return NodeStats(
+            peers=peers,
+            drops=dict(self.drops),
+            local_drops={},
+            inbound_dropped=0,
+            loop_lag=float(getattr(self, "loop_lag", 0.0)),
+            peers_evicted=table.evicted,
+        )
 
     # -- slow-frame sweep -------------------------------------------------------
 
@@ -1313,6 +1395,7 @@ class TcpNode:
         """Count, log and pass on to the failure listeners ``count`` unsent messages for ``key``."""
         total = self.drops.get(reason, 0) + count
         self.drops[reason] = total
+        self._stats.charge(key, reason, count)
         if (total & (total - 1)) == 0 or count > 1:
             self.log.warning(
                 "dropped %d message(s) for %s:%d (%s: %s); %d dropped for this reason so far",

@@ -279,6 +279,8 @@ class Soak:
 
     def report(self) -> dict[str, Any]:
         node = self.system.node
+        stats = self.system.stats()
+        names = {key: peer for peer, key in self.peers.items()}
         sent = {}
         for peer, key in self.peers.items():
             log = self.ledger.log(key)
@@ -294,11 +296,20 @@ class Soak:
             "sent": sent,
             "received": self.received,
             "counts": self.counts,
-            "node_drops": dict(node.drops),
+            "node_drops": dict(stats.drops),
             "reported": self.ledger.reported,
             "anomalies": self.ledger.anomalies,
-            "inbound_dropped": self.system._inbound.dropped,
-            "local_drops": sum(self.system.local.drops.values()),
+            "inbound_dropped": stats.inbound_dropped,
+            "local_drops": sum(stats.local_drops.values()),
+            # RemoteActorSystem.stats() per peer, by peer name (asks and replies included)
+            "stats": {
+                names.get(key, f"{key[0]}:{key[1]}"): {
+                    "messages_sent": p.messages_sent, "messages_received": p.messages_received,
+                    "bytes_sent": p.bytes_sent, "bytes_received": p.bytes_received,
+                    "reconnects": p.reconnects, "dropped": p.dropped,
+                }
+                for key, p in stats.peers.items()
+            },
             "connections": len(node._protocols),
             # connections peers dialed to us: they carry the peer's traffic, not ours
             "receive_only": sum(

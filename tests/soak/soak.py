@@ -207,6 +207,15 @@ async def run(args: argparse.Namespace) -> int:
             problems.append(f"{src}: {report['connections']} connections open for "
                             f"{report['connected_peers']} connected peers and {report['receive_only']} "
                             f"receive-only ones at the end: {report['stray_connections']}")
+        for peer, st in report["stats"].items():
+            told = len(reports[peer]["received"].get(src, [])) if peer in reports else 0
+            # What the sink got from a peer came in messages the node counted (tells, asks, replies).
+            if st["messages_received"] < len(report["received"].get(peer, [])):
+                problems.append(f"{src}: stats count {st['messages_received']} messages from {peer}, "
+                                f"its sink got {len(report['received'].get(peer, []))} tells")
+            if st["messages_sent"] < told:
+                problems.append(f"{src}: stats count {st['messages_sent']} messages sent to {peer}, "
+                                f"which received {told} tells")
         # An ask failed at once on its connection's loss may still get its reply, over the
         # peer's own connection: dropped as late, one at most per such ask.
         late_ok = report["counts"].get("asks_node_down", 0)
@@ -217,6 +226,11 @@ async def run(args: argparse.Namespace) -> int:
     for r in reports.values():
         for k, v in r["node_drops"].items():
             reasons[k] = reasons.get(k, 0) + v
+    st_totals = {k: sum(p[k] for r in reports.values() for p in r["stats"].values())
+                 for k in ("messages_sent", "messages_received", "bytes_sent", "bytes_received", "reconnects")}
+    if st_totals["messages_received"] > st_totals["messages_sent"]:
+        problems.append(f"stats: {st_totals['messages_received']} messages received, only "
+                        f"{st_totals['messages_sent']} sent")
     for node in nodes.values():
         if node.error:
             problems.append(f"{node.name}: send loop failed: {node.error}")
@@ -237,6 +251,8 @@ async def run(args: argparse.Namespace) -> int:
           f"(fence retries {counts['fence_retries']})")
     print(f"  connections killed     {counts['kills']}  (skipped: {counts['kills_skipped']})")
     print(f"  frames dropped by the nodes, by reason: {reasons or 'none'}")
+    print(f"  stats(): messages sent / received {st_totals['messages_sent']} / {st_totals['messages_received']}, "
+          f"bytes {st_totals['bytes_sent']} / {st_totals['bytes_received']}, reconnects {st_totals['reconnects']}")
     if args.watch_nodes:
         problems.extend(await run_watch_phase(nodes=args.watch_nodes, seed=args.seed))
     if problems:
