@@ -226,9 +226,27 @@ async def test_local_drops_and_loop_lag() -> None:
         a.local.deliver(a.address_of("/user/gone"), Ping(0))
         stats = a.stats()
         assert stats.local_drops == {"dead": 1}
-        assert stats.loop_lag == 0.0  # nothing measures it on this node
-        a.node.loop_lag = 0.25  # type: ignore[attr-defined]  # what a lag monitor sets
+        assert stats.loop_lag == a.node.loop_lag
+        assert a.node._liveness is not None
+        a.node._liveness.loop_lag = 0.25  # what a late heartbeat tick records
         assert a.stats().loop_lag == 0.25
+
+
+async def test_the_round_trip_time_is_reported_and_kept_after_the_connection_closes() -> None:
+    hb = {"heartbeat_interval": 0.02, "failure_timeout": 5.0}
+    async with RemoteActorSystem("a", registry=registry(), **hb) as a, \
+            RemoteActorSystem("b", registry=registry(), **hb) as b:
+        key = ("127.0.0.1", b.node.port)
+        a.node.send_frame(*key, 0x30, b"")  # dials; heartbeats then measure the round trip
+        async with asyncio.timeout(10):
+            while (peer := a.stats().peers.get(key)) is None or peer.rtt is None:
+                await asyncio.sleep(0.01)
+        assert 0 <= peer.rtt < 5
+        a.node.peer_down(*key)
+        async with asyncio.timeout(10):
+            while a.stats().peers[key].connections:
+                await asyncio.sleep(0.01)
+        assert a.stats().peers[key].rtt is not None
 
 
 def test_stats_types_are_frozen() -> None:

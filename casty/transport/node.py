@@ -1222,7 +1222,7 @@ class TcpNode:
         if rec is None:
             return
         conn.stats = None
-        rec.fold(conn.proto, getattr(conn, "rtt", None))
+        rec.fold(conn.proto, conn.rtt)
         key = conn.dial_key if conn.outbound else conn.peer_key
         if key is not None and self._stats.get(key) is rec:
             self._stats.record(key)  # touched: it was active just now
@@ -1250,7 +1250,7 @@ class TcpNode:
             rec = table.get(key) or PeerRecord()
             protos = live.get(id(rec), [])
             protos.sort(key=lambda p: not p.context.outbound)  # our dial's round trip first
-            rtt = next((r for p in protos if (r := getattr(p.context, "rtt", None)) is not None), rec.rtt)
+            rtt = next((r for p in protos if (r := p.context.rtt) is not None), rec.rtt)
             last = max([rec.last_received, *(p.last_received for p in protos)])
             peers[key] = PeerStats(
                 host=key[0],
@@ -1271,7 +1271,7 @@ class TcpNode:
             drops=dict(self.drops),
             local_drops={},
             inbound_dropped=0,
-            loop_lag=float(getattr(self, "loop_lag", 0.0)),
+            loop_lag=self.loop_lag,
             peers_evicted=table.evicted,
         )
 
