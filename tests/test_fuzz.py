@@ -1390,3 +1390,132 @@ def test_inbound_handler(case: tuple[bool, bool, list[tuple[bytes, int]]]) -> No
     event(f"inbound: {len(first[0])} delivered, {first[1]} dropped")
     assert all(r == first for r in results.values()), results
     assert len(first[0]) + first[1] == len(frames)
+
+
+# --- control frames of the negotiated features, through a node's connection ------------------
+#
+# Pings, echoes and watch frames (docs/architecture.md, "Features (v2 caps) and their frames")
+# after a v2 handshake listing every cap, mixed with messages and unknown kinds, cut into
+# arbitrary chunks: each twin's FrameProtocol under the same node must answer with the same
+# bytes and end in the same state, and nothing may raise out of the node.
+
+from casty.remote_system import RemoteActorSystem  # noqa: E402
+from casty.transport import node as node_module  # noqa: E402
+from casty.transport.watch_codec import encode_watch  # noqa: E402
+from casty.wire import FRAME_ECHO, FRAME_PING, FRAME_WATCH  # noqa: E402
+
+
+class _Wire:
+    """A transport that records the bytes a node's connection writes."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        for chunk in chunks:
+            self.written += chunk
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.9", 40000) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    abort = close
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def control_node() -> Iterator[tuple[asyncio.AbstractEventLoop, RemoteActorSystem]]:
+    loop = asyncio.new_event_loop()
+    system = RemoteActorSystem("fuzz", "127.0.0.1", 0)
+    loop.run_until_complete(system.start())
+    try:
+        yield loop, system
+    finally:
+        loop.run_until_complete(system.shutdown())
+        loop.close()
+
+
+_PATH = st.from_regex(r"\A/[a-z/]{0,10}\Z")
+_CONTROL_BODY = st.one_of(
+    st.binary(max_size=16),
+    st.binary(min_size=8, max_size=8),
+    st.builds(encode_watch, st.sampled_from([1, 2, 3]), _PATH, _PATH),
+    st.builds(lambda t, raw: bytes([t]) + raw, st.integers(0, 255), st.binary(max_size=24)),
+)
+_CONTROL_FRAMES = st.lists(
+    st.tuples(st.sampled_from([FRAME_PING, FRAME_ECHO, FRAME_WATCH, FRAME_MESSAGE, 0x09]), _CONTROL_BODY),
+    max_size=12,
+)
+
+
+def _control_run(loop: asyncio.AbstractEventLoop, system: RemoteActorSystem, cls: type,
+                 chunks: list[bytes]) -> tuple[bytes, bool, int]:
+    node = system.node
+    real, state = node_module.FrameProtocol, node._read_state
+    node_module.FrameProtocol = cls  # type: ignore[misc]
+    node._read_state = None  # the LocalTransport's is of one twin only
+    try:
+        proto = node._new_protocol(outbound=False, dial_key=None)
+    finally:
+        node_module.FrameProtocol = real  # type: ignore[misc]
+        node._read_state = state
+    wire = _Wire()
+
+    async def run() -> None:
+        proto.connection_made(wire)
+        for chunk in chunks:
+            proto.data_received(chunk)
+        await asyncio.sleep(0)  # the flush scheduled by the first answer
+        await asyncio.sleep(0)
+
+    try:
+        loop.run_until_complete(run())
+        return bytes(wire.written[len(node._hello_frame):]), proto.closed, proto.frames_ignored
+    finally:
+        proto.connection_lost(None)
+
+
+@FUZZ
+@given(frames=_CONTROL_FRAMES, cuts=st.lists(st.integers(0, 600), max_size=6))
+def test_control_frames_through_a_node(
+    control_node: tuple[asyncio.AbstractEventLoop, RemoteActorSystem],
+    frames: list[tuple[int, bytes]], cuts: list[int],
+) -> None:
+    loop, system = control_node
+    hello = encode_hello(Handshake("127.0.0.9", 0, 77, 2, frozenset({"hb", "watch"})))
+    data = hello + b"".join(pure_framing.encode_frame(kind, body) for kind, body in frames)
+    points = sorted({min(c, len(data)) for c in cuts})
+    chunks = [data[a:b] for a, b in itertools.pairwise([0, *points, len(data)])]
+    outcomes = {kind: _control_run(loop, system, mod.FrameProtocol, chunks) for kind, mod in FRAMING.items()}
+    _tried("control frames via TcpNode", outcomes)
+    assert len(set(outcomes.values())) == 1, outcomes
+    written, closed, _ = outcomes["pure"]
+    # A ping or echo body that is not 8 bytes closes the connection (what was queued is
+    # dropped with it); otherwise every ping is echoed with its own 8 bytes.
+    if any(kind in (FRAME_PING, FRAME_ECHO) and len(body) != 8 for kind, body in frames):
+        assert closed
+    else:
+        for kind, body in frames:
+            if kind == FRAME_PING:
+                assert pure_framing.encode_frame(FRAME_ECHO, body) in written
+    assert not system.death_watch.counts()["remote_in"]
