@@ -129,7 +129,8 @@ class TcpTransportConfig:
     idle_timeout: float = 300.0
     allow_dial: DialPolicy | None = None
     #: cap "frag": a message frame larger than this (bytes) goes out as fragments of at most
-    #: this many bytes each, where the peer speaks "frag" (0: off, whole frames as in v1)
+    #: this many bytes each, where the peer speaks "frag" (0: off, whole frames as in v1);
+    #: keep it below the peers' max_frame_size
     fragment_size: int = 64 * 1024
     #: fragments sent and not yet acknowledged by the peer, at most: what a small message
     #: written meanwhile may wait behind (larger: more throughput over long round trips)
@@ -174,8 +175,8 @@ class TcpTransportConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name, "a positive int")
         fs = self.fragment_size
-        if isinstance(fs, bool) or not isinstance(fs, int) or not (fs == 0 or 1024 <= fs <= self.max_frame_size):
-            raise bad("fragment_size", "0 (off) or an int in 1024..max_frame_size")
+        if isinstance(fs, bool) or not isinstance(fs, int) or not (fs == 0 or 1024 <= fs <= 0x7FFFFFFF):
+            raise bad("fragment_size", "0 (off) or an int in 1024..2**31-1")
         for name in ("fragment_window", "max_fragment_streams"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
