@@ -288,7 +288,8 @@ class FragmentLink:
 
     @property
     def held_frames(self) -> int:
-        """Messages taken by :meth:`offer` and not yet fully written."""
+        """Messages taken by :meth:`offer` and not yet fully written (the protocol counts
+        them as unsent when the connection is lost, besides the fragments it still queues)."""
         return sum(map(len, self._lanes.values()))
 
     @property
