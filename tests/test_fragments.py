@@ -6,6 +6,7 @@ differential fuzz of the reassembly path (pure and Cython protocols fed the same
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -414,7 +415,7 @@ def fragment_streams(draw: st.DrawFn) -> bytes:
         data = bytes((stream * 7 + i) & 0xFF for i in range(total))
         cuts = sorted(set(draw(st.lists(st.integers(1, max(total - 1, 1)), max_size=4))) - {total})
         edges = [0, *cuts, total]
-        for i, (a, b) in enumerate(zip(edges, edges[1:], strict=False)):
+        for i, (a, b) in enumerate(itertools.pairwise(edges)):
             flags = (FLAG_FIRST if i == 0 else 0) | (FLAG_LAST if b == total else 0)
             out.append(encode_fragment(stream, flags, data[a:b], total))
     out = draw(st.permutations(out))

@@ -97,7 +97,7 @@ def decode_ack(body: Any) -> int:
     """The count of an ack body; FragmentError when it is not one."""
     if len(body) != _ACK.size:
         raise FragmentError(f"fragment ack of {len(body)} bytes (an ack is 5)")
-    count = _U32.unpack_from(body, 1)[0]
+    count: int = _U32.unpack_from(body, 1)[0]
     if count == 0:
         raise FragmentError("fragment ack of 0 fragments")
     return count
