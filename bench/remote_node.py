@@ -44,11 +44,16 @@ class Echo:
     reply_to: Any
 
 
+@dataclass(frozen=True)
+class Blob:
+    data: bytes
+
+
 def registry() -> Any:
     from casty import TypeRegistry
 
     reg = TypeRegistry()
-    for cls in (Tick, Done, Echo):
+    for cls in (Tick, Done, Echo, Blob):
         reg.register(cls, f"bench.{cls.__name__}")
     return reg
 
@@ -64,10 +69,21 @@ async def wait_stdin() -> None:
 
 # -- casty -------------------------------------------------------------------------
 
-async def casty_sink(busy_poll: float = 0.0) -> None:
+async def casty_sink(busy_poll: float = 0.0, fragment_size: int | None = None) -> None:
+    """The sink node: ``/user/sink`` counts Ticks and answers Echo and Done; ``/user/stream``
+    counts the bytes of Blobs and answers Done with that count."""
     from casty import Behaviors, RemoteActorSystem
 
     count = 0
+    streamed = 0
+
+    async def stream(ctx: Any, msg: Any) -> Any:
+        nonlocal streamed
+        if type(msg) is Blob:
+            streamed += len(msg.data)
+        else:
+            msg.reply_to.tell(streamed)
+        return Behaviors.same()
 
     async def receive(ctx: Any, msg: Any) -> Any:
         nonlocal count
@@ -80,10 +96,11 @@ async def casty_sink(busy_poll: float = 0.0) -> None:
             msg.reply_to.tell(msg.seq)
         return Behaviors.same()
 
-    async with RemoteActorSystem(
-        "sink", "127.0.0.1", 0, registry=registry(), busy_poll=busy_poll, heartbeats=heartbeats()
-    ) as system:
+    frag = {} if fragment_size is None else {"fragment_size": fragment_size}
+    async with RemoteActorSystem("sink", "127.0.0.1", 0, registry=registry(), busy_poll=busy_poll,
+                                 heartbeats=heartbeats(), **frag) as system:
         system.spawn(Behaviors.receive(receive), "sink")
+        system.spawn(Behaviors.receive(stream), "stream")
         print(system.address.port, flush=True)
         await wait_stdin()
 
@@ -195,6 +212,56 @@ async def ask_round_trips(system: Any, sink: Any, n: int) -> dict[str, float]:
         await system.ask(sink, lambda r, i=i: Echo(i, r), timeout=30)
         samples.append(time.perf_counter() - t0)
     return percentiles(samples)
+
+
+#: the blob of the stream rows, and how many of them may be in flight (told, not yet counted)
+BLOB = 1024 * 1024
+BLOBS_IN_FLIGHT = 4
+
+
+async def frag_ask(port: int, n: int, fragment_size: int, behind: int, window: int = 4) -> dict[str, Any]:
+    """Small asks to ``/user/sink``, alone (``behind`` 0) or while this node streams 1 MiB
+    Blobs to ``/user/stream`` on the same peer; ``fragment_size`` 0 turns fragments off."""
+    from casty import EXTENSIONS_ACTIVE, RemoteActorSystem
+
+    async with RemoteActorSystem("src", "127.0.0.1", 0, registry=registry(), fragment_size=fragment_size,
+                                 fragment_window=window) as system:
+        sink = system.ref(f"casty://sink@127.0.0.1:{port}/user/sink")
+        target = system.ref(f"casty://sink@127.0.0.1:{port}/user/stream")
+        base = await system.ask(target, lambda r: Done(r), timeout=30)
+        blob = Blob(b"b" * BLOB)
+        running = True
+        sent = 0
+
+        async def streamer() -> None:
+            # Up to BLOBS_IN_FLIGHT blobs ahead of what the stream actor has counted; the Done
+            # asks go to the stream actor too, so they follow its blobs.
+            nonlocal sent
+            window: asyncio.Future[Any] | None = None
+            while running:
+                for _ in range(BLOBS_IN_FLIGHT // 2):
+                    target.tell(blob)
+                    sent += 1
+                if window is not None:
+                    await window
+                window = asyncio.ensure_future(system.ask(target, lambda r: Done(r), timeout=60))
+            if window is not None:
+                await window
+
+        task = asyncio.ensure_future(streamer()) if behind else None
+        if task is not None:
+            while sent < BLOBS_IN_FLIGHT:  # the stream is flowing before the first sample
+                await asyncio.sleep(0.001)
+        t0 = time.perf_counter()
+        p = await ask_round_trips(system, sink, n)
+        dt = time.perf_counter() - t0
+        running = False
+        mbps = 0.0
+        if task is not None:
+            await task
+            got = await system.ask(target, lambda r: Done(r), timeout=60) - base
+            mbps = got / dt / 1e6
+        return {"ext": EXTENSIONS_ACTIVE, **p, "stream_mb_s": mbps}
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -353,6 +420,8 @@ def main() -> None:
 
     coros = {
         "casty-sink": lambda: casty_sink(busy(0)),
+        "frag-sink": lambda: casty_sink(0.0, int(args[0])),
+        "frag-ask": lambda: frag_ask(*map(int, args)),
         "casty-tell": lambda: casty_tell(int(args[0]), int(args[1])),
         "casty-ask": lambda: casty_ask(int(args[0]), int(args[1]), busy(2)),
         "page-tell": lambda: casty_tell(int(args[0]), int(args[1]), page=True),

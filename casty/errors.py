@@ -12,6 +12,7 @@ from __future__ import annotations
 
 __all__ = [
     "EnvelopeDecodeError",
+    "FragmentError",
     "FrameError",
     "HandshakeError",
     "SerializationError",
@@ -22,6 +23,10 @@ __all__ = [
 
 class FrameError(ValueError):
     """A frame that cannot be encoded or that breaks the framing rules."""
+
+
+class FragmentError(FrameError):
+    """A fragment frame (cap "frag") that breaks the rules of ``casty.transport.fragments``."""
 
 
 class HandshakeError(ValueError):

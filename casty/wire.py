@@ -13,8 +13,12 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "CAP_FRAGMENTS",
     "CAP_HEARTBEAT",
     "CAP_WATCH",
+    "DEFAULT_FRAGMENT_SIZE",
+    "DEFAULT_FRAGMENT_WINDOW",
+    "DEFAULT_MAX_FRAGMENT_STREAMS",
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_HANDSHAKE_SIZE",
     "DEFAULT_MAX_IGNORED_FRAMES",
@@ -37,6 +41,7 @@ __all__ = [
     "EXT_TUPLE",
     "EXT_UUID",
     "FRAME_ECHO",
+    "FRAME_FRAGMENT",
     "FRAME_HANDSHAKE",
     "FRAME_HEADER_SIZE",
     "FRAME_MESSAGE",
@@ -80,9 +85,13 @@ WATCH_TAG_TERMINATED: Final = 0x03
 MAX_WATCH_PATH: Final = 1024
 #: watches a peer may hold on this node per connection (RemoteActorSystem(max_remote_watches=))
 DEFAULT_MAX_REMOTE_WATCHES: Final = 65_536
+#: cap "frag": a piece of a large message, or the receiver's acknowledgement of pieces
+#: (body in casty.transport.fragments)
+FRAME_FRAGMENT: Final = 0x05
 #: cap names, as listed in the handshake's "caps"
 CAP_HEARTBEAT: Final = "hb"
 CAP_WATCH: Final = "watch"
+CAP_FRAGMENTS: Final = "frag"
 #: bytes of a big-endian unsigned length prefix (of frames, and of an envelope's header)
 LENGTH_PREFIX_SIZE: Final = 4
 #: the length prefix and the kind byte
@@ -101,6 +110,12 @@ DEFAULT_MAX_HANDSHAKE_SIZE: Final = 8 * 1024
 DEFAULT_READ_BUDGET_FRAMES: Final = 1024
 #: frames of unknown type in a row after which a connection is closed
 DEFAULT_MAX_IGNORED_FRAMES: Final = 1024
+#: cap "frag": a message frame larger than this goes out as fragments carrying this much each
+DEFAULT_FRAGMENT_SIZE: Final = 64 * 1024
+#: fragments a sender has out unacknowledged, at most: what a small message may wait behind
+DEFAULT_FRAGMENT_WINDOW: Final = 4
+#: fragment streams a receiver keeps open per connection, at most
+DEFAULT_MAX_FRAGMENT_STREAMS: Final = 8
 #: a queued frame or envelope this large is written as it is, not copied into a joined write
 OWN_WRITE_SIZE: Final = 64 * 1024
 

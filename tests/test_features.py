@@ -33,8 +33,13 @@ class Seen:
         self.arrived.set()
 
 
+def bare_config() -> TcpTransportConfig:
+    """A node speaking only the features a test adds (fragments and heartbeats, on by default, off)."""
+    return TcpTransportConfig("127.0.0.1", 0, fragment_size=0, heartbeats=False)
+
+
 async def started(*caps: str, seen: Seen | None = None) -> TcpNode:
-    node = TcpNode(TcpTransportConfig("127.0.0.1", 0, heartbeats=False), NoMessages())  # only the features added here
+    node = TcpNode(bare_config(), NoMessages())
     for n, cap in enumerate(caps):
         node.add_feature(cap, [KIND + n], seen or Seen())
     await node.start()
@@ -77,7 +82,7 @@ async def test_a_feature_is_used_when_both_list_it(peer_caps: tuple[str, ...]) -
 
 
 async def test_features_are_checked_and_fixed_at_start() -> None:
-    node = TcpNode(TcpTransportConfig("127.0.0.1", 0, heartbeats=False), NoMessages())  # only the features added here
+    node = TcpNode(bare_config(), NoMessages())
     node.add_feature("a", [KIND], Seen())
     with pytest.raises(ValueError, match="belong to another feature"):
         node.add_feature("b", [KIND], Seen())

@@ -260,6 +260,11 @@ cdef class FrameProtocolBase:
         bint _paused
         bint _closed
         bint _flush_scheduled
+        # Cap "frag": the connection's FragmentLink (None: messages go whole), the frame
+        # size above which a message is its, and the bytes it holds (a lane is busy while > 0).
+        object _frag
+        Py_ssize_t _frag_size
+        Py_ssize_t _held
 
     def __init__(
         self,
@@ -333,6 +338,9 @@ cdef class FrameProtocolBase:
         self._paused = False
         self._closed = False
         self._flush_scheduled = False
+        self._frag = None
+        self._frag_size = 0
+        self._held = 0
 
     def __dealloc__(self):
         global _spare_total
@@ -355,8 +363,9 @@ cdef class FrameProtocolBase:
 
     @property
     def queued_bytes(self):
-        """Bytes accepted by ``send_*`` and not yet handed to the transport."""
-        return self._qbytes
+        """Bytes accepted by ``send_*`` and not yet handed to the transport (those the
+        fragment link holds included)."""
+        return self._qbytes + self._held
 
     @property
     def queued_frames(self):
@@ -452,6 +461,22 @@ cdef class FrameProtocolBase:
             self._ctl[<int>kind] = 1
         self._control = checked
 
+    @property
+    def fragments(self):
+        """The connection's FragmentLink (cap "frag"), or None: messages go whole."""
+        return self._frag
+
+    def set_fragments(self, link):
+        """From now on offer ``link`` (a ``casty.transport.fragments.FragmentLink``, None:
+        none) every message frame larger than its ``fragment_size``, and every message
+        while it holds some; it writes them as fragments, in order per lane."""
+        self._frag_size = 0 if link is None else link.fragment_size
+        self._frag = link
+
+    def _set_held(self, Py_ssize_t nbytes):
+        """The fragment link now holds ``nbytes`` of accepted frames (bounded with the queue)."""
+        self._held = nbytes
+
     def set_message_sink(self, sink):
         """Send every later message frame's body to ``sink`` (None: back to the owner).
 
@@ -523,6 +548,9 @@ cdef class FrameProtocolBase:
         self._backlog = None
         unsent = self._wframes + self._failed_frames
         self._failed_frames = 0
+        if self._frag is not None:
+            unsent += self._frag.held_frames
+            self._frag.clear()
         self._pieces = None
         self._wused = 0
         self._qbytes = 0
@@ -540,6 +568,8 @@ cdef class FrameProtocolBase:
         self._paused = False
         if self._wframes and not self._closed:
             self._flush_now()
+        if self._frag is not None and not self._closed:
+            self._frag.pump()
 
     # -- inbound -------------------------------------------------------------------------
 
@@ -903,6 +933,11 @@ cdef class FrameProtocolBase:
         """Queue a message frame carrying ``envelope``, or the list of buffers that joined
         make it; False (and counted) when refused."""
         cdef Py_buffer view
+        cdef int taken
+        if self._frag is not None:
+            taken = self._offer_fragments(envelope)
+            if taken >= 0:
+                return taken
         if PyBytes_CheckExact(envelope):
             return self._enqueue_message(
                 <const unsigned char*>PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), envelope
@@ -920,6 +955,23 @@ cdef class FrameProtocolBase:
         return self._enqueue_message(
             <const unsigned char*>PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), envelope
         )
+
+    cdef int _offer_fragments(self, object envelope) except -2:
+        """1/0: the fragment link took the message / it was refused (counted); -1: it goes
+        whole, as usual."""
+        cdef Py_ssize_t n = 0
+        if PyBytes_CheckExact(envelope):
+            n = PyBytes_GET_SIZE(envelope)
+        elif isinstance(envelope, list):
+            for part in envelope:
+                n += PyBytes_GET_SIZE(part) if PyBytes_CheckExact(part) else memoryview(part).nbytes
+        else:
+            n = memoryview(envelope).nbytes
+        if n + wire.FRAME_HEADER_SIZE <= self._frag_size and not self._held:
+            return -1
+        if not self._accept(n + wire.FRAME_HEADER_SIZE):
+            return 0
+        return 1 if self._frag.offer(envelope, n) else -1
 
     cdef bint _enqueue_message(self, const unsigned char* p, Py_ssize_t n, object envelope) except -1:
         """Queue a message frame of p[0:n]; ``envelope`` is the bytes object holding it
@@ -977,7 +1029,8 @@ cdef class FrameProtocolBase:
 
     cdef bint _accept(self, Py_ssize_t size) except -1:
         """Whether a frame of ``size`` bytes may be queued (if not, it is counted as dropped)."""
-        if self._closed or (self._qbytes and self._qbytes + size > self._max_queue):
+        cdef Py_ssize_t queued = self._qbytes + self._held
+        if self._closed or (queued and queued + size > self._max_queue):
             self._dropped += 1
             return False
         return True
@@ -1073,6 +1126,8 @@ cdef class FrameProtocolBase:
         """Hand everything queued to the transport (even while paused), then close it."""
         if self._closed:
             return
+        if self._frag is not None and self._transport is not None:
+            self._frag.drain()
         if self._transport is not None and self._wframes:
             self._flush_now()
         self._closed = self._halt = True

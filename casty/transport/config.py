@@ -145,6 +145,17 @@ class TcpTransportConfig:
     idle_timeout: float = 300.0
     allow_dial: DialPolicy | None = None
     max_peer_stats: int = 1024
+    #: cap "frag": a message frame larger than this (bytes) goes out as fragments of at most
+    #: this many bytes each, where the peer speaks "frag" (0: off, whole frames as in v1);
+    #: keep it below the peers' max_frame_size
+    fragment_size: int = 64 * 1024
+    #: fragments sent and not yet acknowledged by the peer, at most: what a small message
+    #: written meanwhile may wait behind (larger: more throughput over long round trips)
+    fragment_window: int = 4
+    #: a peer's fragment streams open at once per connection, and their bytes received (None:
+    #: twice max_frame_size), at most; beyond either the connection is closed
+    max_fragment_streams: int = 8
+    max_fragment_bytes: int | None = None
     #: shared secret of the nodes of one cluster: handshakes then prove it (never shown in repr)
     cookie: str | bytes | None = field(default=None, repr=False)
     #: liveness (cap "hb", see the docstring above): off only for measurements
@@ -186,6 +197,16 @@ class TcpTransportConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad(name, "a positive int")
+        fs = self.fragment_size
+        if isinstance(fs, bool) or not isinstance(fs, int) or not (fs == 0 or 1024 <= fs <= 0x7FFFFFFF):
+            raise bad("fragment_size", "0 (off) or an int in 1024..2**31-1")
+        for name in ("fragment_window", "max_fragment_streams"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(name, "a positive int")
+        mfb = self.max_fragment_bytes
+        if mfb is not None and (isinstance(mfb, bool) or not isinstance(mfb, int) or mfb < self.max_frame_size):
+            raise bad("max_fragment_bytes", "None (twice max_frame_size) or an int of at least max_frame_size")
         if self.max_handshake_size > MAX_HANDSHAKE_SIZE + 1:
             raise bad("max_handshake_size", f"at most {MAX_HANDSHAKE_SIZE + 1}")
         it = self.idle_timeout
@@ -224,6 +245,11 @@ class TcpTransportConfig:
             raise bad("address_map", "a callable taking one (host, port) tuple, or host and port, "
                                      "and returning a (host, port) tuple")
         object.__setattr__(self, "_address_map_takes_two", form)
+
+    @property
+    def fragment_bytes_limit(self) -> int:
+        """``max_fragment_bytes``, or twice ``max_frame_size`` when it is None."""
+        return 2 * self.max_frame_size if self.max_fragment_bytes is None else self.max_fragment_bytes
 
     def map_address(self, address: tuple[str, int]) -> tuple[str, int]:
         """``address_map`` applied to an outbound connect target, whichever its form.

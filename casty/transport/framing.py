@@ -200,10 +200,13 @@ class FrameProtocol(asyncio.Protocol):
         "_dropped",
         "_failed_frames",
         "_flush_scheduled",
+        "_frag",
+        "_frag_size",
         "_frames_ignored",
         "_frames_received",
         "_frames_sent",
         "_halt",
+        "_held",
         "_high",
         "_holds",
         "_ignored_run",
@@ -301,6 +304,11 @@ class FrameProtocol(asyncio.Protocol):
         self._paused = False
         self._closed = False
         self._dropped = 0
+        # Cap "frag": the connection's FragmentLink (None: messages go whole), the frame size
+        # above which a message is its, and the bytes it holds (a lane is busy while > 0).
+        self._frag: Any = None
+        self._frag_size = 0
+        self._held = 0
         self.peer: Any = None
         self.context: Any = None
 
@@ -318,8 +326,9 @@ class FrameProtocol(asyncio.Protocol):
 
     @property
     def queued_bytes(self) -> int:
-        """Bytes accepted by ``send_*`` and not yet handed to the transport."""
-        return self._queued_bytes
+        """Bytes accepted by ``send_*`` and not yet handed to the transport (those the
+        fragment link holds included)."""
+        return self._queued_bytes + self._held
 
     @property
     def queued_frames(self) -> int:
@@ -412,6 +421,22 @@ class FrameProtocol(asyncio.Protocol):
         are the negotiated features' (casty.wire), never message or handshake."""
         self._control = control_kinds(kinds)
 
+    @property
+    def fragments(self) -> Any:
+        """The connection's FragmentLink (cap "frag"), or None: messages go whole."""
+        return self._frag
+
+    def set_fragments(self, link: Any) -> None:
+        """From now on offer ``link`` (a ``casty.transport.fragments.FragmentLink``, None:
+        none) every message frame larger than its ``fragment_size``, and every message
+        while it holds some; it writes them as fragments, in order per lane."""
+        self._frag = link
+        self._frag_size = 0 if link is None else link.fragment_size
+
+    def _set_held(self, nbytes: int) -> None:
+        """The fragment link now holds ``nbytes`` of accepted frames (bounded with the queue)."""
+        self._held = nbytes
+
     def set_message_sink(self, sink: Callable[[bytes], object] | None) -> None:
         """Send every later message frame's body to ``sink`` (None: back to the owner).
 
@@ -477,6 +502,9 @@ class FrameProtocol(asyncio.Protocol):
         self._backlog = None
         unsent = self._queued_frames + self._failed_frames
         self._failed_frames = 0
+        if self._frag is not None:
+            unsent += self._frag.held_frames
+            self._frag.clear()
         self._queue.clear()
         self._queued_bytes = self._queued_frames = 0
         self._buf.clear()
@@ -490,6 +518,8 @@ class FrameProtocol(asyncio.Protocol):
         self._paused = False
         if self._queued_frames and not self._closed:
             self._flush_now()
+        if self._frag is not None and not self._closed:
+            self._frag.pump()
 
     # -- inbound -------------------------------------------------------------------------
 
@@ -667,6 +697,10 @@ class FrameProtocol(asyncio.Protocol):
     def send_message(self, envelope: bytes | list[bytes]) -> bool:
         """Queue a message frame carrying ``envelope``, or the list of buffers that joined
         make it (each kept as a piece, see write_runs); False (and counted) when refused."""
+        if self._frag is not None:
+            taken = self._offer_fragments(envelope)
+            if taken is not None:
+                return taken
         if isinstance(envelope, list):
             return self._send_parts(envelope)
         if type(envelope) is not bytes:
@@ -681,6 +715,19 @@ class FrameProtocol(asyncio.Protocol):
         self._messages_sent += 1
         self._queued(size)
         return True
+
+    def _offer_fragments(self, envelope: Any) -> bool | None:
+        """True/False: the fragment link took the message / it was refused (counted);
+        None: it goes whole, as usual."""
+        if isinstance(envelope, list):
+            n = sum(len(p) if type(p) is bytes else memoryview(p).nbytes for p in envelope)
+        else:
+            n = len(envelope) if type(envelope) is bytes else memoryview(envelope).nbytes
+        if n + FRAME_HEADER_SIZE <= self._frag_size and not self._held:
+            return None
+        if not self._accept(n + FRAME_HEADER_SIZE):
+            return False
+        return True if self._frag.offer(envelope, n) else None
 
     def _send_parts(self, parts: list[bytes]) -> bool:
         parts = [p if type(p) is bytes else bytes(memoryview(p)) for p in parts]  # snapshots
@@ -697,7 +744,8 @@ class FrameProtocol(asyncio.Protocol):
         return True
 
     def _accept(self, size: int) -> bool:
-        if self._closed or (self._queued_bytes and self._queued_bytes + size > self._max_queue):
+        queued = self._queued_bytes + self._held
+        if self._closed or (queued and queued + size > self._max_queue):
             self._dropped += 1
             return False
         return True
@@ -747,6 +795,8 @@ class FrameProtocol(asyncio.Protocol):
         """Hand everything queued to the transport (even while paused), then close it."""
         if self._closed:
             return
+        if self._frag is not None and self._transport is not None:
+            self._frag.drain()
         if self._transport is not None and self._queued_frames:
             self._flush_now()
         self._closed = self._halt = True

@@ -71,6 +71,7 @@ from casty.node_events import NodeDown, NodeEvent, NodeInfo, NodeRestarted, Node
 from casty.transport.backoff import backoff_delay
 from casty.transport.busy_poll import BusyPoller
 from casty.transport.config import TcpTransportConfig, cookie_bytes, dial_allowed
+from casty.transport.fragments import FragmentLink
 from casty.transport.frame_codec import control_kinds, encode_frame
 from casty.transport.handshake import (
     Handshake,
@@ -86,7 +87,7 @@ from casty.transport.handshake import (
 from casty.transport.liveness import Liveness, _host
 from casty.transport.messages import SendFailure
 from casty.transport.stats import NodeStats, PeerRecord, PeerStats, PeerTable
-from casty.wire import CAP_HEARTBEAT, FRAME_MESSAGE
+from casty.wire import CAP_FRAGMENTS, CAP_HEARTBEAT, FRAME_FRAGMENT, FRAME_MESSAGE
 
 __all__ = ["MAX_BLACKLIST", "MAX_KNOWN_UIDS", "FrameBodyHandler", "InboundHandler", "NodeListener", "TcpNode"]
 
@@ -341,6 +342,8 @@ class TcpNode:
         if config.heartbeats:
             self._liveness = Liveness(self, config.heartbeat_interval, config.failure_timeout)
             self.add_feature(CAP_HEARTBEAT, Liveness.KINDS, self._liveness.handle)
+        if config.fragment_size:
+            self.add_feature(CAP_FRAGMENTS, [FRAME_FRAGMENT], _fragment_frame)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -780,6 +783,18 @@ class TcpNode:
         conn.caps = frozenset(shared)
         if shared:
             proto.set_control_kinds(k for cap in shared for k in self._features[cap])
+        if CAP_FRAGMENTS in shared:
+            cfg = self.config
+            proto.set_fragments(FragmentLink(
+                proto,
+                fragment_size=cfg.fragment_size,
+                window=cfg.fragment_window,
+                max_message=proto.max_frame_size - 1,
+                max_streams=cfg.max_fragment_streams,
+                max_bytes=cfg.fragment_bytes_limit,
+                deliver=self._sink_for(conn),
+                on_error=partial(self.misbehaving, proto),
+            ))
 
     def frame_control(self, proto: Any, kind: int, body: Any) -> None:
         """A frame of a negotiated feature's kind: to that feature's handler."""
@@ -1407,6 +1422,11 @@ class TcpNode:
                 listener(failure)
             except Exception:
                 self.log.exception("send-failure listener raised")
+
+
+def _fragment_frame(conn: _Conn, kind: int, body: bytes) -> None:
+    """Cap "frag": a fragment or an ack from the peer, to the connection's FragmentLink."""
+    conn.proto.fragments.on_frame(body)
 
 
 def _tls_claim(proto: Any, host: str) -> bool | None:
