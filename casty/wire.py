@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "CAP_HEADERS",
     "CAP_HEARTBEAT",
     "CAP_WATCH",
     "DEFAULT_MAX_FRAME_SIZE",
@@ -29,8 +30,11 @@ __all__ = [
     "EXT_REF",
     "EXT_SET",
     "EXT_TUPLE",
+    "COMPACT_HEADER_SIZE",
+    "FRAME_COMPACT",
     "FRAME_ECHO",
     "FRAME_HANDSHAKE",
+    "FRAME_HDR_ENTRY",
     "FRAME_HEADER_SIZE",
     "FRAME_MESSAGE",
     "FRAME_PING",
@@ -43,6 +47,9 @@ __all__ = [
     "MAX_CACHED_TARGET_CHARS",
     "MAX_CACHED_TARGET_LENGTH",
     "MAX_FRAME_LENGTH",
+    "MAX_HDR_BYTES",
+    "MAX_HDR_ENTRIES",
+    "MAX_HDR_NAME_BYTES",
     "OWN_WRITE_SIZE",
     "SYSTEM_PREFIX",
     "TEMP_PREFIX",
@@ -60,9 +67,15 @@ FRAME_PING: Final = 0x02
 FRAME_ECHO: Final = 0x03
 #: cap "watch": a watch, unwatch or terminated notice (body in casty.transport.watch_codec)
 FRAME_WATCH: Final = 0x04
+#: cap "hdr": a header-table entry ``[id:2][name: UTF-8]`` (an empty body clears the table),
+#: and a compact message ``[target id:2][sender id:2][type hint id:2][payload]``; see
+#: casty.transport.compact_codec and docs/architecture.md
+FRAME_HDR_ENTRY: Final = 0x06
+FRAME_COMPACT: Final = 0x07
 #: cap names, as listed in the handshake's "caps"
 CAP_HEARTBEAT: Final = "hb"
 CAP_WATCH: Final = "watch"
+CAP_HEADERS: Final = "hdr"
 #: bytes of a big-endian unsigned length prefix (of frames, and of an envelope's header)
 LENGTH_PREFIX_SIZE: Final = 4
 #: the length prefix and the kind byte
@@ -117,3 +130,13 @@ MAX_CACHED_TARGETS: Final = 65536
 #: characters of all cached targets together, and of one: a peer chooses their length
 MAX_CACHED_TARGET_CHARS: Final = 4 * 1024 * 1024
 MAX_CACHED_TARGET_LENGTH: Final = 1024
+
+# -- compact headers (cap "hdr"): one table per connection and direction ---------------
+
+#: bytes of a compact message's header: three 2-byte big-endian ids
+COMPACT_HEADER_SIZE: Final = 6
+#: entries of one table; the sender starts over (an empty entry frame) when full
+MAX_HDR_ENTRIES: Final = 1024
+#: UTF-8 bytes of all the names in one table, and of one name
+MAX_HDR_BYTES: Final = 64 * 1024
+MAX_HDR_NAME_BYTES: Final = 1024

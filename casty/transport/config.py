@@ -130,6 +130,9 @@ class TcpTransportConfig:
     allow_dial: DialPolicy | None = None
     #: shared secret of the nodes of one cluster: handshakes then prove it (never shown in repr)
     cookie: str | bytes | None = field(default=None, repr=False)
+    #: speak compact headers (cap "hdr") with peers that do: a steady stream to one actor
+    #: then names its target, sender and type hint by 2-byte ids (docs/architecture.md)
+    compact_headers: bool = True
     #: address_map is the two-argument form (set by __post_init__; not a field)
     _address_map_takes_two: ClassVar[bool] = False
 

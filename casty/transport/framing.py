@@ -102,6 +102,7 @@ from casty.wire import (
     DEFAULT_READ_BUDGET_FRAMES,
     DEFAULT_WRITE_HIGH_WATER,
     DEFAULT_WRITE_LOW_WATER,
+    FRAME_COMPACT,
     FRAME_HANDSHAKE,
     FRAME_HEADER_SIZE,
     FRAME_MESSAGE,
@@ -621,14 +622,17 @@ class FrameProtocol(asyncio.Protocol):
             self._dropped += 1
             return False
         self._queue.append(frame)
-        self._queued(size)
+        self._queued(size, opens_batch=False)
         return True
 
-    def send_message(self, envelope: bytes | list[bytes]) -> bool:
+    def send_message(self, envelope: bytes | list[bytes], kind: int = FRAME_MESSAGE) -> bool:
         """Queue a message frame carrying ``envelope``, or the list of buffers that joined
-        make it (each kept as a piece, see write_runs); False (and counted) when refused."""
+        make it (each kept as a piece, see write_runs); False (and counted) when refused.
+        ``kind``: FRAME_MESSAGE, or FRAME_COMPACT for a compact-header body."""
+        if kind != FRAME_MESSAGE and kind != FRAME_COMPACT:
+            raise FrameError(f"send_message takes a message or compact-message kind, got {kind!r}")
         if isinstance(envelope, list):
-            return self._send_parts(envelope)
+            return self._send_parts(envelope, kind)
         if type(envelope) is not bytes:
             envelope = bytes(memoryview(envelope))  # a snapshot: the caller may reuse a mutable buffer
         size = len(envelope) + FRAME_HEADER_SIZE
@@ -636,12 +640,12 @@ class FrameProtocol(asyncio.Protocol):
             raise FrameError(f"frame body of {len(envelope)} bytes is too long for a 4-byte length")
         if not self._accept(size):
             return False
-        self._queue.append(_HEADER.pack(size - 4, FRAME_MESSAGE))
+        self._queue.append(_HEADER.pack(size - 4, kind))
         self._queue.append(envelope)
         self._queued(size)
         return True
 
-    def _send_parts(self, parts: list[bytes]) -> bool:
+    def _send_parts(self, parts: list[bytes], kind: int) -> bool:
         parts = [p if type(p) is bytes else bytes(memoryview(p)) for p in parts]  # snapshots
         length = sum(map(len, parts))
         if length + 1 > MAX_FRAME_LENGTH:
@@ -649,7 +653,7 @@ class FrameProtocol(asyncio.Protocol):
         size = length + FRAME_HEADER_SIZE
         if not self._accept(size):
             return False
-        self._queue.append(_HEADER.pack(length + 1, FRAME_MESSAGE))
+        self._queue.append(_HEADER.pack(length + 1, kind))
         self._queue.extend(parts)
         self._queued(size)
         return True
@@ -660,7 +664,7 @@ class FrameProtocol(asyncio.Protocol):
             return False
         return True
 
-    def _queued(self, size: int) -> None:
+    def _queued(self, size: int, opens_batch: bool = True) -> None:
         self._queued_bytes += size
         self._queued_frames += 1
         self._frames_sent += 1
@@ -670,8 +674,11 @@ class FrameProtocol(asyncio.Protocol):
             # The first frame since the last flush goes out at once: a request or a
             # reply should not wait a loop iteration.  Scheduling the flush then makes
             # the frames queued after it, until the loop comes round, share one write.
+            # A control frame (a header-table entry, a ping) does not open that batch:
+            # the message after it is still the first, and goes out at once too.
             self._flush_now()
-            self._schedule_flush()
+            if opens_batch:
+                self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled and self._loop is not None:

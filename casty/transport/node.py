@@ -65,6 +65,7 @@ from typing import Any, Protocol
 from casty._impl import FrameProtocol, ReadState
 from casty.address import _show
 from casty.transport.busy_poll import BusyPoller
+from casty.transport.compact_codec import HeaderTable
 from casty.transport.config import TcpTransportConfig, cookie_bytes, dial_allowed
 from casty.transport.frame_codec import control_kinds, encode_frame
 from casty.transport.handshake import (
@@ -79,7 +80,7 @@ from casty.transport.handshake import (
     parse_handshake,
 )
 from casty.transport.messages import SendFailure
-from casty.wire import FRAME_MESSAGE
+from casty.wire import CAP_HEADERS, FRAME_COMPACT, FRAME_HDR_ENTRY, FRAME_MESSAGE
 
 __all__ = ["MAX_BLACKLIST", "FrameBodyHandler", "InboundHandler", "TcpNode"]
 
@@ -135,9 +136,9 @@ class _Conn:
     """
 
     __slots__ = (
-        "awaiting_proof", "bad_frames", "caps", "dial_key", "dial_peer", "established", "hello", "idle_mark", "logged",
-        "node", "nonce", "opened", "outbound", "partial_mark", "peer_key", "proto", "superseded", "timer", "v1_hold",
-        "verified",
+        "awaiting_proof", "bad_frames", "caps", "dial_key", "dial_peer", "established", "headers", "hello", "idle_mark",
+        "inbound", "logged", "node", "nonce", "opened", "outbound", "partial_mark", "peer_key", "proto", "superseded",
+        "timer", "v1_hold", "verified",
     )
 
     def __init__(
@@ -174,6 +175,14 @@ class _Conn:
         self.caps: frozenset[str] = frozenset()
         #: when the connection was made (monotonic): the oldest idle one is closed first at the cap
         self.opened = time.monotonic()
+        #: cap "hdr": the names we give this connection (a HeaderTable), and the message
+        #: sink holding those the peer gives us (an OriginSink); None without it
+        self.headers: HeaderTable | None = None
+        self.inbound: Any = None
+
+    def misbehaving(self, why: str) -> None:
+        """The peer broke the protocol on this connection: close it with one line."""
+        self.node.misbehaving(self.proto, why)
 
     def mailbox_full(self, mailbox: Any) -> None:
         """A message of this connection left ``mailbox`` at its capacity: read no more
@@ -298,6 +307,8 @@ class TcpNode:
         # The features this node speaks (add_feature): their frame kinds, and who handles those.
         self._features: dict[str, frozenset[int]] = {}
         self._kind_handlers: dict[int, FeatureHandler] = {}
+        if config.compact_headers and self._bind_origin is not None and getattr(handler, "compact_headers", False):
+            self.add_feature(CAP_HEADERS, (FRAME_HDR_ENTRY, FRAME_COMPACT), self._compact_frame)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -398,15 +409,21 @@ class TcpNode:
         """Send an encoded envelope to host:port; False when it was dropped (and reported)."""
         return self.send_message_to((host, port), envelope)
 
-    def send_message_to(self, key: Key, envelope: bytes | list[bytes]) -> bool:
+    def send_message_to(self, key: Key, envelope: bytes | list[bytes], kind: int = FRAME_MESSAGE) -> bool:
         """:meth:`send_message` to ``key`` = (host, port): a caller that keeps the key (a
         route cache) saves building and hashing a new tuple per message.  ``envelope`` may
-        be a list of ``bytes`` that joined make it (``EnvelopeWriter.encode_parts``)."""
+        be a list of ``bytes`` that joined make it (``EnvelopeWriter.encode_parts``).
+        ``kind`` FRAME_COMPACT: a compact message body made with :meth:`header_table`'s
+        table in this loop turn, so for the connection established now."""
         if self._poller is not None:
             self._poller.poke()
         peer = self._peers.get(key)
         if peer is not None and peer.proto is not None:  # the hot path: no frame copy here
-            return peer.proto.send_message(envelope) or self._write_queue_full(key)
+            return peer.proto.send_message(envelope, kind) or self._write_queue_full(key)
+        if kind != FRAME_MESSAGE:
+            # Its ids name entries of a connection that is gone; no other may carry it.
+            self.report(key, "connection_lost", 1, "compact message for a connection that is gone")
+            return False
         if isinstance(envelope, list):
             envelope = b"".join(envelope)  # queued whole until the connection is made
         return self._send(key, encode_frame(FRAME_MESSAGE, envelope))
@@ -620,8 +637,29 @@ class TcpNode:
             return  # a casty 0.21 peer gets exactly the v1 bytes
         shared = self._features.keys() & hello.caps
         conn.caps = frozenset(shared)
+        if CAP_HEADERS in shared:
+            conn.headers = HeaderTable(proto)
         if shared:
             proto.set_control_kinds(k for cap in shared for k in self._features[cap])
+
+    def _compact_frame(self, conn: _Conn, kind: int, body: bytes) -> None:
+        """Cap "hdr": an entry, or a compact message the protocol did not hand the sink itself."""
+        sink = conn.inbound
+        if kind == FRAME_HDR_ENTRY:
+            sink.on_entry(body)
+        else:
+            sink.on_compact(body)
+
+    def header_table(self, key: Key) -> HeaderTable | None:
+        """The compact-header table of the connection carrying this node's traffic to
+        ``key`` when both ends speak "hdr", else None: a body made with it goes to
+        :meth:`send_message_to` with ``FRAME_COMPACT`` at once (the connection may not
+        outlive the loop turn)."""
+        peer = self._peers.get(key)
+        if peer is None or peer.proto is None:
+            return None
+        headers: HeaderTable | None = peer.proto.context.headers
+        return headers
 
     def frame_control(self, proto: Any, kind: int, body: Any) -> None:
         """A frame of a negotiated feature's kind: to that feature's handler."""
@@ -890,7 +928,11 @@ class TcpNode:
     def _sink_for(self, conn: _Conn) -> Callable[[Any], None]:
         """The message sink of one connection: the handler told which connection it is."""
         bind = self._bind_origin
-        return bind(conn) if bind is not None else self._sink
+        if bind is None:
+            return self._sink
+        sink = bind(conn)
+        conn.inbound = getattr(sink, "__self__", None)  # the OriginSink, which holds the peer's names (cap "hdr")
+        return sink
 
     def _abandon_outbound(self, peer: _Peer) -> None:
         if peer.connect_task is not None:
