@@ -1328,7 +1328,10 @@ def test_inbound_handler(case: tuple[bool, bool, list[tuple[bytes, int]]]) -> No
 
 # --- compact headers (cap "hdr") ------------------------------------------------------------------
 
-_HDR_NAMES = st.one_of(_TARGETS, st.sampled_from(["casty://app/system/tcp", "casty://app/temp/ask-1", "fz.Point"]))
+_HDR_NAMES = st.one_of(
+    _TARGETS,
+    st.sampled_from(["casty://app/system/tcp", "casty://app/temp/ask-1", "casty://app/temp/ask-2", "fz.Point"]),
+)
 
 
 @st.composite
