@@ -139,7 +139,15 @@ def collect(quick: bool) -> list[Table]:
     ask = {p: pair("casty-sink", "casty-ask", n_ask, pure=p) for p in (False, True)}
     page_ask = {p: pair("casty-sink", "page-ask", n_ask, pure=p) for p in (False, True)}
     busy = {p: pair("casty-sink", "casty-ask", n_ask, pure=p, busy_poll=BUSY_POLL) for p in (False, True)}
-    for p, r in [*tell.items(), *page_tell.items()]:
+    # Compact headers on and off in turns, best of two each: the two share the machine's
+    # noise alike.  "off" is the same build with compact_headers=False on the sender.
+    hdr: dict[bool, dict[bool, list[dict[str, Any]]]] = {p: {True: [], False: []} for p in (False, True)}
+    for _ in range(2):
+        for p in (False, True):
+            for on in (True, False):
+                hdr[p][on].append(pair("casty-sink", "casty-tell" if on else "casty-tell-json", n_tell, pure=p))
+    hdr_runs = [(pure, r) for pure, by_on in hdr.items() for runs in by_on.values() for r in runs]
+    for p, r in [*tell.items(), *page_tell.items(), *hdr_runs]:
         if r["received"] != r["n"]:
             raise RuntimeError(f"tell benchmark lost messages ({'pure' if p else 'Cython'}): {r}")
 
@@ -176,4 +184,21 @@ def collect(quick: bool) -> list[Table]:
         f"({'done' if spin_cores()[0] is not None else 'not possible here'}); the other rows are not "
         "pinned. The price: a core held busy on each node while asks flow",
     ]
-    return [t, fragments_table(quick)]
+    best = {p: {on: max(r["rate"] for r in hdr[p][on]) for on in (True, False)} for p in (False, True)}
+    h = Table("compact headers (cap hdr) against JSON headers, same build, same run", columns=("hdr on", "hdr off"))
+    h.add("tell Tick(int, str), Cython", best[False][True], best[False][False])
+    h.add("tell Tick(int, str), pure twin", best[True][True], best[True][False])
+    h.add("header bytes per message", hdr[False][True][0]["header_bytes"], hdr[False][False][0]["header_bytes"],
+          unit="B")
+    h.notes = [
+        "ratio: hdr on over hdr off (for bytes, off over on); each rate the best of two runs taken in turns",
+        "header bytes: what the header takes in a frame body once its names are known (JSON: its 4-byte "
+        "length prefix and the object; compact: three 2-byte ids); each name's entry is sent once per "
+        "connection",
+        "every run: " + "; ".join(
+            f"{'pure' if p else 'Cython'} {'on' if on else 'off'} "
+            + "/".join(f"{r['rate'] / 1e3:.0f}k" for r in hdr[p][on])
+            for p in (False, True) for on in (True, False)
+        ),
+    ]
+    return [t, h, fragments_table(quick)]

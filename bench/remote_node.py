@@ -2,7 +2,8 @@
 
 Roles print one line of JSON (a sink prints its port first).  The implementation
 (Cython or pure twin) is chosen by the CASTY_NO_EXTENSIONS the parent sets.
-``page-tell``/``page-ask`` are ``casty-tell``/``casty-ask`` from a node wired by hand
+``casty-tell-json`` is ``casty-tell`` with compact headers off (every message carries the
+JSON header).  ``page-tell``/``page-ask`` are ``casty-tell``/``casty-ask`` from a node wired by hand
 from the seed page's pieces (the casty 0.21 way) instead of a RemoteActorSystem.
 ``casty-sink``/``casty-ask`` take an optional busy_poll window in seconds (default 0,
 off); ``raw-echo``/``raw-pingpong`` take one too and then poke a BusyPoller on every
@@ -106,10 +107,11 @@ async def casty_sink(busy_poll: float = 0.0, fragment_size: int | None = None) -
 
 
 @contextlib.asynccontextmanager
-async def client_system(page: bool) -> AsyncIterator[tuple[Any, Callable[[str], Any]]]:
+async def client_system(page: bool, compact: bool = True) -> AsyncIterator[tuple[Any, Callable[[str], Any]]]:
     """(system, ref by URI): a RemoteActorSystem, or with ``page`` an ActorSystem wired by
     hand from the seed page's pieces as casty 0.21's clustered system does (RemoteTransport
-    on the page's arguments only, so it sends with tcp_transport's serializer)."""
+    on the page's arguments only, so it sends with tcp_transport's serializer).
+    ``compact``: offer compact headers (cap "hdr"); off, every message has the JSON header."""
     from casty import (
         ActorAddress,
         ActorSystem,
@@ -124,9 +126,8 @@ async def client_system(page: bool) -> AsyncIterator[tuple[Any, Callable[[str], 
     )
 
     if not page:
-        async with RemoteActorSystem(
-            "src", "127.0.0.1", 0, registry=registry(), heartbeats=heartbeats()
-        ) as remote_system:
+        async with RemoteActorSystem("src", "127.0.0.1", 0, registry=registry(), heartbeats=heartbeats(),
+                                     compact_headers=compact) as remote_system:
             yield remote_system, remote_system.ref
         return
 
@@ -145,7 +146,8 @@ async def client_system(page: bool) -> AsyncIterator[tuple[Any, Callable[[str], 
     ser = MsgpackSerializer(registry())
     system = PageSystem("src", local_transport=LocalTransport())
     inbound = InboundMessageHandler(local=system.local, serializer=ser, system_name="src")
-    tcp = system.spawn(tcp_transport(TcpTransportConfig("127.0.0.1", 0), inbound, serializer=ser), "tcp")
+    tcp = system.spawn(tcp_transport(TcpTransportConfig("127.0.0.1", 0, compact_headers=compact), inbound,
+                                     serializer=ser), "tcp")
     system.port = await system.ask(tcp, lambda r: GetPort(r), timeout=5)
     remote = RemoteTransport(local=system.local, tcp=tcp, local_host="127.0.0.1", local_port=system.port,
                              system_name="src")
@@ -155,10 +157,29 @@ async def client_system(page: bool) -> AsyncIterator[tuple[Any, Callable[[str], 
         yield system, lambda uri: remote.make_ref(ActorAddress.from_uri(uri))
 
 
-async def casty_tell(port: int, n: int, page: bool = False) -> dict[str, Any]:
+def header_bytes(system: Any, target: str, msg: Any, compact: bool) -> int:
+    """Bytes a message's header takes in the frame body, once its names are known: the
+    JSON header with its length prefix, or the compact header's ids."""
+    from casty._impl import EnvelopeWriter
+    from casty.transport.compact_codec import HeaderTable
+
+    class Sink:
+        def send_control(self, frame: bytes) -> bool:
+            return True
+
+    writer = EnvelopeWriter(system.serializer)
+    sender = system.address.with_path("/").to_uri()
+    payload = len(system.serializer.serialize(msg))
+    body = writer.encode_compact(HeaderTable(Sink()), target, sender, msg) if compact else None
+    if body is None:
+        body = writer.encode_parts(target, sender, msg)
+    return len(b"".join(body) if isinstance(body, list) else body) - payload
+
+
+async def casty_tell(port: int, n: int, page: bool = False, compact: bool = True) -> dict[str, Any]:
     from casty import EXTENSIONS_ACTIVE
 
-    async with client_system(page) as (system, ref):
+    async with client_system(page, compact) as (system, ref):
         sink = ref(f"casty://sink@127.0.0.1:{port}/user/sink")
         await system.ask(sink, lambda r: Done(r), timeout=30)  # connect before timing
         msg = Tick(1, "hello")
@@ -181,7 +202,8 @@ async def casty_tell(port: int, n: int, page: bool = False) -> dict[str, Any]:
             await window
         got = await system.ask(sink, lambda r: Done(r), timeout=120)
         dt = time.perf_counter() - t0
-        return {"ext": EXTENSIONS_ACTIVE, "n": n, "received": got, "rate": n / dt}
+        hdr = header_bytes(system, f"casty://sink@127.0.0.1:{port}/user/sink", msg, compact) if not page else None
+        return {"ext": EXTENSIONS_ACTIVE, "n": n, "received": got, "rate": n / dt, "header_bytes": hdr}
 
 
 async def casty_ask(port: int, n: int, busy_poll: float = 0.0) -> dict[str, Any]:
@@ -423,6 +445,7 @@ def main() -> None:
         "frag-sink": lambda: casty_sink(0.0, int(args[0])),
         "frag-ask": lambda: frag_ask(*map(int, args)),
         "casty-tell": lambda: casty_tell(int(args[0]), int(args[1])),
+        "casty-tell-json": lambda: casty_tell(int(args[0]), int(args[1]), compact=False),
         "casty-ask": lambda: casty_ask(int(args[0]), int(args[1]), busy(2)),
         "page-tell": lambda: casty_tell(int(args[0]), int(args[1]), page=True),
         "page-ask": lambda: page_ask(int(args[0]), int(args[1])),

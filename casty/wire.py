@@ -14,8 +14,10 @@ from typing import Final
 
 __all__ = [
     "CAP_FRAGMENTS",
+    "CAP_HEADERS",
     "CAP_HEARTBEAT",
     "CAP_WATCH",
+    "COMPACT_HEADER_SIZE",
     "DEFAULT_FRAGMENT_SIZE",
     "DEFAULT_FRAGMENT_WINDOW",
     "DEFAULT_MAX_FRAGMENT_STREAMS",
@@ -40,9 +42,11 @@ __all__ = [
     "EXT_TIMESTAMP",
     "EXT_TUPLE",
     "EXT_UUID",
+    "FRAME_COMPACT",
     "FRAME_ECHO",
     "FRAME_FRAGMENT",
     "FRAME_HANDSHAKE",
+    "FRAME_HDR_ENTRY",
     "FRAME_HEADER_SIZE",
     "FRAME_MESSAGE",
     "FRAME_PING",
@@ -56,6 +60,9 @@ __all__ = [
     "MAX_CACHED_TARGET_LENGTH",
     "MAX_DECIMAL_CHARS",
     "MAX_FRAME_LENGTH",
+    "MAX_HDR_BYTES",
+    "MAX_HDR_ENTRIES",
+    "MAX_HDR_NAME_BYTES",
     "MAX_WATCH_PATH",
     "OWN_WRITE_SIZE",
     "SYSTEM_PREFIX",
@@ -88,10 +95,16 @@ DEFAULT_MAX_REMOTE_WATCHES: Final = 65_536
 #: cap "frag": a piece of a large message, or the receiver's acknowledgement of pieces
 #: (body in casty.transport.fragments)
 FRAME_FRAGMENT: Final = 0x05
+#: cap "hdr": a header-table entry ``[id:2][name: UTF-8]`` (an empty body clears the table),
+#: and a compact message ``[target id:2][sender id:2][type hint id:2][payload]``; see
+#: casty.transport.compact_codec and docs/architecture.md
+FRAME_HDR_ENTRY: Final = 0x06
+FRAME_COMPACT: Final = 0x07
 #: cap names, as listed in the handshake's "caps"
 CAP_HEARTBEAT: Final = "hb"
 CAP_WATCH: Final = "watch"
 CAP_FRAGMENTS: Final = "frag"
+CAP_HEADERS: Final = "hdr"
 #: bytes of a big-endian unsigned length prefix (of frames, and of an envelope's header)
 LENGTH_PREFIX_SIZE: Final = 4
 #: the length prefix and the kind byte
@@ -161,3 +174,13 @@ MAX_CACHED_TARGETS: Final = 65536
 #: characters of all cached targets together, and of one: a peer chooses their length
 MAX_CACHED_TARGET_CHARS: Final = 4 * 1024 * 1024
 MAX_CACHED_TARGET_LENGTH: Final = 1024
+
+# -- compact headers (cap "hdr"): one table per connection and direction ---------------
+
+#: bytes of a compact message's header: three 2-byte big-endian ids
+COMPACT_HEADER_SIZE: Final = 6
+#: entries of one table; the sender starts over (an empty entry frame) when full
+MAX_HDR_ENTRIES: Final = 1024
+#: UTF-8 bytes of all the names in one table, and of one name
+MAX_HDR_BYTES: Final = 64 * 1024
+MAX_HDR_NAME_BYTES: Final = 1024

@@ -179,7 +179,11 @@ class _FakeNode:
     def add_failure_listener(self, listener: Any) -> None:
         pass
 
-    def send_message_to(self, key: tuple[str, int], envelope: Any) -> bool:
+    def header_table(self, key: tuple[str, int]) -> None:
+        return None  # no compact headers: every message reaches send_message_to
+
+    def send_message_to(self, key: tuple[str, int], envelope: Any, kind: int = 1) -> bool:
+        assert kind == 1  # header_table said no compact headers
         data = b"".join(envelope) if isinstance(envelope, list) else envelope
         self.sent.append(self.ser.deserialize(MessageEnvelope.from_bytes(data).payload))
         return True

@@ -22,6 +22,7 @@ NEUTRAL = frozenset({
     "casty.errors",
     "casty.msgpack_ext",
     "casty.ref",
+    "casty.transport.compact_codec",
     "casty.transport.envelope_codec",
     "casty.transport.frame_codec",
     "casty.transport.handshake",

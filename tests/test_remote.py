@@ -20,6 +20,7 @@ from casty import (
     MsgpackSerializer,
     RemoteActorSystem,
 )
+from casty.wire import FRAME_COMPACT
 from tests.remote_helpers import Chunk, Collector, Count, Echo, Failures, Ping, echo_behavior, node, registry
 
 
@@ -164,26 +165,28 @@ async def connected_sink(a: RemoteActorSystem, b: RemoteActorSystem) -> tuple[An
     return sink, got
 
 
-async def test_a_large_bytes_value_reaches_the_connection_uncopied() -> None:
+@pytest.mark.parametrize("compact", [False, True], ids=["json-header", "compact-header"])
+async def test_a_large_bytes_value_reaches_the_connection_uncopied(compact: bool) -> None:
     # The Cython writer hands the connection the user's own bytes object as one piece of
     # the envelope; the pure twin hands it one joined envelope.
     from casty import _impl
 
-    async with node("a") as a, node("b") as b:
+    async with node("a", compact_headers=compact) as a, node("b") as b:
         sink, got = await connected_sink(a, b)  # later sends go straight to the connection
         handed: list[Any] = []
         send = a.node.send_message_to
 
-        def spy(key: Any, envelope: Any) -> bool:
-            handed.append(envelope)
-            return send(key, envelope)
+        def spy(key: Any, envelope: Any, kind: int = FRAME_MESSAGE) -> bool:
+            handed.append((envelope, kind))
+            return send(key, envelope, kind)
 
         a.node.send_message_to = spy  # type: ignore[method-assign]
         data = bytes(range(256)) * 1024
         sink.tell(Chunk(1, b"small"))  # the writer learns a class on its first message
         sink.tell(Chunk(2, data))
         assert await got.wait(3) == [Ping(0), Chunk(1, b"small"), Chunk(2, data)]
-        envelope = handed[-1]
+        envelope, kind = handed[-1]
+        assert kind == (FRAME_COMPACT if compact else FRAME_MESSAGE)
         if _impl.EXTENSIONS_ACTIVE:
             assert isinstance(envelope, list) and any(piece is data for piece in envelope)
         else:

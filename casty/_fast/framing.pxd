@@ -3,3 +3,4 @@
 
 cdef class FrameSink:
     cdef int on_frame_at(self, const unsigned char* p, Py_ssize_t size, object data) except -1
+    cdef bint on_compact_at(self, const unsigned char* p, Py_ssize_t size) except -1

@@ -189,6 +189,12 @@ cdef class FrameSink:
         self.on_frame(data if data is not None else PyBytes_FromStringAndSize(<const char*>p, size))
         return 0
 
+    cdef bint on_compact_at(self, const unsigned char* p, Py_ssize_t size) except -1:
+        """Take the compact message frame (cap "hdr") whose body is p[0:size]; False when
+        this sink does not, and the frame goes to ``owner.frame_control`` as other
+        negotiated kinds do."""
+        return False
+
 
 cdef class FrameProtocolBase:
     """State and hot paths of :class:`FrameProtocol` (which adds ``asyncio.Protocol``)."""
@@ -703,6 +709,10 @@ cdef class FrameProtocolBase:
                         self._fast_sink.on_frame_at(p + off + wire.FRAME_HEADER_SIZE, blen, None)
                     except Exception:
                         log_sink_error(self._peername)
+                elif (frame_type == wire.FRAME_COMPACT and self._ctl[frame_type]
+                      and self._fast_sink is not None):
+                    self._frames_received += 1
+                    self._compact(p + off + wire.FRAME_HEADER_SIZE, blen, None)
                 elif (frame_type == wire.FRAME_MESSAGE or frame_type == wire.FRAME_HANDSHAKE
                       or self._ctl[frame_type]):
                     body = PyBytes_FromStringAndSize(<const char*>p + off + wire.FRAME_HEADER_SIZE, blen)
@@ -846,6 +856,8 @@ cdef class FrameProtocolBase:
         elif frame_type == wire.FRAME_HANDSHAKE:
             self._ignored_run = 0
             call_owner(self._owner, "frame_handshake", self, body)
+        elif frame_type == wire.FRAME_COMPACT and self._ctl[frame_type] and self._fast_sink is not None:
+            self._compact(<const unsigned char*>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), body)
         elif self._ctl[frame_type] and self._sink is not None:
             self._ignored_run = 0
             call_owner(self._owner, "frame_control", self, frame_type, body)
@@ -858,6 +870,22 @@ cdef class FrameProtocolBase:
                 self._protocol_error(ignored_run_problem(self._max_ignored))
             else:
                 log_ignored_frame(self._peername, frame_type, skipped)
+        return 0
+
+    cdef int _compact(self, const unsigned char* p, Py_ssize_t size, object body) except -1:
+        """A negotiated compact message frame (body p[0:size], held by ``body`` or None):
+        to the fast sink at C level, else to the owner like other control frames."""
+        cdef bint taken = False
+        self._ignored_run = 0
+        try:
+            taken = self._fast_sink.on_compact_at(p, size)
+        except Exception:
+            log_sink_error(self._peername)
+            return 0
+        if not taken:
+            if body is None:
+                body = PyBytes_FromStringAndSize(<const char*>p, size)
+            call_owner(self._owner, "frame_control", self, wire.FRAME_COMPACT, body)
         return 0
 
     cdef int _protocol_error(self, str reason) except -1:
@@ -926,37 +954,40 @@ cdef class FrameProtocolBase:
             self._reserve(size)
             memcpy(self._wbuf + self._wused, p, size)
             self._wused += size
-        self._queued(size)
+        self._queued(size, False)
         return True
 
-    cpdef bint send_message(self, object envelope) except -1:
+    cpdef bint send_message(self, object envelope, int kind=wire.FRAME_MESSAGE) except -1:
         """Queue a message frame carrying ``envelope``, or the list of buffers that joined
-        make it; False (and counted) when refused."""
+        make it; False (and counted) when refused.  ``kind``: FRAME_MESSAGE, or
+        FRAME_COMPACT for a compact-header body."""
         cdef Py_buffer view
         cdef int taken
+        if kind != wire.FRAME_MESSAGE and kind != wire.FRAME_COMPACT:
+            raise FrameError(f"send_message takes a message or compact-message kind, got {kind!r}")
         if self._frag is not None:
-            taken = self._offer_fragments(envelope)
+            taken = self._offer_fragments(envelope, kind)
             if taken >= 0:
                 return taken
         if PyBytes_CheckExact(envelope):
             return self._enqueue_message(
-                <const unsigned char*>PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), envelope
+                <const unsigned char*>PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), envelope, kind
             )
         if isinstance(envelope, list):  # as the pure twin: subclasses are pieces too
-            return self._enqueue_parts(envelope if type(envelope) is list else list(envelope))
+            return self._enqueue_parts(envelope if type(envelope) is list else list(envelope), kind)
         PyObject_GetBuffer(envelope, &view, PyBUF_SIMPLE)
         try:
             if view.len < _OWN_WRITE:
-                return self._enqueue_message(<const unsigned char*>view.buf, view.len, None)
+                return self._enqueue_message(<const unsigned char*>view.buf, view.len, None, kind)
             # A snapshot, queued as its own piece: the caller may reuse its buffer.
             envelope = PyBytes_FromStringAndSize(<const char*>view.buf, view.len)
         finally:
             PyBuffer_Release(&view)
         return self._enqueue_message(
-            <const unsigned char*>PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), envelope
+            <const unsigned char*>PyBytes_AS_STRING(envelope), PyBytes_GET_SIZE(envelope), envelope, kind
         )
 
-    cdef int _offer_fragments(self, object envelope) except -2:
+    cdef int _offer_fragments(self, object envelope, int kind) except -2:
         """1/0: the fragment link took the message / it was refused (counted); -1: it goes
         whole, as usual."""
         cdef Py_ssize_t n = 0
@@ -969,11 +1000,16 @@ cdef class FrameProtocolBase:
             n = memoryview(envelope).nbytes
         if n + wire.FRAME_HEADER_SIZE <= self._frag_size and not self._held:
             return -1
+        if kind == wire.FRAME_COMPACT:
+            # The link carries JSON-header envelopes only (see the pure twin).
+            envelope = self._frag.expand(envelope)
+            n = PyBytes_GET_SIZE(envelope)
         if not self._accept(n + wire.FRAME_HEADER_SIZE):
             return 0
         return 1 if self._frag.offer(envelope, n) else -1
 
-    cdef bint _enqueue_message(self, const unsigned char* p, Py_ssize_t n, object envelope) except -1:
+    cdef bint _enqueue_message(self, const unsigned char* p, Py_ssize_t n, object envelope,
+                               unsigned char kind) except -1:
         """Queue a message frame of p[0:n]; ``envelope`` is the bytes object holding it
         (None for other buffers, which are always copied)."""
         cdef Py_ssize_t size = n + wire.FRAME_HEADER_SIZE
@@ -983,20 +1019,20 @@ cdef class FrameProtocolBase:
             return False
         if envelope is not None and n >= _OWN_WRITE:
             self._reserve(wire.FRAME_HEADER_SIZE)
-            _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, wire.FRAME_MESSAGE)
+            _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, kind)
             self._wused += wire.FRAME_HEADER_SIZE
             self._seal()
             self._pieces.append(envelope)
         else:
             self._reserve(size)
-            _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, wire.FRAME_MESSAGE)
+            _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, kind)
             memcpy(self._wbuf + self._wused + wire.FRAME_HEADER_SIZE, p, n)
             self._wused += size
         self._messages_sent += 1
         self._queued(size)
         return True
 
-    cdef bint _enqueue_parts(self, list parts) except -1:
+    cdef bint _enqueue_parts(self, list parts, unsigned char kind) except -1:
         """Queue one message frame whose body is ``parts`` joined: pieces of OWN_WRITE_SIZE
         or more are queued as they are, the rest copied into the send buffer."""
         cdef Py_ssize_t n = 0, k, size
@@ -1012,7 +1048,7 @@ cdef class FrameProtocolBase:
         if not self._accept(size):
             return False
         self._reserve(wire.FRAME_HEADER_SIZE)
-        _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, wire.FRAME_MESSAGE)
+        _put_header(self._wbuf + self._wused, <unsigned long long>n + 1, kind)
         self._wused += wire.FRAME_HEADER_SIZE
         for part in parts:
             k = PyBytes_GET_SIZE(part)
@@ -1064,7 +1100,7 @@ cdef class FrameProtocolBase:
                 self._release_wbuf()
         return 0
 
-    cdef int _queued(self, Py_ssize_t size) except -1:
+    cdef int _queued(self, Py_ssize_t size, bint opens_batch=True) except -1:
         self._qbytes += size
         self._wframes += 1
         self._frames_sent += 1
@@ -1074,7 +1110,8 @@ cdef class FrameProtocolBase:
         if self._qbytes >= self._high or not self._flush_scheduled:
             # The first frame since the last flush goes out at once (see the pure twin).
             self._flush_now()
-            self._schedule_flush()
+            if opens_batch:
+                self._schedule_flush()
         return 0
 
     cdef int _schedule_flush(self) except -1:

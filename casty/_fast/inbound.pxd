@@ -35,6 +35,7 @@ cdef class InboundMessageHandler(FrameSink):
     cdef Py_ssize_t _paths_chars
 
     cdef int on_frame_at(self, const unsigned char* p, Py_ssize_t size, object data) except -1
+    cdef int compact_at(self, str target, const unsigned char* p, Py_ssize_t size) except -1
     cdef _slow(self, data)
     cdef _path_of(self, str target)
     cdef object _temp_path(self, const unsigned char* p, Py_ssize_t n)
@@ -46,3 +47,7 @@ cdef class InboundMessageHandler(FrameSink):
 cdef class OriginSink(FrameSink):
     cdef InboundMessageHandler handler
     cdef object origin
+    # The names the peer gave this connection (cap "hdr"): a compact_codec.HeaderNames,
+    # and its list (the same object for the connection's life, cleared in place).
+    cdef readonly object names
+    cdef list _names

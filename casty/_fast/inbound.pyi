@@ -4,6 +4,7 @@ from typing import Any
 from casty.address import ActorAddress
 from casty.ref import ActorRef
 from casty.serialization import Serializer
+from casty.transport.compact_codec import HeaderNames
 
 __all__ = ["InboundMessageHandler", "OriginSink"]
 
@@ -13,6 +14,7 @@ class InboundMessageHandler:
     reply_check: Callable[[str, Any], str | None] | None
     origin: Any
     read_state: Any
+    compact_headers: bool
     def __init__(
         self,
         *,
@@ -27,6 +29,10 @@ class InboundMessageHandler:
     def cached_targets(self) -> int: ...
     async def on_message(self, data: bytes) -> None: ...
     def on_frame(self, data: Any) -> None: ...
+    def on_compact(self, target: str, body: Any) -> None: ...
 
 class OriginSink:
+    names: HeaderNames
     def on_frame(self, data: Any) -> None: ...
+    def on_entry(self, body: Any) -> None: ...
+    def on_compact(self, body: Any) -> None: ...

@@ -15,11 +15,13 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.string cimport memcmp
 
+from casty._fast cimport wire
 from casty._fast.envelope cimport MessageEnvelope, canonical_fields, header_end
 from casty._fast.framing cimport FrameSink
 from casty._fast.plain_codec cimport decode_plain_at
 
-from casty.transport.inbound_rules import log_inbound_drop, refusal, target_path
+from casty.transport.compact_codec import HeaderNames, compact_problem
+from casty.transport.inbound_rules import log_inbound_drop, refusal, refuse_connection, target_path
 from casty.wire import (
     MAX_CACHED_TARGET_CHARS,
     MAX_CACHED_TARGET_LENGTH,
@@ -40,6 +42,9 @@ __all__ = ["InboundMessageHandler", "OriginSink"]
 
 cdef class InboundMessageHandler(FrameSink):
     """Deserializes inbound TCP frames and delivers them locally (see the pure twin)."""
+
+    #: the sinks of sink_for take compact-header frames (on_entry, on_compact)
+    compact_headers = True
 
     def __init__(self, *, local, serializer, system_name, ref_factory=None, allow_system_paths=False):
         self._allow_system = bool(allow_system_paths)
@@ -131,6 +136,26 @@ cdef class InboundMessageHandler(FrameSink):
                 self._last_path = path
             self._last_header = PyBytes_FromStringAndSize(<const char*>p, end)
         self._deliver_msg(p, size, end, path)
+        return 0
+
+    def on_compact(self, target, body):
+        """Deliver the compact message ``body`` (its ids already checked by the
+        connection's OriginSink) to ``target``, by the rules of ``on_frame``."""
+        if not PyBytes_CheckExact(body):
+            body = bytes(memoryview(body))
+        self.compact_at(target, <const unsigned char*>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body))
+
+    cdef int compact_at(self, str target, const unsigned char* p, Py_ssize_t size) except -1:
+        """``on_compact`` for the body at p[0:size] (at least COMPACT_HEADER_SIZE bytes)."""
+        path = self._paths.get(target)
+        if path is None:  # not cached: never a reply path, a refused or a foreign target
+            path = self._path_of(target)
+            if path is None:
+                self._drop(refusal(target, self._system_name))
+                return 0
+            if (<str>path).startswith(TEMP_PREFIX) and self._reply_refused(path):
+                return 0
+        self._deliver_msg(p, size, wire.COMPACT_HEADER_SIZE, path)
         return 0
 
     cdef int _deliver_msg(self, const unsigned char* p, Py_ssize_t size, Py_ssize_t end, object path) except -1:
@@ -225,7 +250,45 @@ cdef class InboundMessageHandler(FrameSink):
 
 
 cdef class OriginSink(FrameSink):
-    """The message sink of one connection: runs the handler with ``origin`` set."""
+    """The message sink of one connection: runs the handler with ``origin`` set, and
+    holds the names the peer gave the connection (see the pure twin)."""
+
+    def __cinit__(self):
+        self.names = HeaderNames()
+        self._names = self.names.names
+
+    def on_entry(self, body):
+        """A header-table entry frame's body: recorded, or the connection refused."""
+        why = self.names.add(body)
+        if why is not None:
+            refuse_connection(self.origin, why)
+
+    def on_compact(self, body):
+        """A compact message frame's body: its ids checked against the table (a bad one
+        refuses the connection), then delivered as the handler's ``on_compact``."""
+        if not PyBytes_CheckExact(body):
+            body = bytes(memoryview(body))
+        self.on_compact_at(<const unsigned char*>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body))
+
+    cdef bint on_compact_at(self, const unsigned char* p, Py_ssize_t size) except -1:
+        cdef list names = self._names
+        cdef Py_ssize_t n = len(names)
+        cdef Py_ssize_t t, s, h
+        if size < wire.COMPACT_HEADER_SIZE:
+            refuse_connection(self.origin, compact_problem(size, None, n))
+            return True
+        t = (<Py_ssize_t>p[0] << 8) | p[1]
+        s = (<Py_ssize_t>p[2] << 8) | p[3]
+        h = (<Py_ssize_t>p[4] << 8) | p[5]
+        if t >= n or s >= n or h >= n:
+            refuse_connection(self.origin, compact_problem(size, (t, s, h), n))
+            return True
+        self.handler.origin = self.origin
+        try:
+            self.handler.compact_at(<str>names[t], p, size)
+        finally:
+            self.handler.origin = None
+        return True
 
     def on_frame(self, data):
         self.handler.origin = self.origin

@@ -10,6 +10,8 @@ packed straight after the cached header into the one ``bytes`` that is returned;
 pieces.  Anything else takes the pure twin's route (header, then
 ``serializer.serialize``).  Headers are cached as the pure twin caches them (same
 key, same bound, ask reply paths never); one for an ask reply path is built at C level.
+``encode_compact`` puts the same payload after a compact header (cap "hdr", see
+``casty.transport.compact_codec``), the last one matched by identity as well.
 """
 
 from cpython.unicode cimport PyUnicode_GET_LENGTH
@@ -66,6 +68,13 @@ cdef class EnvelopeWriter:
     cdef object _fields_spec
     cdef object _fields_name
     cdef tuple _fields
+    # send_compact's last (table, table epoch, target, sender, class) and its header
+    cdef object _c_table
+    cdef object _c_epoch
+    cdef object _c_target
+    cdef object _c_sender
+    cdef object _c_cls
+    cdef bytes _c_header
 
     def __init__(self, serializer):
         self.serializer = serializer
@@ -79,6 +88,8 @@ cdef class EnvelopeWriter:
         self._fields_spec = None
         self._fields_name = None
         self._fields = None
+        self._c_table = self._c_epoch = self._c_target = self._c_sender = self._c_cls = None
+        self._c_header = None
 
     @property
     def cached_headers(self):
@@ -93,6 +104,32 @@ cdef class EnvelopeWriter:
         """What ``encode`` returns, or a list of ``bytes`` that joined make it: a plain
         message's ``bytes`` values of 64 KiB or more are pieces of their own, not copied."""
         return self._envelope(target, sender, msg, True)
+
+    def encode_compact(self, table, target, sender, msg):
+        """The compact message body carrying ``msg`` on ``table``'s connection (see the
+        pure twin), bytes or a list of bytes; None when it cannot go compact."""
+        cdef object cls = type(msg)
+        cdef bytes header
+        if (table is self._c_table and target is self._c_target and sender is self._c_sender
+                and cls is self._c_cls and table.epoch == self._c_epoch):
+            header = self._c_header
+        else:
+            if _is_temp_uri(target) if PyUnicode_CheckExact(target) else is_temp_uri(target):
+                return None  # an ask's reply path is used once: inline, with the JSON header
+            hint = self._hints.get(cls)
+            if hint is None:
+                hint = self._hints[cls] = type_hint(msg)
+            found = table.header(target, sender, hint)
+            if found is None:
+                return None
+            header = found
+            self._c_table = table
+            self._c_epoch = table.epoch
+            self._c_target = target
+            self._c_sender = sender
+            self._c_cls = cls
+            self._c_header = header
+        return self._after(header, msg, cls, True)
 
     def header_for(self, target, sender, msg):
         """The envelope header (length prefix included) for ``msg``, from the cache when it
@@ -129,6 +166,11 @@ cdef class EnvelopeWriter:
             self._last_sender = sender
             self._last_cls = cls
             self._last_header = header
+        return self._after(header, msg, cls, scatter)
+
+    cdef object _after(self, bytes header, object msg, object cls, bint scatter):
+        """``header`` followed by ``msg`` serialized: bytes, or with ``scatter`` possibly
+        a list of bytes that joined make them."""
         if self._specs is not None:
             spec = self._specs.get(cls)
             # What MsgpackSerializer.serialize does first for a top-level dataclass.

@@ -164,6 +164,9 @@ class TcpTransportConfig:
     failure_timeout: float = 10.0
     #: the longest wait before redialing a node whose connects keep failing
     reconnect_backoff_max: float = 30.0
+    #: speak compact headers (cap "hdr") with peers that do: a steady stream to one actor
+    #: then names its target, sender and type hint by 2-byte ids (docs/architecture.md)
+    compact_headers: bool = True
     #: address_map is the two-argument form (set by __post_init__; not a field)
     _address_map_takes_two: ClassVar[bool] = False
 

@@ -227,6 +227,10 @@ class Reassembler:
         return None
 
 
+def _no_compact(body: Any) -> bytes:
+    raise ValueError("a compact message on a connection without compact headers")
+
+
 class FragmentLink:
     """One connection's fragments, both ways: large messages out (paced by the peer's acks)
     and the reassembly of the peer's.
@@ -249,6 +253,7 @@ class FragmentLink:
         "_ready",
         "_stream",
         "_unacked",
+        "expand",
         "fragment_size",
         "reassembler",
         "window",
@@ -283,6 +288,9 @@ class FragmentLink:
         self._stream = 0
         self._unacked = 0
         self._held_bytes = 0
+        #: compact body -> the same message with its JSON header (cap "hdr" on this
+        #: connection: HeaderTable.expand); the link holds JSON-header envelopes only
+        self.expand: Callable[[Any], bytes] = _no_compact
 
     # -- outbound ---------------------------------------------------------------
 

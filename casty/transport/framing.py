@@ -108,6 +108,7 @@ from casty.wire import (
     DEFAULT_READ_BUDGET_FRAMES,
     DEFAULT_WRITE_HIGH_WATER,
     DEFAULT_WRITE_LOW_WATER,
+    FRAME_COMPACT,
     FRAME_HANDSHAKE,
     FRAME_HEADER_SIZE,
     FRAME_MESSAGE,
@@ -691,18 +692,21 @@ class FrameProtocol(asyncio.Protocol):
             self._dropped += 1
             return False
         self._queue.append(frame)
-        self._queued(size)
+        self._queued(size, opens_batch=False)
         return True
 
-    def send_message(self, envelope: bytes | list[bytes]) -> bool:
+    def send_message(self, envelope: bytes | list[bytes], kind: int = FRAME_MESSAGE) -> bool:
         """Queue a message frame carrying ``envelope``, or the list of buffers that joined
-        make it (each kept as a piece, see write_runs); False (and counted) when refused."""
+        make it (each kept as a piece, see write_runs); False (and counted) when refused.
+        ``kind``: FRAME_MESSAGE, or FRAME_COMPACT for a compact-header body."""
+        if kind != FRAME_MESSAGE and kind != FRAME_COMPACT:
+            raise FrameError(f"send_message takes a message or compact-message kind, got {kind!r}")
         if self._frag is not None:
-            taken = self._offer_fragments(envelope)
+            taken = self._offer_fragments(envelope, kind)
             if taken is not None:
                 return taken
         if isinstance(envelope, list):
-            return self._send_parts(envelope)
+            return self._send_parts(envelope, kind)
         if type(envelope) is not bytes:
             envelope = bytes(memoryview(envelope))  # a snapshot: the caller may reuse a mutable buffer
         size = len(envelope) + FRAME_HEADER_SIZE
@@ -710,13 +714,13 @@ class FrameProtocol(asyncio.Protocol):
             raise FrameError(f"frame body of {len(envelope)} bytes is too long for a 4-byte length")
         if not self._accept(size):
             return False
-        self._queue.append(_HEADER.pack(size - 4, FRAME_MESSAGE))
+        self._queue.append(_HEADER.pack(size - 4, kind))
         self._queue.append(envelope)
         self._messages_sent += 1
         self._queued(size)
         return True
 
-    def _offer_fragments(self, envelope: Any) -> bool | None:
+    def _offer_fragments(self, envelope: Any, kind: int) -> bool | None:
         """True/False: the fragment link took the message / it was refused (counted);
         None: it goes whole, as usual."""
         if isinstance(envelope, list):
@@ -725,11 +729,16 @@ class FrameProtocol(asyncio.Protocol):
             n = len(envelope) if type(envelope) is bytes else memoryview(envelope).nbytes
         if n + FRAME_HEADER_SIZE <= self._frag_size and not self._held:
             return None
+        if kind == FRAME_COMPACT:
+            # The link carries JSON-header envelopes only: a compact message written later
+            # would name entries that may have been replaced by then.
+            envelope = self._frag.expand(envelope)
+            n = len(envelope)
         if not self._accept(n + FRAME_HEADER_SIZE):
             return False
         return True if self._frag.offer(envelope, n) else None
 
-    def _send_parts(self, parts: list[bytes]) -> bool:
+    def _send_parts(self, parts: list[bytes], kind: int) -> bool:
         parts = [p if type(p) is bytes else bytes(memoryview(p)) for p in parts]  # snapshots
         length = sum(map(len, parts))
         if length + 1 > MAX_FRAME_LENGTH:
@@ -737,7 +746,7 @@ class FrameProtocol(asyncio.Protocol):
         size = length + FRAME_HEADER_SIZE
         if not self._accept(size):
             return False
-        self._queue.append(_HEADER.pack(length + 1, FRAME_MESSAGE))
+        self._queue.append(_HEADER.pack(length + 1, kind))
         self._queue.extend(parts)
         self._messages_sent += 1
         self._queued(size)
@@ -750,7 +759,7 @@ class FrameProtocol(asyncio.Protocol):
             return False
         return True
 
-    def _queued(self, size: int) -> None:
+    def _queued(self, size: int, opens_batch: bool = True) -> None:
         self._queued_bytes += size
         self._queued_frames += 1
         self._frames_sent += 1
@@ -761,8 +770,11 @@ class FrameProtocol(asyncio.Protocol):
             # The first frame since the last flush goes out at once: a request or a
             # reply should not wait a loop iteration.  Scheduling the flush then makes
             # the frames queued after it, until the loop comes round, share one write.
+            # A control frame (a header-table entry, a ping) does not open that batch:
+            # the message after it is still the first, and goes out at once too.
             self._flush_now()
-            self._schedule_flush()
+            if opens_batch:
+                self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled and self._loop is not None:

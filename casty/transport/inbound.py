@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from casty.address import ActorAddress
 from casty.ref import ActorRef
+from casty.transport.compact_codec import COMPACT_HEAD, HeaderNames, compact_problem
 from casty.transport.envelope import MessageEnvelope
-from casty.transport.inbound_rules import log_inbound_drop, refusal, target_path
+from casty.transport.inbound_rules import log_inbound_drop, refusal, refuse_connection, target_path
 from casty.wire import (
+    COMPACT_HEADER_SIZE,
     MAX_CACHED_TARGET_CHARS,
     MAX_CACHED_TARGET_LENGTH,
     MAX_CACHED_TARGETS,
@@ -46,7 +48,13 @@ class InboundMessageHandler:
     on, as the node told it through :meth:`sink_for` (None when not told); when a
     delivery leaves a mailbox at its capacity, ``origin.mailbox_full(mailbox)`` is
     called, and the node stops reading that connection until the mailbox has room.
+    A compact message (cap "hdr", through the OriginSink, which holds the
+    connection's table) is routed by the same rules as a message frame whose JSON
+    header names the same target.
     """
+
+    #: the sinks of sink_for take compact-header frames (on_entry, on_compact)
+    compact_headers = True
 
     def __init__(
         self,
@@ -82,17 +90,9 @@ class InboundMessageHandler:
         """Decode one message frame body (bytes-like) and deliver it, inline."""
         try:
             env = MessageEnvelope.from_bytes(data)
-            path = self._paths.get(env.target)
-            if path is None:  # not cached: never a reply path, a refused or a foreign target
-                path = self._path_of(env.target)
-                if path is None:
-                    self._drop(refusal(env.target, self._system_name))
-                    return
-                if path.startswith(TEMP_PREFIX) and self.reply_check is not None:
-                    why = self.reply_check(path, self.origin)
-                    if why is not None:
-                        self._drop(why)
-                        return
+            path = self._route(env.target)
+            if path is None:
+                return
             msg = self._serializer.deserialize(env.payload, ref_factory=self.ref_factory)
         except ValueError as exc:  # EnvelopeDecodeError or SerializationError: bad peer bytes
             self._drop(str(exc))
@@ -100,6 +100,37 @@ class InboundMessageHandler:
         full = self._local.deliver_path(path, msg, len(data))
         if full is not None and self.origin is not None:
             self.origin.mailbox_full(full)
+
+    def on_compact(self, target: str, body: Any) -> None:
+        """Deliver the compact message ``body`` (bytes-like; its ids already checked by the
+        connection's OriginSink) to ``target``, by the rules of :meth:`on_frame`."""
+        try:
+            path = self._route(target)
+            if path is None:
+                return
+            payload = bytes(body[COMPACT_HEADER_SIZE:])
+            msg = self._serializer.deserialize(payload, ref_factory=self.ref_factory)
+        except ValueError as exc:  # SerializationError: bad peer bytes
+            self._drop(str(exc))
+            return
+        full = self._local.deliver_path(path, msg, len(body))
+        if full is not None and self.origin is not None:
+            self.origin.mailbox_full(full)
+
+    def _route(self, target: str) -> str | None:
+        """The local path for a frame to ``target``, or None when it is dropped."""
+        path = self._paths.get(target)
+        if path is None:  # not cached: never a reply path, a refused or a foreign target
+            path = self._path_of(target)
+            if path is None:
+                self._drop(refusal(target, self._system_name))
+                return None
+            if path.startswith(TEMP_PREFIX) and self.reply_check is not None:
+                why = self.reply_check(path, self.origin)
+                if why is not None:
+                    self._drop(why)
+                    return None
+        return path
 
     @property
     def cached_targets(self) -> int:
@@ -128,13 +159,44 @@ class InboundMessageHandler:
 
 
 class OriginSink:
-    """The message sink of one connection: runs the handler with ``origin`` set."""
+    """The message sink of one connection: runs the handler with ``origin`` set.
 
-    __slots__ = ("_handler", "_origin")
+    It also holds the names the peer gave this connection (cap "hdr": ``names``, a
+    :class:`~casty.transport.compact_codec.HeaderNames`), which its compact messages
+    use; a bad entry or id closes the connection (``origin.misbehaving``).
+    """
+
+    __slots__ = ("_handler", "_origin", "names")
 
     def __init__(self, handler: InboundMessageHandler, origin: Any) -> None:
         self._handler = handler
         self._origin = origin
+        self.names = HeaderNames()
+
+    def on_entry(self, body: Any) -> None:
+        """A header-table entry frame's body: recorded, or the connection refused."""
+        why = self.names.add(body)
+        if why is not None:
+            refuse_connection(self._origin, why)
+
+    def on_compact(self, body: Any) -> None:
+        """A compact message frame's body: its ids checked against the table (a bad one
+        refuses the connection), then delivered as the handler's ``on_compact``."""
+        names = self.names.names
+        size = len(body)
+        if size < COMPACT_HEADER_SIZE:
+            refuse_connection(self._origin, compact_problem(size, None, len(names)))
+            return
+        ids = COMPACT_HEAD.unpack_from(body)
+        if max(ids) >= len(names):
+            refuse_connection(self._origin, compact_problem(size, ids, len(names)))
+            return
+        handler = self._handler
+        handler.origin = self._origin
+        try:
+            handler.on_compact(names[ids[0]], body)
+        finally:
+            handler.origin = None
 
     def on_frame(self, data: Any) -> None:
         handler = self._handler

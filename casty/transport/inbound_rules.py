@@ -14,7 +14,7 @@ import logging
 from casty.address import _show, split_uri
 from casty.wire import SYSTEM_PREFIX
 
-__all__ = ["log_inbound_drop", "not_ours", "refusal", "target_path"]
+__all__ = ["log_inbound_drop", "not_ours", "refusal", "refuse_connection", "target_path"]
 
 # The inbound handler's logger, whichever twin logs through it.
 log = logging.getLogger("casty.transport.inbound")
@@ -52,3 +52,14 @@ def log_inbound_drop(reason: str, count: int) -> None:
         log.warning("dropped an inbound message: %s (%d dropped so far)", reason, count)
     else:
         log.debug("dropped an inbound message: %s", reason)
+
+
+def refuse_connection(origin: object, why: str) -> None:
+    """A connection's peer broke the protocol (a bad compact-header frame): the node
+    closes it with one line (``origin.misbehaving``); an origin without that (a
+    handler wired by hand) gets the line only."""
+    misbehaving = getattr(origin, "misbehaving", None)
+    if misbehaving is not None:
+        misbehaving(why)
+    else:
+        log.warning("refusing a frame: %s", why)

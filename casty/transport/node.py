@@ -70,6 +70,7 @@ from casty.address import _show
 from casty.node_events import NodeDown, NodeEvent, NodeInfo, NodeRestarted, NodeUp
 from casty.transport.backoff import backoff_delay
 from casty.transport.busy_poll import BusyPoller
+from casty.transport.compact_codec import HeaderTable
 from casty.transport.config import TcpTransportConfig, cookie_bytes, dial_allowed
 from casty.transport.fragments import FragmentLink
 from casty.transport.frame_codec import control_kinds, encode_frame
@@ -87,7 +88,15 @@ from casty.transport.handshake import (
 from casty.transport.liveness import Liveness, _host
 from casty.transport.messages import SendFailure
 from casty.transport.stats import NodeStats, PeerRecord, PeerStats, PeerTable
-from casty.wire import CAP_FRAGMENTS, CAP_HEARTBEAT, FRAME_FRAGMENT, FRAME_MESSAGE
+from casty.wire import (
+    CAP_FRAGMENTS,
+    CAP_HEADERS,
+    CAP_HEARTBEAT,
+    FRAME_COMPACT,
+    FRAME_FRAGMENT,
+    FRAME_HDR_ENTRY,
+    FRAME_MESSAGE,
+)
 
 __all__ = ["MAX_BLACKLIST", "MAX_KNOWN_UIDS", "FrameBodyHandler", "InboundHandler", "NodeListener", "TcpNode"]
 
@@ -143,8 +152,9 @@ class _Conn:
 
     __slots__ = (
         "awaiting_proof", "bad_frames", "caps", "carries", "dial_key", "dial_peer", "down_reason", "established",
-        "hb_heard", "hb_received", "hb_sent", "hello", "idle_mark", "logged", "node", "nonce", "opened", "outbound",
-        "partial_mark", "peer_key", "proto", "rtt", "since", "stats", "superseded", "timer", "v1_hold", "verified",
+        "hb_heard", "hb_received", "hb_sent", "headers", "hello", "idle_mark", "inbound", "logged", "node", "nonce",
+        "opened", "outbound", "partial_mark", "peer_key", "proto", "rtt", "since", "stats", "superseded", "timer",
+        "v1_hold", "verified",
     )
 
     def __init__(
@@ -196,12 +206,20 @@ class _Conn:
         self.hb_sent = 0
         #: the peer's statistics record, from establishment until its counters are folded in
         self.stats: PeerRecord | None = None
+        #: cap "hdr": the names we give this connection (a HeaderTable), and the message
+        #: sink holding those the peer gives us (an OriginSink); None without it
+        self.headers: HeaderTable | None = None
+        self.inbound: Any = None
 
     @property
     def uid(self) -> int | None:
         """The peer's incarnation from its handshake (None for a casty 0.21 peer, or before)."""
         hello = self.hello
         return hello.uid if hello is not None and hello.proto >= 2 else None
+
+    def misbehaving(self, why: str) -> None:
+        """The peer broke the protocol on this connection: close it with one line."""
+        self.node.misbehaving(self.proto, why)
 
     def mailbox_full(self, mailbox: Any) -> None:
         """A message of this connection left ``mailbox`` at its capacity: read no more
@@ -344,6 +362,8 @@ class TcpNode:
             self.add_feature(CAP_HEARTBEAT, Liveness.KINDS, self._liveness.handle)
         if config.fragment_size:
             self.add_feature(CAP_FRAGMENTS, [FRAME_FRAGMENT], _fragment_frame)
+        if config.compact_headers and self._bind_origin is not None and getattr(handler, "compact_headers", False):
+            self.add_feature(CAP_HEADERS, (FRAME_HDR_ENTRY, FRAME_COMPACT), self._compact_frame)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -547,15 +567,21 @@ class TcpNode:
         """Send an encoded envelope to host:port; False when it was dropped (and reported)."""
         return self.send_message_to((host, port), envelope)
 
-    def send_message_to(self, key: Key, envelope: bytes | list[bytes]) -> bool:
+    def send_message_to(self, key: Key, envelope: bytes | list[bytes], kind: int = FRAME_MESSAGE) -> bool:
         """:meth:`send_message` to ``key`` = (host, port): a caller that keeps the key (a
         route cache) saves building and hashing a new tuple per message.  ``envelope`` may
-        be a list of ``bytes`` that joined make it (``EnvelopeWriter.encode_parts``)."""
+        be a list of ``bytes`` that joined make it (``EnvelopeWriter.encode_parts``).
+        ``kind`` FRAME_COMPACT: a compact message body made with :meth:`header_table`'s
+        table in this loop turn, so for the connection established now."""
         if self._poller is not None:
             self._poller.poke()
         peer = self._peers.get(key)
         if peer is not None and peer.proto is not None:  # the hot path: no frame copy here
-            return peer.proto.send_message(envelope) or self._write_queue_full(key)
+            return peer.proto.send_message(envelope, kind) or self._write_queue_full(key)
+        if kind != FRAME_MESSAGE:
+            # Its ids name entries of a connection that is gone; no other may carry it.
+            self.report(key, "connection_lost", 1, "compact message for a connection that is gone")
+            return False
         if isinstance(envelope, list):
             envelope = b"".join(envelope)  # queued whole until the connection is made
         return self._send(key, encode_frame(FRAME_MESSAGE, envelope))
@@ -774,27 +800,52 @@ class TcpNode:
         """The features this node lists in its handshakes."""
         return frozenset(self._features)
 
-    def _negotiate(self, proto: Any, conn: _Conn) -> None:
-        """The handshakes are done: use on ``proto`` the features both ends listed."""
+    def _negotiate(self, proto: Any, conn: _Conn, sink: Callable[[Any], None]) -> None:
+        """The handshakes are done: use on ``proto`` (whose message sink is ``sink``) the
+        features both ends listed."""
         hello = conn.hello
         if hello is None or hello.proto < 2:
             return  # a casty 0.21 peer gets exactly the v1 bytes
         shared = self._features.keys() & hello.caps
         conn.caps = frozenset(shared)
+        if CAP_HEADERS in shared:
+            conn.headers = HeaderTable(proto)
         if shared:
             proto.set_control_kinds(k for cap in shared for k in self._features[cap])
         if CAP_FRAGMENTS in shared:
             cfg = self.config
-            proto.set_fragments(FragmentLink(
+            link = FragmentLink(
                 proto,
                 fragment_size=cfg.fragment_size,
                 window=cfg.fragment_window,
                 max_message=proto.max_frame_size - 1,
                 max_streams=cfg.max_fragment_streams,
                 max_bytes=cfg.fragment_bytes_limit,
-                deliver=self._sink_for(conn),
+                deliver=sink,  # the same sink: it holds the peer's compact-header names
                 on_error=partial(self.misbehaving, proto),
-            ))
+            )
+            if conn.headers is not None:
+                link.expand = conn.headers.expand
+            proto.set_fragments(link)
+
+    def _compact_frame(self, conn: _Conn, kind: int, body: bytes) -> None:
+        """Cap "hdr": an entry, or a compact message the protocol did not hand the sink itself."""
+        sink = conn.inbound
+        if kind == FRAME_HDR_ENTRY:
+            sink.on_entry(body)
+        else:
+            sink.on_compact(body)
+
+    def header_table(self, key: Key) -> HeaderTable | None:
+        """The compact-header table of the connection carrying this node's traffic to
+        ``key`` when both ends speak "hdr", else None: a body made with it goes to
+        :meth:`send_message_to` with ``FRAME_COMPACT`` at once (the connection may not
+        outlive the loop turn)."""
+        peer = self._peers.get(key)
+        if peer is None or peer.proto is None:
+            return None
+        headers: HeaderTable | None = peer.proto.context.headers
+        return headers
 
     def frame_control(self, proto: Any, kind: int, body: Any) -> None:
         """A frame of a negotiated feature's kind: to that feature's handler."""
@@ -958,8 +1009,9 @@ class TcpNode:
         conn.established = True
         conn.peer_key = key
         self._attach_stats(conn)
-        proto.set_message_sink(self._sink_for(conn))
-        self._negotiate(proto, conn)
+        sink = self._sink_for(conn)
+        proto.set_message_sink(sink)
+        self._negotiate(proto, conn, sink)
         carries = (conn.verified or key[1] == 0) and key != self.advertised
         peer = self._peers.get(key)
         if carries and (peer is None or (peer.proto is None and not peer.connecting)):
@@ -1066,7 +1118,11 @@ class TcpNode:
     def _sink_for(self, conn: _Conn) -> Callable[[Any], None]:
         """The message sink of one connection: the handler told which connection it is."""
         bind = self._bind_origin
-        return bind(conn) if bind is not None else self._sink
+        if bind is None:
+            return self._sink
+        sink = bind(conn)
+        conn.inbound = getattr(sink, "__self__", None)  # the OriginSink, which holds the peer's names (cap "hdr")
+        return sink
 
     def _abandon_outbound(self, peer: _Peer) -> None:
         if peer.connect_task is not None:
@@ -1110,8 +1166,9 @@ class TcpNode:
                         self._peers[k] = peer
         self._peers[peer.key] = peer
         self._attach_stats(conn)
-        proto.set_message_sink(self._sink_for(conn))
-        self._negotiate(proto, conn)
+        sink = self._sink_for(conn)
+        proto.set_message_sink(sink)
+        self._negotiate(proto, conn, sink)
         self.log.info("connected to %s:%d (outbound)", key[0], key[1])
         self._flush_pending(peer, proto, key)
         self._tell_connected(peer.key)

@@ -12,6 +12,7 @@ from casty.wire import MAX_CACHED_HEADERS
 
 if TYPE_CHECKING:
     from casty.serialization import Serializer
+    from casty.transport.compact_codec import HeaderTable
 
 __all__ = ["EnvelopeWriter"]
 
@@ -54,6 +55,23 @@ class EnvelopeWriter:
     # out a plain message's bytes values of 64 KiB or more, so they reach the socket
     # without a copy.  Here the serializer has copied them already: one bytes, always.
     encode_parts = encode
+
+    def encode_compact(self, table: HeaderTable, target: str, sender: str, msg: Any) -> bytes | list[bytes] | None:
+        """The body of a compact message (cap "hdr") carrying ``msg`` on the connection of
+        ``table`` (entries for names new to it go out on it first), as ``encode_parts``
+        returns it; None when it cannot go compact (an ask reply path, or a name that
+        cannot be an entry: send it with :meth:`encode_parts`).  SerializationError when
+        it cannot be encoded (any new entries went out: they stay valid)."""
+        if is_temp_uri(target):
+            return None  # an ask's reply path is used once: inline, with the JSON header
+        cls = type(msg)
+        hint = self._hints.get(cls)
+        if hint is None:
+            hint = self._hints[cls] = type_hint(msg)
+        header = table.header(target, sender, hint)
+        if header is None:
+            return None
+        return header + self._serialize(msg)
 
     @property
     def cached_headers(self) -> int:

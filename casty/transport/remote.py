@@ -14,7 +14,13 @@ from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
 from casty.serialization import SerializationError, Serializer
 from casty.transport.messages import ClearNodeBlacklist, DeliverToNode, SendFailure, SendToNode, ShareNode
 from casty.transport.node import TcpNode
-from casty.wire import MAX_CACHED_TARGET_CHARS, MAX_CACHED_TARGET_LENGTH, MAX_CACHED_TARGETS
+from casty.wire import (
+    FRAME_COMPACT,
+    FRAME_MESSAGE,
+    MAX_CACHED_TARGET_CHARS,
+    MAX_CACHED_TARGET_LENGTH,
+    MAX_CACHED_TARGETS,
+)
 
 __all__ = ["InboundMessageHandler", "RemoteTransport"]  # the handler lives in casty.transport.inbound
 
@@ -186,16 +192,23 @@ class RemoteTransport:
             self._relayed += 1
             self._tcp.tell(DeliverToNode(hp[0], hp[1], msg, target, self._sender))
             return
+        node = self._node
         try:
-            data = writer.encode_parts(target, self._sender, msg)
+            # On a connection whose ends both speak "hdr", a compact message; else (or when
+            # this one cannot be: a reply path) the JSON header.
+            table = node.header_table(hp) if node is not None else None
+            data = writer.encode_compact(table, target, self._sender, msg) if table is not None else None
+            kind = FRAME_COMPACT
+            if data is None:
+                kind = FRAME_MESSAGE
+                data = writer.encode_parts(target, self._sender, msg)
         except SerializationError as exc:
             log.error("cannot send %s to %s: %s", type(msg).__qualname__, target, exc)
             self._report(SendFailure(hp[0], hp[1], "serialization", 1,
                                      f"{type(msg).__qualname__}: {exc}"))
             return
-        node = self._node
         if node is not None:
-            node.send_message_to(hp, data)
+            node.send_message_to(hp, data, kind)
         elif self._held is not None:
             self._held.append((hp, data))
         else:

@@ -141,10 +141,10 @@ class Ledger:
             log = self.logs[key] = PeerLog()
         return log
 
-    def _send_message_to(self, key: Key, envelope: bytes | list[bytes]) -> bool:
+    def _send_message_to(self, key: Key, envelope: bytes | list[bytes], *kind: int) -> bool:
         self._in_send, self._sync_reported = key, 0
         try:
-            ok = self._send(key, envelope)
+            ok = self._send(key, envelope, *kind)
         finally:
             self._in_send = None
         log = self.log(key)
