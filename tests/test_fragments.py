@@ -449,3 +449,31 @@ def test_fuzz_twins_agree_on_fragment_streams(data: bytes, cut: int) -> None:
 
 async def _connected(ns: types.SimpleNamespace) -> tuple[Any, Transport, list[bytes], Owner]:
     return link_protocol(ns, max_frame_size=120, max_streams=2, max_bytes=150)
+
+
+async def test_compact_messages_held_behind_a_large_one_survive_a_table_start_over() -> None:
+    """A message to a target whose lane holds a large message waits in the link; with compact
+    headers it is held in its JSON form, so ids the table gives again meanwhile (a start-over
+    forced by more names than the table holds) cannot misroute it."""
+    from tests.remote_helpers import Collector, Ping, node
+
+    got = Collector()
+    async with node("r") as r, node("s", fragment_size=1024, fragment_window=1) as s:
+        r.spawn(got.behavior(), "x")
+        x = s.ref(f"casty://r@127.0.0.1:{r.node.port}/user/x")
+        x.tell(Ping(0))
+        await got.wait(1)
+        key = ("127.0.0.1", r.node.port)
+        table = s.node.header_table(key)
+        assert table is not None and s.node._peers[key].proto.fragments is not None
+        epoch = table.epoch
+        x.tell(Ping(1, "b" * 8192))  # fragmented: its lane is busy until the last ack
+        x.tell(Ping(2))  # waits in the lane
+        for i in range(1100):  # more names than a table holds: it starts over
+            s.ref(f"casty://r@127.0.0.1:{r.node.port}/user/none-{i}").tell(Ping(-1))
+        assert table.epoch > epoch
+        x.tell(Ping(3))
+        items = await got.wait(4)
+        assert [p.seq for p in items] == [0, 1, 2, 3]
+        assert items[1] == Ping(1, "b" * 8192)
+        assert not s.node._peers[key].proto.closed

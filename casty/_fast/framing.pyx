@@ -479,6 +479,10 @@ cdef class FrameProtocolBase:
         self._frag_size = 0 if link is None else link.fragment_size
         self._frag = link
 
+    def _message_arrived(self):
+        """A message reached the sink another way (reassembled from fragments): count it."""
+        self._messages_received += 1
+
     def _set_held(self, Py_ssize_t nbytes):
         """The fragment link now holds ``nbytes`` of accepted frames (bounded with the queue)."""
         self._held = nbytes
@@ -860,6 +864,8 @@ cdef class FrameProtocolBase:
             self._compact(<const unsigned char*>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), body)
         elif self._ctl[frame_type] and self._sink is not None:
             self._ignored_run = 0
+            if frame_type == wire.FRAME_COMPACT:
+                self._messages_received += 1
             call_owner(self._owner, "frame_control", self, frame_type, body)
         elif self._sink is None:
             self._protocol_error(early_frame_problem(frame_type))
@@ -877,6 +883,7 @@ cdef class FrameProtocolBase:
         to the fast sink at C level, else to the owner like other control frames."""
         cdef bint taken = False
         self._ignored_run = 0
+        self._messages_received += 1
         try:
             taken = self._fast_sink.on_compact_at(p, size)
         except Exception:
@@ -1006,7 +1013,10 @@ cdef class FrameProtocolBase:
             n = PyBytes_GET_SIZE(envelope)
         if not self._accept(n + wire.FRAME_HEADER_SIZE):
             return 0
-        return 1 if self._frag.offer(envelope, n) else -1
+        if not self._frag.offer(envelope, n):
+            return -1
+        self._messages_sent += 1
+        return 1
 
     cdef bint _enqueue_message(self, const unsigned char* p, Py_ssize_t n, object envelope,
                                unsigned char kind) except -1:

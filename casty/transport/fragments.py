@@ -429,6 +429,7 @@ class FragmentLink:
         self._proto.send_control(ACK_FRAME)
         if message is not None:
             try:
+                self._proto._message_arrived()
                 self._deliver(message)
             except Exception:
                 log_sink_error(self._proto.peername)

@@ -434,6 +434,10 @@ class FrameProtocol(asyncio.Protocol):
         self._frag = link
         self._frag_size = 0 if link is None else link.fragment_size
 
+    def _message_arrived(self) -> None:
+        """A message reached the sink another way (reassembled from fragments): count it."""
+        self._messages_received += 1
+
     def _set_held(self, nbytes: int) -> None:
         """The fragment link now holds ``nbytes`` of accepted frames (bounded with the queue)."""
         self._held = nbytes
@@ -646,6 +650,8 @@ class FrameProtocol(asyncio.Protocol):
             call_owner(self._owner, "frame_handshake", self, body)
         elif frame_type in self._control and self._sink is not None:
             self._ignored_run = 0
+            if frame_type == FRAME_COMPACT:
+                self._messages_received += 1
             call_owner(self._owner, "frame_control", self, frame_type, body)
         elif self._sink is None:
             self._protocol_error(early_frame_problem(frame_type))
@@ -736,7 +742,10 @@ class FrameProtocol(asyncio.Protocol):
             n = len(envelope)
         if not self._accept(n + FRAME_HEADER_SIZE):
             return False
-        return True if self._frag.offer(envelope, n) else None
+        if not self._frag.offer(envelope, n):
+            return None
+        self._messages_sent += 1
+        return True
 
     def _send_parts(self, parts: list[bytes], kind: int) -> bool:
         parts = [p if type(p) is bytes else bytes(memoryview(p)) for p in parts]  # snapshots
