@@ -1,5 +1,6 @@
 """Types of the Cython twin of ``casty.transport.local``."""
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,9 @@ class LocalTransport:
         max_pending_bytes: int = 8 * 1024 * 1024,
         pending_ttl: float = 5.0,
     ) -> None: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None: ...
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None: ...
     @property
     def dropped(self) -> int: ...
     @property

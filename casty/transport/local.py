@@ -33,6 +33,15 @@ the 1st, 2nd, 4th, 8th... drop of each kind, so a flood cannot flood the log).
 
 Handlers and factories run inline: whatever they raise propagates to the caller
 of ``deliver`` (or of ``register``, for a flushed message).
+
+Threads: once :meth:`LocalTransport.bind_loop` named the event loop the handlers run
+on (an ActorSystem does so when it first spawns or asks), ``deliver`` called from any
+other thread does not run the handler there: it hands the delivery to that loop with
+``loop.call_soon_threadsafe``, so one thread's messages keep their order and the
+handler runs on the loop's thread (an error it raises then goes to the loop's
+exception handler, not the caller).  That thread check is one ``threading.get_ident()``
+per ``deliver``.  Every other method (``deliver_path``, ``register``, ...) belongs to the
+loop's thread.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ import time
 from asyncio import events
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from threading import get_ident
 from typing import Any, Protocol, runtime_checkable
 
 from casty.address import TEMP_PREFIX, ActorAddress, loggable
@@ -161,6 +171,23 @@ def log_drop(drops: dict[str, int], reason: str, path: str) -> None:
         log.debug("dropped a message to %s (%s)", loggable(path), reason)
 
 
+def hand_to_loop(
+    loop: asyncio.AbstractEventLoop, deliver: Callable[[ActorAddress, Any], Any],
+    address: ActorAddress, msg: Any,
+) -> None:
+    """Run ``deliver(address, msg)`` on ``loop`` (called from another thread): FIFO, so one
+    thread's messages keep their order.  RuntimeError naming the target if ``loop`` is closed."""
+    try:
+        loop.call_soon_threadsafe(deliver, address, msg)
+    except RuntimeError:
+        if not loop.is_closed():
+            raise
+        raise RuntimeError(
+            f"cannot tell {address.to_uri()} from this thread: the event loop its actor system "
+            f"ran on is closed"
+        ) from None
+
+
 def log_flush_error(path: str, exc: BaseException) -> None:
     """Log a handler error raised while flushing, after the first (which propagates)."""
     log.error("handler for %s raised while flushing its buffer", loggable(path), exc_info=exc)
@@ -244,6 +271,25 @@ class LocalTransport:
         self._factories: list[tuple[str, Callable[[str], None]]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None  # get_ident() of the thread running _loop
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop handlers run on, as :meth:`bind_loop` named it (None: not bound)."""
+        return self._loop
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Name the event loop the handlers run on; call it from that loop's thread.
+
+        From then on :meth:`deliver` called from any other thread is handed to
+        ``loop`` with ``call_soon_threadsafe`` (in that thread's order) instead of
+        running the handler inline.
+        """
+        if not isinstance(loop, asyncio.AbstractEventLoop):
+            raise TypeError(f"bind_loop needs an asyncio event loop, got {loop!r:.100}")
+        self._loop = loop
+        self._loop_thread = get_ident()
 
     @property
     def dropped(self) -> int:
@@ -342,8 +388,12 @@ class LocalTransport:
         """Deliver ``msg`` to the handler for ``address.path`` (see the module rules).
 
         A mailbox at capacity refuses it (dropped as ``mailbox_full``).  The handler
-        runs inline; an exception it raises propagates to the caller.
+        runs inline; an exception it raises propagates to the caller.  From a thread
+        other than the bound loop's, it is handed to that loop instead (see the module).
         """
+        if get_ident() != self._loop_thread and self._loop is not None:
+            hand_to_loop(self._loop, self.deliver, address, msg)
+            return
         path = address.path
         handler = self._handlers.get(path)
         if handler is not None:

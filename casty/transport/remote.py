@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from asyncio import events
 from collections.abc import Callable, Coroutine, Mapping
+from threading import get_ident
 from typing import Any
 
 from casty._impl import EnvelopeWriter, InboundMessageHandler
 from casty.address import TEMP_PREFIX, ActorAddress
 from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
 from casty.serialization import SerializationError, Serializer
+from casty.transport.local import hand_to_loop
 from casty.transport.messages import ClearNodeBlacklist, DeliverToNode, SendFailure, SendToNode, ShareNode
 from casty.transport.node import TcpNode
 from casty.wire import MAX_CACHED_TARGET_CHARS, MAX_CACHED_TARGET_LENGTH, MAX_CACHED_TARGETS
@@ -53,6 +56,11 @@ class RemoteTransport:
     function its coroutines are started with ``task_runner`` (default:
     ``loop.create_task``).  Drops the node reports reach the callback once the
     transport has the node (given, or shared by the actor).
+
+    Threads: ``deliver`` called from a thread other than the one running the loop
+    the transport was made on (or :meth:`bind_loop` named) is handed to that loop
+    with ``call_soon_threadsafe``, so one thread's messages keep their order; every
+    other method belongs to the loop's thread.
     """
 
     def __init__(
@@ -101,6 +109,11 @@ class RemoteTransport:
         # messages hands over the same address object each time, so an identity check
         # skips hashing it.
         self._last: tuple[ActorAddress, tuple[str, int], str] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None  # get_ident() of the thread running _loop
+        loop = events._get_running_loop()
+        if loop is not None:
+            self.bind_loop(loop)
         if node is not None:
             node.add_failure_listener(self._report)
         if serializer is None:
@@ -115,6 +128,14 @@ class RemoteTransport:
     def sender_port(self) -> int:
         """Port used in outbound sender URIs (advertised or local)."""
         return self._advertised_port if self._advertised_port is not None else self._local_port
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Name the event loop messages are sent from; call it from that loop's thread
+        (a transport made while a loop runs is bound to it already)."""
+        if not isinstance(loop, asyncio.AbstractEventLoop):
+            raise TypeError(f"bind_loop needs an asyncio event loop, got {loop!r:.100}")
+        self._loop = loop
+        self._loop_thread = get_ident()
 
     def update_node_index(self, index: Mapping[str, tuple[str, int]]) -> None:
         """Replace the node index used for node_id resolution (node_id -> (host, port))."""
@@ -150,7 +171,11 @@ class RemoteTransport:
             return False
 
     def deliver(self, address: ActorAddress, msg: Any) -> None:
-        """Deliver ``msg`` to ``address``: locally, or serialized over TCP."""
+        """Deliver ``msg`` to ``address``: locally, or serialized over TCP (handed to the
+        transport's loop first when called from another thread)."""
+        if get_ident() != self._loop_thread and self._loop is not None:
+            hand_to_loop(self._loop, self.deliver, address, msg)
+            return
         last = self._last
         if last is not None and last[0] is address:
             hp, target = last[1], last[2]
