@@ -49,7 +49,15 @@ __all__ = ["DEFAULT_MAILBOX_BYTES", "DEFAULT_MAILBOX_CAPACITY", "SERIALIZE_MESSA
 log = logging.getLogger("casty.system")
 
 M = TypeVar("M")
-R = TypeVar("R")
+if TYPE_CHECKING:
+    # A reply type mypy cannot solve (a lambda factory, whose parameter it types from
+    # R itself) is Any: an unannotated `x = await system.ask(...)` infers, an annotated
+    # one is checked against the message the factory builds.
+    from typing_extensions import TypeVar as _DefaultingTypeVar
+
+    R = _DefaultingTypeVar("R", default=Any)
+else:
+    R = TypeVar("R")
 
 _BAD_SYSTEM_CHARS = frozenset("/@:[]")
 
@@ -349,11 +357,17 @@ class ActorSystem:
 
     async def ask(
         self,
-        target: ActorRef[Any],
-        make_message: Callable[[ActorRef[R]], Any],
+        target: ActorRef[M],
+        make_message: Callable[[ActorRef[R]], M],
         timeout: float = 5.0,
     ) -> R:
         """Send ``make_message(reply_to)`` to ``target`` and return the first reply.
+
+        Typed: the message must be one ``target`` takes (mypy rejects a ``Job``
+        asked of an ``ActorRef[KvMsg]``), and the result is the reply type, from an
+        annotation (``value: str | None = await system.ask(...)``, checked against
+        the reply ref the message takes) or a typed factory function; with a lambda
+        and no annotation it is ``Any``.
 
         The reply ref points at a temporary path ``/temp/ask-<n>-<64 random bits>``
         (unguessable, never reused) that is unregistered once the reply arrived or
