@@ -28,6 +28,9 @@ __all__ = ["RemoteActorSystem"]
 _NOTHING_SENT = frozenset({"connect_failed", "blacklisted", "peer_down", "closed", "not_allowed",
                            "connection_limit"})
 
+#: failure reasons decided before a message has a route: the ask being sent is the one failed
+_NOT_ROUTED = frozenset({"unknown_node", "wrong_system"})
+
 log = logging.getLogger("casty.remote")
 
 M = TypeVar("M")
@@ -239,7 +242,7 @@ class RemoteActorSystem(ActorSystem):
         asking = self._asking
         key = (failure.host, failure.port)
         if asking is not None and (
-            failure.reason == "unknown_node" or (self._reply_routes or {}).get(asking) == key
+            failure.reason in _NOT_ROUTED or (self._reply_routes or {}).get(asking) == key
         ):
             self._fail_ask(asking, "send_failed", f"{failure.reason}: {failure.detail}")
         if failure.reason in _NOTHING_SENT:

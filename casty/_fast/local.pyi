@@ -11,6 +11,7 @@ from casty.transport.local import DROP_MAILBOX_FULL as DROP_MAILBOX_FULL
 from casty.transport.local import DROP_NO_SUCH_ASK as DROP_NO_SUCH_ASK
 from casty.transport.local import DROP_OVERFLOW as DROP_OVERFLOW
 from casty.transport.local import DROP_PENDING_BYTES as DROP_PENDING_BYTES
+from casty.transport.local import DROP_STOPPED as DROP_STOPPED
 from casty.transport.local import DROP_TOO_MANY_PATHS as DROP_TOO_MANY_PATHS
 from casty.transport.local import MessageTransport as MessageTransport
 from casty.transport.mailbox import Mailbox, ReadState
@@ -22,6 +23,7 @@ __all__ = [
     "DROP_NO_SUCH_ASK",
     "DROP_OVERFLOW",
     "DROP_PENDING_BYTES",
+    "DROP_STOPPED",
     "DROP_TOO_MANY_PATHS",
     "LocalTransport",
     "MessageTransport",

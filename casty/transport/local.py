@@ -24,7 +24,9 @@ A buffered message is charged ``nbytes`` (the inbound handler passes the frame
 body length) or, when that is not given, ``sys.getsizeof(msg)``: a shallow size,
 so a local sender's containers count only their own header and pointers.  A
 buffer is dropped ``pending_ttl`` seconds after its first message if no handler
-registered (``expired``, one log line per buffer).  Expiry needs no further
+registered (``expired``, one log line per buffer).  Messages still queued in an
+actor's mailbox when it stops are counted as ``stopped`` (logged by the actor, one
+line per actor, through :func:`log_stopped`).  Expiry needs no further
 traffic: while an event loop runs, one loop timer is set for the oldest buffer;
 without one, due buffers are expired at the next ``deliver``/``register``.
 
@@ -67,6 +69,7 @@ __all__ = [
     "DROP_NO_SUCH_ASK",
     "DROP_OVERFLOW",
     "DROP_PENDING_BYTES",
+    "DROP_STOPPED",
     "DROP_TOO_MANY_PATHS",
     "LocalTransport",
     "MessageTransport",
@@ -81,6 +84,7 @@ DROP_NO_SUCH_ASK = "no_such_ask"
 DROP_PENDING_BYTES = "pending_bytes"
 DROP_EXPIRED = "expired"
 DROP_MAILBOX_FULL = "mailbox_full"
+DROP_STOPPED = "stopped"
 DROP_REASONS = (
     DROP_DEAD,
     DROP_OVERFLOW,
@@ -89,6 +93,7 @@ DROP_REASONS = (
     DROP_PENDING_BYTES,
     DROP_EXPIRED,
     DROP_MAILBOX_FULL,
+    DROP_STOPPED,
 )
 #: seconds added to a buffer's expiry timer: a loop whose clock lags (uvloop caches it
 #: per iteration) would otherwise fire just before the buffer is due, and re-arm
@@ -146,17 +151,26 @@ class PendingBuffer:
         self.expires = expires
 
 
-def log_expired(drops: dict[str, int], path: str, count: int, ttl: float) -> None:
-    """Count ``count`` drops of an expired buffer; WARNING when the total passes a power of two."""
-    before = drops[DROP_EXPIRED]
-    after = drops[DROP_EXPIRED] = before + count
+def log_dropped(drops: dict[str, int], reason: str, path: str, count: int, why: str) -> None:
+    """Count ``count`` drops of ``reason`` at once; WARNING when the total passes a power of two."""
+    before = drops.get(reason, 0)
+    after = drops[reason] = before + count
     level = logging.WARNING if after.bit_length() > before.bit_length() else logging.DEBUG
     log.log(
-        level,
-        "dropped %d messages to %s: no handler registered within %gs (%s); %d dropped for "
-        "this reason so far",
-        count, loggable(path), ttl, DROP_EXPIRED, after,
+        level, "dropped %d messages to %s: %s (%s); %d dropped for this reason so far",
+        count, loggable(path), why, reason, after,
     )
+
+
+def log_expired(drops: dict[str, int], path: str, count: int, ttl: float) -> None:
+    """Count ``count`` drops of an expired buffer; WARNING when the total passes a power of two."""
+    log_dropped(drops, DROP_EXPIRED, path, count, f"no handler registered within {ttl:g}s")
+
+
+def log_stopped(drops: dict[str, int], path: str, count: int) -> None:
+    """Count the ``count`` messages still queued for an actor that stopped; WARNING when
+    the total passes a power of two."""
+    log_dropped(drops, DROP_STOPPED, path, count, "the actor stopped before handling them")
 
 
 def log_drop(drops: dict[str, int], reason: str, path: str) -> None:

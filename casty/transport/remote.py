@@ -11,7 +11,7 @@ from threading import get_ident
 from typing import Any
 
 from casty._impl import EnvelopeWriter, InboundMessageHandler
-from casty.address import TEMP_PREFIX, ActorAddress
+from casty.address import TEMP_PREFIX, ActorAddress, loggable
 from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
 from casty.serialization import SerializationError, Serializer
 from casty.transport.local import hand_to_loop
@@ -50,9 +50,11 @@ class RemoteTransport:
       given), in order.  A ``tcp`` actor that does not know ``ShareNode`` keeps
       getting ``DeliverToNode``.
 
-    Failures (a message that cannot be serialized, an unknown node id, and every
-    drop the node reports) are logged whether or not ``on_send_failure`` is set,
-    and passed to it as a :class:`SendFailure`; when that callback is a coroutine
+    Failures (a message that cannot be serialized, an unknown node id, an address
+    that routes to this node but names another actor system, and every drop the
+    node reports) are counted (:attr:`drops`, the node's ``drops``) and logged,
+    rate-limited, whether or not ``on_send_failure`` is set, and passed to it as a
+    :class:`SendFailure`; when that callback is a coroutine
     function its coroutines are started with ``task_runner`` (default:
     ``loop.create_task``).  Drops the node reports reach the callback once the
     transport has the node (given, or shared by the actor).
@@ -186,6 +188,9 @@ class RemoteTransport:
                 self._dropped(SendFailure("", 0, "unknown_node", 1, str(exc)))
                 return
             if route is None:
+                if address.system != self._system_name:
+                    self._dropped(SendFailure("", 0, "wrong_system", 1, self._not_ours(address)))
+                    return
                 self._local.deliver(address, msg)
                 return
             hp = route
@@ -214,9 +219,9 @@ class RemoteTransport:
         try:
             data = writer.encode_parts(target, self._sender, msg)
         except SerializationError as exc:
-            log.error("cannot send %s to %s: %s", type(msg).__qualname__, target, exc)
-            self._report(SendFailure(hp[0], hp[1], "serialization", 1,
-                                     f"{type(msg).__qualname__}: {exc}"))
+            # ERROR, not WARNING: the program sends what it never can (still rate-limited).
+            self._dropped(SendFailure(hp[0], hp[1], "serialization", 1, f"{type(msg).__qualname__}: {exc}"),
+                          target, logging.ERROR)
             return
         node = self._node
         if node is not None:
@@ -264,7 +269,10 @@ class RemoteTransport:
             local = (host, address.port) in self._own
         else:
             local = self.is_local(address)
-        return LocalActorRef(address, self._local) if local else RemoteActorRef(address, self)
+        if local and address.system == self._system_name:
+            return LocalActorRef(address, self._local)
+        # Remote, or this node's but naming another system: deliver drops (and logs) that.
+        return RemoteActorRef(address, self)
 
     def clear_blacklist(self, host: str, port: int) -> None:
         """Clear the TCP circuit breaker for a specific endpoint."""
@@ -273,15 +281,20 @@ class RemoteTransport:
         else:
             self._tcp.tell(ClearNodeBlacklist(host, port))
 
-    def _dropped(self, failure: SendFailure) -> None:
-        """Count and log a drop decided here, then report it: a warning at counts
+    def _not_ours(self, address: ActorAddress) -> str:
+        return (f"{loggable(address.to_uri())} routes to this node, whose actor system is "
+                f"{self._system_name!r}, not {loggable(address.system)!r}")
+
+    def _dropped(self, failure: SendFailure, target: str | None = None, level: int = logging.WARNING) -> None:
+        """Count and log a drop decided here, then report it: at ``level`` at counts
         1, 2, 4, 8, ... per reason (debug otherwise), callback or not."""
         count = self.drops[failure.reason] = self.drops.get(failure.reason, 0) + failure.count
+        to = "" if target is None else f" to {loggable(target)}"
         if count & (count - 1) == 0:
-            log.warning("dropped a message (%s: %s); %d dropped for this reason so far",
-                        failure.reason, failure.detail, count)
+            log.log(level, "dropped a message%s (%s: %s); %d dropped for this reason so far",
+                    to, failure.reason, failure.detail, count)
         else:
-            log.debug("dropped a message (%s: %s)", failure.reason, failure.detail)
+            log.debug("dropped a message%s (%s: %s)", to, failure.reason, failure.detail)
         self._report(failure)
 
     def _report(self, failure: SendFailure) -> None:
