@@ -566,24 +566,30 @@ class _SerializingTells:
 
     def deliver(self, address: ActorAddress, msg: Any) -> None:
         """Round-trip ``msg`` through the serializer, then deliver it locally."""
+        # From another thread: _inside and the ask being sent are the loop thread's, so a
+        # failure raises here, and the LocalTransport hands the delivery to the loop.
+        foreign = self._system._other_thread() is not None
         if not address.path.startswith(SYSTEM_PREFIX):
             serializer = self._serializer
             try:
                 msg = serializer.deserialize(serializer.serialize(msg), ref_factory=self._system.make_ref)
             except SerializationError as exc:
-                self._failed(address, msg, exc)
+                self._failed(address, msg, exc, foreign)
                 return
+        if foreign:
+            self._system.local.deliver(address, msg)
+            return
         outer, self._inside = self._inside, True
         try:
             self._system.local.deliver(address, msg)
         finally:
             self._inside = outer
 
-    def _failed(self, address: ActorAddress, msg: Any, exc: SerializationError) -> None:
+    def _failed(self, address: ActorAddress, msg: Any, exc: SerializationError, foreign: bool = False) -> None:
         """What a remote send does: an ask's request fails the ask; any other tell raises."""
         system = self._system
         what = type(msg).__qualname__
-        asking = None if self._inside else system._asking
+        asking = None if self._inside or foreign else system._asking
         if asking is not None:
             system._fail_ask(asking, "send_failed", f"serialization: {what}: {exc}")
             return

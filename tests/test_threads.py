@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from casty import ActorAddress, ActorSystem, Behavior, Behaviors
+from casty import ActorAddress, ActorSystem, Behavior, Behaviors, SerializationError
 from casty._impl import LocalTransport
 from tests.remote_helpers import Echo, Ping, echo_behavior, node
 
@@ -184,3 +184,23 @@ def test_a_tell_from_a_thread_after_the_loop_closed_says_so() -> None:
 def test_bind_loop_refuses_what_is_not_a_loop() -> None:
     with pytest.raises(TypeError, match="bind_loop needs an asyncio event loop, got 'loop'"):
         LocalTransport().bind_loop("loop")  # type: ignore[arg-type]
+
+
+async def test_a_tell_from_a_thread_in_serialize_messages_mode_is_checked_on_the_loop() -> None:
+    recorder = Recorder()
+    async with ActorSystem("threads", serialize_messages=True) as system:
+        ref = system.spawn(recorder.behavior(), "rec")
+        await asyncio.to_thread(tell_all, ref, "a")
+        items = await recorder.wait(N)
+        assert recorder.threads == {threading.get_ident()}
+        assert [i for _, i in items] == list(range(N))
+
+
+async def test_a_thread_telling_what_cannot_be_serialized_in_serialize_messages_mode_gets_the_error() -> None:
+    class NotRegistered:
+        pass
+
+    async with ActorSystem("threads", serialize_messages=True) as system:
+        ref = system.spawn(Recorder().behavior(), "rec")
+        with pytest.raises(SerializationError, match=r"cannot send .*NotRegistered to casty://threads/user/rec"):
+            await asyncio.to_thread(ref.tell, NotRegistered())
