@@ -62,6 +62,7 @@ from casty.behavior import (
 from casty.context import ActorContext
 from casty.eager import NotACoroutine, Outcome, Raised, Returned, Suspended
 from casty.ref import ActorRef
+from casty.transport.local import log_stopped
 
 if TYPE_CHECKING:
     from casty.system import ActorSystem
@@ -447,8 +448,8 @@ class ActorCell(Generic[M]):
         self.system.local.unregister(self.path)
         queue = self.mailbox.queue
         if queue:
-            log.debug("actor %s stopped with %d unprocessed messages; dropped them",
-                      self.path, len(queue), extra={"actor_path": self.path})
+            drops = getattr(self.system.local, "drops", None)  # a user's transport may keep none
+            log_stopped(drops if drops is not None else {}, self.path, len(queue))
         # Drops the queue and its byte count; peers paused on it may read again (their
         # messages go dead).
         self.mailbox.close()

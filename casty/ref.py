@@ -1,4 +1,9 @@
-"""Actor references: the handle through which messages are told to an actor."""
+"""Actor references: the handle through which messages are told to an actor.
+
+``tell`` is thread-safe on every ref an ActorSystem hands out: from a thread other
+than the system's loop thread the message is handed to that loop, in the order the
+thread told it (see ``casty.system`` and docs/architecture.md, "Threads").
+"""
 
 from __future__ import annotations
 
@@ -49,7 +54,7 @@ class _TransportRef(Generic[M]):
         return self.address.to_uri()
 
     def tell(self, msg: M) -> None:
-        """Send ``msg`` to the actor, fire and forget."""
+        """Send ``msg`` to the actor, fire and forget (from any thread)."""
         self._transport.deliver(self.address, msg)
 
     def __eq__(self, other: object) -> bool:

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, get_origin, overload
 
 from casty.address import ActorAddress, loggable
 from casty.death_watch import RemoteWatch
@@ -28,7 +28,12 @@ __all__ = ["RemoteActorSystem"]
 _NOTHING_SENT = frozenset({"connect_failed", "blacklisted", "peer_down", "closed", "not_allowed",
                            "connection_limit"})
 
+#: failure reasons decided before a message has a route: the ask being sent is the one failed
+_NOT_ROUTED = frozenset({"unknown_node", "wrong_system"})
+
 log = logging.getLogger("casty.remote")
+
+M = TypeVar("M")
 
 
 class RemoteActorSystem(ActorSystem):
@@ -184,10 +189,28 @@ class RemoteActorSystem(ActorSystem):
             return super().make_ref(address)
         return self._remote.make_ref(address)
 
-    def ref(self, target: str | ActorAddress) -> ActorRef[Any]:
+    @overload
+    def ref(self, target: str | ActorAddress) -> ActorRef[Any]: ...
+
+    @overload
+    def ref(self, target: str | ActorAddress, msg_type: type[M]) -> ActorRef[M]: ...
+
+    def ref(self, target: str | ActorAddress, msg_type: object = None) -> ActorRef[Any]:
         """A reference to any actor, on this node or another: by URI
         (``casty://system@host:port/path``), by address, or by a path of this node
-        (``"/user/x"``)."""
+        (``"/user/x"``).
+
+        ``msg_type`` is for the type checker: ``system.ref(uri, Job)`` is an
+        ``ActorRef[Job]``, so telling or asking it anything else is a type error.  It
+        is not checked at run time (the actor may be anywhere); it must be a class or
+        a type expression.  For a union of messages, annotate instead:
+        ``kv: ActorRef[Get | Put] = system.ref(uri)``.
+        """
+        if msg_type is not None and not isinstance(msg_type, type) and get_origin(msg_type) is None:
+            raise TypeError(
+                f"ref() takes the message type the actor handles as its second argument "
+                f"(a class, e.g. system.ref(uri, Job)), got {msg_type!r:.100}"
+            )
         if isinstance(target, str) and target.startswith("/"):
             return self.remote.make_ref(self.address_of(target))
         address = ActorAddress.from_uri(target) if isinstance(target, str) else target
@@ -219,7 +242,7 @@ class RemoteActorSystem(ActorSystem):
         asking = self._asking
         key = (failure.host, failure.port)
         if asking is not None and (
-            failure.reason == "unknown_node" or (self._reply_routes or {}).get(asking) == key
+            failure.reason in _NOT_ROUTED or (self._reply_routes or {}).get(asking) == key
         ):
             self._fail_ask(asking, "send_failed", f"{failure.reason}: {failure.detail}")
         if failure.reason in _NOTHING_SENT:

@@ -1,4 +1,23 @@
-"""ActorSystem: spawns actors, routes to them by path, asks them, shuts them down."""
+"""ActorSystem: spawns actors, routes to them by path, asks them, shuts them down.
+
+Threads.  An ActorSystem runs on one event loop, the one it first spawned or asked
+on (:attr:`ActorSystem.loop`).  From any other thread:
+
+* ``ref.tell(msg)`` on any ref the system handed out (local, or remote on a
+  RemoteActorSystem) is thread-safe: the delivery is handed to the system's loop
+  with ``loop.call_soon_threadsafe``, so one thread's messages arrive in the order
+  it told them, and handlers always run on the loop's thread;
+* ``await system.ask(...)`` from a coroutine running on another loop (another
+  thread's) is thread-safe: it runs on the system's loop and its result (or
+  exception) is handed back.  From a plain thread with no loop, run it there:
+  ``asyncio.run_coroutine_threadsafe(system.ask(...), system.loop).result()``;
+* ``spawn`` raises RuntimeError saying so; ``stop``, ``shutdown`` and
+  everything else (``lookup``, ``ctx.*``, the transports' other methods) belong to
+  the loop's thread (use ``asyncio.run_coroutine_threadsafe``).
+
+The check costs one ``threading.get_ident()`` per tell; telling from the loop's
+thread is unchanged otherwise.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +25,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
+from threading import get_ident
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from casty._impl import LocalTransport
@@ -29,7 +49,15 @@ __all__ = ["DEFAULT_MAILBOX_BYTES", "DEFAULT_MAILBOX_CAPACITY", "SERIALIZE_MESSA
 log = logging.getLogger("casty.system")
 
 M = TypeVar("M")
-R = TypeVar("R")
+if TYPE_CHECKING:
+    # A reply type mypy cannot solve (a lambda factory, whose parameter it types from
+    # R itself) is Any: an unannotated `x = await system.ask(...)` infers, an annotated
+    # one is checked against the message the factory builds.
+    from typing_extensions import TypeVar as _DefaultingTypeVar
+
+    R = _DefaultingTypeVar("R", default=Any)
+else:
+    R = TypeVar("R")
 
 _BAD_SYSTEM_CHARS = frozenset("/@:[]")
 
@@ -168,12 +196,34 @@ class ActorSystem:
         self._ask_deadlines: AskDeadlines | None = None  # their timeouts, on that loop
         self._closing = False
         self._shutdown: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # see loop
+        self._loop_thread: int | None = None  # get_ident() of the thread running it
         self._plain_refs = self._refs_are_plain()
         #: every actor's watches (ctx.watch); see casty.death_watch
         self.death_watch = DeathWatch(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, actors={len(self._cells)})"
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop this system runs on (the one it last spawned or asked on from
+        its own thread), None before either; other threads hand work to it."""
+        return self._loop
+
+    def _bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run on ``loop`` from now on (called on its thread): other threads' tells go to it."""
+        self._loop = loop
+        self._loop_thread = get_ident()
+        if self.local.loop is not loop:
+            self.local.bind_loop(loop)
+
+    def _other_thread(self) -> asyncio.AbstractEventLoop | None:
+        """The system's loop when it is running on a thread other than this one, else None."""
+        loop = self._loop
+        if loop is not None and get_ident() != self._loop_thread and loop.is_running():
+            return loop
+        return None
 
     async def __aenter__(self) -> ActorSystem:
         return self
@@ -239,6 +289,12 @@ class ActorSystem:
     ) -> ActorCell[M]:
         if not isinstance(behavior, Behavior) or behavior is SAME or behavior is UNHANDLED:
             raise TypeError(f"cannot spawn {path} with {behavior!r}: it needs a behaviour to run")
+        if self._other_thread() is not None:
+            raise RuntimeError(
+                f"cannot spawn {path} from this thread: actor system {self.name!r} runs on an "
+                f"event loop in another thread; spawn there, e.g. with "
+                f"asyncio.run_coroutine_threadsafe(coro, system.loop)"
+            )
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -248,6 +304,8 @@ class ActorSystem:
             ) from None
         if self._closing:
             raise RuntimeError(f"actor system {self.name!r} is shutting down; cannot spawn {path}")
+        if loop is not self._loop:
+            self._bind_loop(loop)
         cell = ActorCell(self, path, behavior, parent, loop)
         self._cells[path] = cell
         self.local.register(path, cell.mailbox)
@@ -299,11 +357,17 @@ class ActorSystem:
 
     async def ask(
         self,
-        target: ActorRef[Any],
-        make_message: Callable[[ActorRef[R]], Any],
+        target: ActorRef[M],
+        make_message: Callable[[ActorRef[R]], M],
         timeout: float = 5.0,
     ) -> R:
         """Send ``make_message(reply_to)`` to ``target`` and return the first reply.
+
+        Typed: the message must be one ``target`` takes (mypy rejects a ``Job``
+        asked of an ``ActorRef[KvMsg]``), and the result is the reply type, from an
+        annotation (``value: str | None = await system.ask(...)``, checked against
+        the reply ref the message takes) or a typed factory function; with a lambda
+        and no annotation it is ``Any``.
 
         The reply ref points at a temporary path ``/temp/ask-<n>-<64 random bits>``
         (unguessable, never reused) that is unregistered once the reply arrived or
@@ -323,12 +387,20 @@ class ActorSystem:
             raise AskFailed(
                 getattr(target, "id", str(target)), "shutdown", f"actor system {self.name!r} is shut down"
             )
+        if get_ident() != self._loop_thread and self._loop_thread is not None:
+            home = self._other_thread()
+            if home is not None:  # asked from another thread's loop: ask on the system's
+                return await asyncio.wrap_future(
+                    asyncio.run_coroutine_threadsafe(self.ask(target, make_message, timeout), home)
+                )
         cell = self._local_target(target)
         loop = self._ask_loop
         deadlines = self._ask_deadlines
         if loop is None or deadlines is None or not loop.is_running():
             # asyncio.get_running_loop() costs a getpid() syscall on 3.11, a few % of an ask.
             loop = self._ask_loop = asyncio.get_running_loop()
+            if loop is not self._loop:
+                self._bind_loop(loop)
             if deadlines is not None:
                 deadlines.close()  # its loop is gone, and so are the asks it had
             deadlines = self._ask_deadlines = AskDeadlines(loop)
@@ -494,24 +566,30 @@ class _SerializingTells:
 
     def deliver(self, address: ActorAddress, msg: Any) -> None:
         """Round-trip ``msg`` through the serializer, then deliver it locally."""
+        # From another thread: _inside and the ask being sent are the loop thread's, so a
+        # failure raises here, and the LocalTransport hands the delivery to the loop.
+        foreign = self._system._other_thread() is not None
         if not address.path.startswith(SYSTEM_PREFIX):
             serializer = self._serializer
             try:
                 msg = serializer.deserialize(serializer.serialize(msg), ref_factory=self._system.make_ref)
             except SerializationError as exc:
-                self._failed(address, msg, exc)
+                self._failed(address, msg, exc, foreign)
                 return
+        if foreign:
+            self._system.local.deliver(address, msg)
+            return
         outer, self._inside = self._inside, True
         try:
             self._system.local.deliver(address, msg)
         finally:
             self._inside = outer
 
-    def _failed(self, address: ActorAddress, msg: Any, exc: SerializationError) -> None:
+    def _failed(self, address: ActorAddress, msg: Any, exc: SerializationError, foreign: bool = False) -> None:
         """What a remote send does: an ask's request fails the ask; any other tell raises."""
         system = self._system
         what = type(msg).__qualname__
-        asking = None if self._inside else system._asking
+        asking = None if self._inside or foreign else system._asking
         if asking is not None:
             system._fail_ask(asking, "send_failed", f"serialization: {what}: {exc}")
             return

@@ -32,6 +32,7 @@ NO_DROPS = {
     "pending_bytes": 0,
     "expired": 0,
     "mailbox_full": 0,
+    "stopped": 0,
 }
 
 

@@ -1,5 +1,6 @@
 """Types of the Cython twin of ``casty.transport.local``."""
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ from casty.transport.local import DROP_MAILBOX_FULL as DROP_MAILBOX_FULL
 from casty.transport.local import DROP_NO_SUCH_ASK as DROP_NO_SUCH_ASK
 from casty.transport.local import DROP_OVERFLOW as DROP_OVERFLOW
 from casty.transport.local import DROP_PENDING_BYTES as DROP_PENDING_BYTES
+from casty.transport.local import DROP_STOPPED as DROP_STOPPED
 from casty.transport.local import DROP_TOO_MANY_PATHS as DROP_TOO_MANY_PATHS
 from casty.transport.local import MessageTransport as MessageTransport
 from casty.transport.mailbox import Mailbox, ReadState
@@ -21,6 +23,7 @@ __all__ = [
     "DROP_NO_SUCH_ASK",
     "DROP_OVERFLOW",
     "DROP_PENDING_BYTES",
+    "DROP_STOPPED",
     "DROP_TOO_MANY_PATHS",
     "LocalTransport",
     "MessageTransport",
@@ -38,6 +41,9 @@ class LocalTransport:
         max_pending_bytes: int = 8 * 1024 * 1024,
         pending_ttl: float = 5.0,
     ) -> None: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None: ...
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None: ...
     @property
     def dropped(self) -> int: ...
     @property

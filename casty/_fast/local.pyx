@@ -27,15 +27,19 @@ checks, waking waiters, ``wait_for_path``, buffer bookkeeping) use the pure
 module's helpers, so the two twins cannot drift apart there.
 
 Handlers and factories run inline: whatever they raise propagates to the caller
-of ``deliver`` (or of ``register``, for a flushed message).
+of ``deliver`` (or of ``register``, for a flushed message).  Once ``bind_loop`` named
+the handlers' loop, ``deliver`` from another thread is handed to it (the pure twin's
+module docstring says how); the check is one C-level thread id read.
 """
 
 from cpython.dict cimport PyDict_GetItemWithError, PyDict_Size
+from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport PyObject
 
 from casty._fast.mailbox cimport Mailbox, ReadState
 
-from asyncio import events
+from asyncio import AbstractEventLoop, events
+from threading import get_ident
 from collections import OrderedDict
 from math import inf
 from sys import getsizeof
@@ -51,12 +55,14 @@ from casty.transport.local import (
     DROP_OVERFLOW,
     DROP_PENDING_BYTES,
     DROP_REASONS,
+    DROP_STOPPED,
     DROP_TOO_MANY_PATHS,
     TIMER_SLACK,
     MessageTransport,
     PendingBuffer,
     check_limit,
     check_ttl,
+    hand_to_loop,
     log_drop,
     log_expired,
     log_flush_error,
@@ -116,6 +122,7 @@ __all__ = [
     "DROP_NO_SUCH_ASK",
     "DROP_OVERFLOW",
     "DROP_PENDING_BYTES",
+    "DROP_STOPPED",
     "DROP_TOO_MANY_PATHS",
     "LocalTransport",
     "MessageTransport",
@@ -179,6 +186,8 @@ cdef class LocalTransport:
     cdef Py_ssize_t _max_dead
     cdef Py_ssize_t _max_pending_bytes
     cdef double _ttl
+    cdef object _loop  # the loop handlers run on (bind_loop), or None
+    cdef unsigned long _loop_thread  # the thread running it; read only when _loop is set
     cdef object __weakref__
 
     def __cinit__(self, *args, **kwargs):
@@ -213,7 +222,26 @@ cdef class LocalTransport:
         self._factories = []
         self._waiters = {}
         self.drops = dict.fromkeys(DROP_REASONS, 0)
+        self._loop = None
         return 0
+
+    @property
+    def loop(self):
+        """The event loop handlers run on, as :meth:`bind_loop` named it (None: not bound)."""
+        return self._loop
+
+    def bind_loop(self, loop):
+        """Name the event loop the handlers run on; call it from that loop's thread.
+
+        From then on :meth:`deliver` called from any other thread is handed to
+        ``loop`` with ``call_soon_threadsafe`` (in that thread's order) instead of
+        running the handler inline.
+        """
+        if not isinstance(loop, AbstractEventLoop):
+            raise TypeError(f"bind_loop needs an asyncio event loop, got {loop!r:.100}")
+        # threading.get_ident() is PyThread_get_thread_ident(): the same number.
+        self._loop_thread = get_ident()
+        self._loop = loop
 
     @property
     def dropped(self):
@@ -310,8 +338,12 @@ cdef class LocalTransport:
         """Deliver ``msg`` to the handler for ``address.path`` (see the module rules).
 
         A mailbox at capacity refuses it (dropped as ``mailbox_full``).  The handler
-        runs inline; an exception it raises propagates to the caller.
+        runs inline; an exception it raises propagates to the caller.  From a thread
+        other than the bound loop's, it is handed to that loop instead.
         """
+        if self._loop is not None and PyThread_get_thread_ident() != self._loop_thread:
+            hand_to_loop(self._loop, self.deliver, address, msg)
+            return
         cdef object path = _path_of(address)
         cdef PyObject* found = PyDict_GetItemWithError(self._handlers, path)
         cdef object handler

@@ -24,7 +24,9 @@ A buffered message is charged ``nbytes`` (the inbound handler passes the frame
 body length) or, when that is not given, ``sys.getsizeof(msg)``: a shallow size,
 so a local sender's containers count only their own header and pointers.  A
 buffer is dropped ``pending_ttl`` seconds after its first message if no handler
-registered (``expired``, one log line per buffer).  Expiry needs no further
+registered (``expired``, one log line per buffer).  Messages still queued in an
+actor's mailbox when it stops are counted as ``stopped`` (logged by the actor, one
+line per actor, through :func:`log_stopped`).  Expiry needs no further
 traffic: while an event loop runs, one loop timer is set for the oldest buffer;
 without one, due buffers are expired at the next ``deliver``/``register``.
 
@@ -33,6 +35,15 @@ the 1st, 2nd, 4th, 8th... drop of each kind, so a flood cannot flood the log).
 
 Handlers and factories run inline: whatever they raise propagates to the caller
 of ``deliver`` (or of ``register``, for a flushed message).
+
+Threads: once :meth:`LocalTransport.bind_loop` named the event loop the handlers run
+on (an ActorSystem does so when it first spawns or asks), ``deliver`` called from any
+other thread does not run the handler there: it hands the delivery to that loop with
+``loop.call_soon_threadsafe``, so one thread's messages keep their order and the
+handler runs on the loop's thread (an error it raises then goes to the loop's
+exception handler, not the caller).  That thread check is one ``threading.get_ident()``
+per ``deliver``.  Every other method (``deliver_path``, ``register``, ...) belongs to the
+loop's thread.
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ import time
 from asyncio import events
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from threading import get_ident
 from typing import Any, Protocol, runtime_checkable
 
 from casty.address import TEMP_PREFIX, ActorAddress, loggable
@@ -57,6 +69,7 @@ __all__ = [
     "DROP_NO_SUCH_ASK",
     "DROP_OVERFLOW",
     "DROP_PENDING_BYTES",
+    "DROP_STOPPED",
     "DROP_TOO_MANY_PATHS",
     "LocalTransport",
     "MessageTransport",
@@ -71,6 +84,7 @@ DROP_NO_SUCH_ASK = "no_such_ask"
 DROP_PENDING_BYTES = "pending_bytes"
 DROP_EXPIRED = "expired"
 DROP_MAILBOX_FULL = "mailbox_full"
+DROP_STOPPED = "stopped"
 DROP_REASONS = (
     DROP_DEAD,
     DROP_OVERFLOW,
@@ -79,6 +93,7 @@ DROP_REASONS = (
     DROP_PENDING_BYTES,
     DROP_EXPIRED,
     DROP_MAILBOX_FULL,
+    DROP_STOPPED,
 )
 #: seconds added to a buffer's expiry timer: a loop whose clock lags (uvloop caches it
 #: per iteration) would otherwise fire just before the buffer is due, and re-arm
@@ -136,17 +151,26 @@ class PendingBuffer:
         self.expires = expires
 
 
-def log_expired(drops: dict[str, int], path: str, count: int, ttl: float) -> None:
-    """Count ``count`` drops of an expired buffer; WARNING when the total passes a power of two."""
-    before = drops[DROP_EXPIRED]
-    after = drops[DROP_EXPIRED] = before + count
+def log_dropped(drops: dict[str, int], reason: str, path: str, count: int, why: str) -> None:
+    """Count ``count`` drops of ``reason`` at once; WARNING when the total passes a power of two."""
+    before = drops.get(reason, 0)
+    after = drops[reason] = before + count
     level = logging.WARNING if after.bit_length() > before.bit_length() else logging.DEBUG
     log.log(
-        level,
-        "dropped %d messages to %s: no handler registered within %gs (%s); %d dropped for "
-        "this reason so far",
-        count, loggable(path), ttl, DROP_EXPIRED, after,
+        level, "dropped %d messages to %s: %s (%s); %d dropped for this reason so far",
+        count, loggable(path), why, reason, after,
     )
+
+
+def log_expired(drops: dict[str, int], path: str, count: int, ttl: float) -> None:
+    """Count ``count`` drops of an expired buffer; WARNING when the total passes a power of two."""
+    log_dropped(drops, DROP_EXPIRED, path, count, f"no handler registered within {ttl:g}s")
+
+
+def log_stopped(drops: dict[str, int], path: str, count: int) -> None:
+    """Count the ``count`` messages still queued for an actor that stopped; WARNING when
+    the total passes a power of two."""
+    log_dropped(drops, DROP_STOPPED, path, count, "the actor stopped before handling them")
 
 
 def log_drop(drops: dict[str, int], reason: str, path: str) -> None:
@@ -159,6 +183,23 @@ def log_drop(drops: dict[str, int], reason: str, path: str) -> None:
         )
     else:
         log.debug("dropped a message to %s (%s)", loggable(path), reason)
+
+
+def hand_to_loop(
+    loop: asyncio.AbstractEventLoop, deliver: Callable[[ActorAddress, Any], Any],
+    address: ActorAddress, msg: Any,
+) -> None:
+    """Run ``deliver(address, msg)`` on ``loop`` (called from another thread): FIFO, so one
+    thread's messages keep their order.  RuntimeError naming the target if ``loop`` is closed."""
+    try:
+        loop.call_soon_threadsafe(deliver, address, msg)
+    except RuntimeError:
+        if not loop.is_closed():
+            raise
+        raise RuntimeError(
+            f"cannot tell {address.to_uri()} from this thread: the event loop its actor system "
+            f"ran on is closed"
+        ) from None
 
 
 def log_flush_error(path: str, exc: BaseException) -> None:
@@ -244,6 +285,25 @@ class LocalTransport:
         self._factories: list[tuple[str, Callable[[str], None]]] = []
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None  # get_ident() of the thread running _loop
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop handlers run on, as :meth:`bind_loop` named it (None: not bound)."""
+        return self._loop
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Name the event loop the handlers run on; call it from that loop's thread.
+
+        From then on :meth:`deliver` called from any other thread is handed to
+        ``loop`` with ``call_soon_threadsafe`` (in that thread's order) instead of
+        running the handler inline.
+        """
+        if not isinstance(loop, asyncio.AbstractEventLoop):
+            raise TypeError(f"bind_loop needs an asyncio event loop, got {loop!r:.100}")
+        self._loop = loop
+        self._loop_thread = get_ident()
 
     @property
     def dropped(self) -> int:
@@ -342,8 +402,12 @@ class LocalTransport:
         """Deliver ``msg`` to the handler for ``address.path`` (see the module rules).
 
         A mailbox at capacity refuses it (dropped as ``mailbox_full``).  The handler
-        runs inline; an exception it raises propagates to the caller.
+        runs inline; an exception it raises propagates to the caller.  From a thread
+        other than the bound loop's, it is handed to that loop instead (see the module).
         """
+        if get_ident() != self._loop_thread and self._loop is not None:
+            hand_to_loop(self._loop, self.deliver, address, msg)
+            return
         path = address.path
         handler = self._handlers.get(path)
         if handler is not None:

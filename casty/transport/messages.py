@@ -128,7 +128,9 @@ class SendFailure:
     """What ``on_send_failure`` receives: ``count`` messages for host:port were not sent.
 
     ``reason`` is one of ``"serialization"``, ``"blacklisted"``, ``"connect_failed"``,
-    ``"queue_full"``, ``"connection_lost"``, ``"peer_down"``, ``"closed"``; ``detail``
+    ``"queue_full"``, ``"connection_lost"``, ``"peer_down"``, ``"closed"``,
+    ``"unknown_node"``, ``"wrong_system"`` (the address routes to this node but names
+    another actor system; host and port are then empty); ``detail``
     says more (the error, the message type, the target).
     """
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from asyncio import events
 from collections.abc import Callable, Coroutine, Mapping
+from threading import get_ident
 from typing import Any
 
 from casty._impl import EnvelopeWriter, InboundMessageHandler
-from casty.address import TEMP_PREFIX, ActorAddress
+from casty.address import TEMP_PREFIX, ActorAddress, loggable
 from casty.ref import ActorRef, LocalActorRef, RemoteActorRef
 from casty.serialization import SerializationError, Serializer
+from casty.transport.local import hand_to_loop
 from casty.transport.messages import ClearNodeBlacklist, DeliverToNode, SendFailure, SendToNode, ShareNode
 from casty.transport.node import TcpNode
 from casty.wire import (
@@ -53,12 +56,19 @@ class RemoteTransport:
       given), in order.  A ``tcp`` actor that does not know ``ShareNode`` keeps
       getting ``DeliverToNode``.
 
-    Failures (a message that cannot be serialized, an unknown node id, and every
-    drop the node reports) are logged whether or not ``on_send_failure`` is set,
-    and passed to it as a :class:`SendFailure`; when that callback is a coroutine
+    Failures (a message that cannot be serialized, an unknown node id, an address
+    that routes to this node but names another actor system, and every drop the
+    node reports) are counted (:attr:`drops`, the node's ``drops``) and logged,
+    rate-limited, whether or not ``on_send_failure`` is set, and passed to it as a
+    :class:`SendFailure`; when that callback is a coroutine
     function its coroutines are started with ``task_runner`` (default:
     ``loop.create_task``).  Drops the node reports reach the callback once the
     transport has the node (given, or shared by the actor).
+
+    Threads: ``deliver`` called from a thread other than the one running the loop
+    the transport was made on (or :meth:`bind_loop` named) is handed to that loop
+    with ``call_soon_threadsafe``, so one thread's messages keep their order; every
+    other method belongs to the loop's thread.
     """
 
     def __init__(
@@ -107,6 +117,11 @@ class RemoteTransport:
         # messages hands over the same address object each time, so an identity check
         # skips hashing it.
         self._last: tuple[ActorAddress, tuple[str, int], str] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None  # get_ident() of the thread running _loop
+        loop = events._get_running_loop()
+        if loop is not None:
+            self.bind_loop(loop)
         if node is not None:
             node.add_failure_listener(self._report)
         if serializer is None:
@@ -121,6 +136,14 @@ class RemoteTransport:
     def sender_port(self) -> int:
         """Port used in outbound sender URIs (advertised or local)."""
         return self._advertised_port if self._advertised_port is not None else self._local_port
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Name the event loop messages are sent from; call it from that loop's thread
+        (a transport made while a loop runs is bound to it already)."""
+        if not isinstance(loop, asyncio.AbstractEventLoop):
+            raise TypeError(f"bind_loop needs an asyncio event loop, got {loop!r:.100}")
+        self._loop = loop
+        self._loop_thread = get_ident()
 
     def update_node_index(self, index: Mapping[str, tuple[str, int]]) -> None:
         """Replace the node index used for node_id resolution (node_id -> (host, port))."""
@@ -156,7 +179,11 @@ class RemoteTransport:
             return False
 
     def deliver(self, address: ActorAddress, msg: Any) -> None:
-        """Deliver ``msg`` to ``address``: locally, or serialized over TCP."""
+        """Deliver ``msg`` to ``address``: locally, or serialized over TCP (handed to the
+        transport's loop first when called from another thread)."""
+        if get_ident() != self._loop_thread and self._loop is not None:
+            hand_to_loop(self._loop, self.deliver, address, msg)
+            return
         last = self._last
         if last is not None and last[0] is address:
             hp, target = last[1], last[2]
@@ -167,6 +194,9 @@ class RemoteTransport:
                 self._dropped(SendFailure("", 0, "unknown_node", 1, str(exc)))
                 return
             if route is None:
+                if address.system != self._system_name:
+                    self._dropped(SendFailure("", 0, "wrong_system", 1, self._not_ours(address)))
+                    return
                 self._local.deliver(address, msg)
                 return
             hp = route
@@ -203,9 +233,9 @@ class RemoteTransport:
                 kind = FRAME_MESSAGE
                 data = writer.encode_parts(target, self._sender, msg)
         except SerializationError as exc:
-            log.error("cannot send %s to %s: %s", type(msg).__qualname__, target, exc)
-            self._report(SendFailure(hp[0], hp[1], "serialization", 1,
-                                     f"{type(msg).__qualname__}: {exc}"))
+            # ERROR, not WARNING: the program sends what it never can (still rate-limited).
+            self._dropped(SendFailure(hp[0], hp[1], "serialization", 1, f"{type(msg).__qualname__}: {exc}"),
+                          target, logging.ERROR)
             return
         if node is not None:
             node.send_message_to(hp, data, kind)
@@ -252,7 +282,10 @@ class RemoteTransport:
             local = (host, address.port) in self._own
         else:
             local = self.is_local(address)
-        return LocalActorRef(address, self._local) if local else RemoteActorRef(address, self)
+        if local and address.system == self._system_name:
+            return LocalActorRef(address, self._local)
+        # Remote, or this node's but naming another system: deliver drops (and logs) that.
+        return RemoteActorRef(address, self)
 
     def clear_blacklist(self, host: str, port: int) -> None:
         """Clear the TCP circuit breaker for a specific endpoint."""
@@ -261,15 +294,20 @@ class RemoteTransport:
         else:
             self._tcp.tell(ClearNodeBlacklist(host, port))
 
-    def _dropped(self, failure: SendFailure) -> None:
-        """Count and log a drop decided here, then report it: a warning at counts
+    def _not_ours(self, address: ActorAddress) -> str:
+        return (f"{loggable(address.to_uri())} routes to this node, whose actor system is "
+                f"{self._system_name!r}, not {loggable(address.system)!r}")
+
+    def _dropped(self, failure: SendFailure, target: str | None = None, level: int = logging.WARNING) -> None:
+        """Count and log a drop decided here, then report it: at ``level`` at counts
         1, 2, 4, 8, ... per reason (debug otherwise), callback or not."""
         count = self.drops[failure.reason] = self.drops.get(failure.reason, 0) + failure.count
+        to = "" if target is None else f" to {loggable(target)}"
         if count & (count - 1) == 0:
-            log.warning("dropped a message (%s: %s); %d dropped for this reason so far",
-                        failure.reason, failure.detail, count)
+            log.log(level, "dropped a message%s (%s: %s); %d dropped for this reason so far",
+                    to, failure.reason, failure.detail, count)
         else:
-            log.debug("dropped a message (%s: %s)", failure.reason, failure.detail)
+            log.debug("dropped a message%s (%s: %s)", to, failure.reason, failure.detail)
         self._report(failure)
 
     def _report(self, failure: SendFailure) -> None:
