@@ -131,7 +131,6 @@ else:
         from casty._fast.local import LocalTransport
         from casty._fast.mailbox import Mailbox, ReadState
         from casty._fast.outbound import EnvelopeWriter
-        from casty._fast.reassembly import Reassembler
         from casty._fast.plain_codec import (
             decode_plain,
             dict_from_pairs,
@@ -139,6 +138,7 @@ else:
             keys_safe_within,
             safe_members,
         )
+        from casty._fast.reassembly import Reassembler
     except ImportError as exc:
         IMPORT_ERROR = exc
         if extensions_required(os.environ.get("CASTY_REQUIRE_EXTENSIONS")):

@@ -478,3 +478,14 @@ async def test_compact_messages_held_behind_a_large_one_survive_a_table_start_ov
         assert [p.seq for p in items] == [0, 1, 2, 3]
         assert items[1] == Ping(1, "b" * 8192)
         assert not s.node._peers[key].proto.closed
+
+
+async def test_a_compact_message_is_expanded_without_copying_its_payload(impl: types.SimpleNamespace) -> None:
+    proto, _, _, _ = link_protocol(impl)
+    link = proto.fragments
+    link.expand = lambda head: env("casty://r@h:1/user/a", b"") if head == b"\x00\x01\x00\x02\x00\x03" else b"?"
+    payload = b"p" * 5000
+    parts, size = link.expanded([b"\x00\x01\x00", b"\x02\x00\x03" + payload[:10], payload])
+    assert b"".join(parts) == env("casty://r@h:1/user/a", payload[:10] + payload)
+    assert size == len(b"".join(parts))
+    assert parts[-1] is payload  # the large part is kept as it is, not copied

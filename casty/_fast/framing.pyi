@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
+from casty._fast.reassembly import Reassembler
 from casty.errors import FrameError as FrameError
 from casty.errors import HandshakeError as HandshakeError
 from casty.transport.frame_codec import check_protocol_limits as check_protocol_limits
@@ -14,7 +15,6 @@ from casty.transport.handshake import MAX_HANDSHAKE_SIZE as MAX_HANDSHAKE_SIZE
 from casty.transport.handshake import MAX_HOST_LENGTH as MAX_HOST_LENGTH
 from casty.transport.handshake import decode_handshake as decode_handshake
 from casty.transport.handshake import encode_handshake as encode_handshake
-from casty._fast.reassembly import Reassembler
 from casty.transport.mailbox import ReadState
 from casty.wire import DEFAULT_MAX_FRAME_SIZE as DEFAULT_MAX_FRAME_SIZE
 from casty.wire import DEFAULT_MAX_HANDSHAKE_SIZE as DEFAULT_MAX_HANDSHAKE_SIZE

@@ -78,7 +78,6 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from casty.errors import FrameError, HandshakeError
-from casty.transport.reassembly import Reassembler
 from casty.transport.frame_codec import (
     call_owner,
     check_protocol_limits,
@@ -101,6 +100,7 @@ from casty.transport.handshake import (
 )
 from casty.transport.mailbox import ReadState
 from casty.transport.mailbox_rules import read_state_error
+from casty.transport.reassembly import Reassembler
 from casty.wire import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_HANDSHAKE_SIZE,
