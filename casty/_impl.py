@@ -32,6 +32,7 @@ __all__ = [
     "Mailbox",
     "MessageEnvelope",
     "ReadState",
+    "Reassembler",
     "decode_plain",
     "dict_from_pairs",
     "encode_header",
@@ -105,6 +106,7 @@ TWINS: Final[dict[str, tuple[str, str]]] = {
     "safe_members": ("casty.plain_codec", "casty._fast.plain_codec"),
     "InboundMessageHandler": ("casty.transport.inbound", "casty._fast.inbound"),
     "EnvelopeWriter": ("casty.transport.outbound", "casty._fast.outbound"),
+    "Reassembler": ("casty.transport.reassembly", "casty._fast.reassembly"),
 }
 
 # Type checkers see the pure twins (the Cython ones have the same interface: see
@@ -118,6 +120,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
     from casty.transport.local import LocalTransport
     from casty.transport.mailbox import Mailbox, ReadState
     from casty.transport.outbound import EnvelopeWriter
+    from casty.transport.reassembly import Reassembler
 
     EXTENSIONS_ACTIVE = False
 else:
@@ -135,6 +138,7 @@ else:
             keys_safe_within,
             safe_members,
         )
+        from casty._fast.reassembly import Reassembler
     except ImportError as exc:
         IMPORT_ERROR = exc
         if extensions_required(os.environ.get("CASTY_REQUIRE_EXTENSIONS")):

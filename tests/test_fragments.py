@@ -27,7 +27,6 @@ from casty.transport.fragments import (
     FLAG_LAST,
     FRAGMENT_OVERHEAD,
     FragmentLink,
-    Reassembler,
     encode_ack,
     encode_fragment,
     lane_of,
@@ -72,18 +71,19 @@ def body(frame: bytes) -> bytes:
     return frame[5:]
 
 
-def reassembler(**kw: int) -> Reassembler:
+def reassembler(impl: types.SimpleNamespace, **kw: int) -> Any:
     limits = {"max_message": 100, "max_streams": 2, "max_bytes": 150} | kw
-    return Reassembler(**limits)
+    return impl.Reassembler(**limits)
 
 
-def test_reassembles_in_order_and_interleaved() -> None:
-    r = reassembler()
+def test_reassembles_in_order_and_interleaved(impl: types.SimpleNamespace) -> None:
+    r = reassembler(impl)
     assert r.feed(body(encode_fragment(1, FLAG_FIRST, b"ab", 5))) is None
     assert r.feed(body(encode_fragment(2, FLAG_FIRST, b"x", 2))) is None
+    assert r.held_bytes == 7  # the announced totals: allocated when each stream opened
     assert r.feed(body(encode_fragment(1, 0, b"cd", 5))) is None
     assert r.feed(body(encode_fragment(2, FLAG_LAST, b"y", 2))) == b"xy"
-    assert r.held_bytes == 4 and r.open_streams == 1
+    assert r.held_bytes == 5 and r.open_streams == 1
     assert r.feed(body(encode_fragment(1, FLAG_LAST, b"e", 5))) == b"abcde"
     assert r.held_bytes == 0 and r.open_streams == 0
     assert r.feed(body(encode_fragment(1, FRAG, b"z", 1))) == b"z"  # a stream id may be reused
@@ -109,8 +109,8 @@ BAD = [
 
 
 @pytest.mark.parametrize(("bodies", "why"), BAD)
-def test_bad_fragments_are_refused(bodies: list[bytes], why: str) -> None:
-    r = reassembler()
+def test_bad_fragments_are_refused(impl: types.SimpleNamespace, bodies: list[bytes], why: str) -> None:
+    r = reassembler(impl)
     with pytest.raises(FragmentError, match=None) as err:
         for b in bodies:
             r.feed(b)
@@ -232,7 +232,8 @@ async def test_a_link_reassembles_acks_and_refuses(impl: types.SimpleNamespace) 
     proto.data_received(frames[7:])
     assert delivered == [b"abcd"]
     await asyncio.sleep(0)
-    assert transport.frames() == [(FRAME_FRAGMENT, ACK_FRAME[5:])] * 2
+    # One ack for the loop turn's two fragments (cumulative), after it.
+    assert transport.frames() == [(FRAME_FRAGMENT, encode_ack(2)[5:])]
     proto.data_received(ACK_FRAME)  # an ack with nothing out
     assert owner.errors == ["fragment ack of 1 with 0 out"]
 
@@ -477,3 +478,14 @@ async def test_compact_messages_held_behind_a_large_one_survive_a_table_start_ov
         assert [p.seq for p in items] == [0, 1, 2, 3]
         assert items[1] == Ping(1, "b" * 8192)
         assert not s.node._peers[key].proto.closed
+
+
+async def test_a_compact_message_is_expanded_without_copying_its_payload(impl: types.SimpleNamespace) -> None:
+    proto, _, _, _ = link_protocol(impl)
+    link = proto.fragments
+    link.expand = lambda head: env("casty://r@h:1/user/a", b"") if head == b"\x00\x01\x00\x02\x00\x03" else b"?"
+    payload = b"p" * 5000
+    parts, size = link.expanded([b"\x00\x01\x00", b"\x02\x00\x03" + payload[:10], payload])
+    assert b"".join(parts) == env("casty://r@h:1/user/a", payload[:10] + payload)
+    assert size == len(b"".join(parts))
+    assert parts[-1] is payload  # the large part is kept as it is, not copied

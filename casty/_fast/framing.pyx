@@ -45,8 +45,9 @@ from libc.string cimport memcpy, memset
 
 from casty._fast cimport wire
 from casty._fast.mailbox cimport ReadState
+from casty._fast.reassembly cimport Reassembler
 
-from casty.errors import FrameError, HandshakeError
+from casty.errors import FragmentError, FrameError, HandshakeError
 from casty.transport.frame_codec import (
     call_owner,
     check_protocol_limits,
@@ -149,6 +150,8 @@ cdef enum:
 
 # OWN_WRITE_SIZE as a C value, for the per-frame comparisons.
 cdef Py_ssize_t _OWN_WRITE = OWN_WRITE_SIZE
+# The flags byte of a fragment ack (casty.transport.fragments.FLAG_ACK)
+cdef unsigned char _FLAG_ACK = 0x80
 
 # The pure twin's clock, so both report the same kind of time.
 cdef object _monotonic = time.monotonic
@@ -270,6 +273,8 @@ cdef class FrameProtocolBase:
         # size above which a message is its, and the bytes it holds (a lane is busy while > 0).
         object _frag
         Py_ssize_t _frag_size
+        # Its reassembler when it is this twin's: fragment bodies go to it straight from a read
+        Reassembler _reasm
         Py_ssize_t _held
 
     def __init__(
@@ -346,6 +351,7 @@ cdef class FrameProtocolBase:
         self._flush_scheduled = False
         self._frag = None
         self._frag_size = 0
+        self._reasm = None
         self._held = 0
 
     def __dealloc__(self):
@@ -478,6 +484,12 @@ cdef class FrameProtocolBase:
         while it holds some; it writes them as fragments, in order per lane."""
         self._frag_size = 0 if link is None else link.fragment_size
         self._frag = link
+        reasm = None if link is None else link.reassembler
+        self._reasm = reasm if type(reasm) is Reassembler else None
+
+    def new_reassembler(self, *, max_message, max_streams, max_bytes):
+        """A fragment Reassembler of this twin, for the connection's FragmentLink."""
+        return Reassembler(max_message=max_message, max_streams=max_streams, max_bytes=max_bytes)
 
     def _message_arrived(self):
         """A message reached the sink another way (reassembled from fragments): count it."""
@@ -717,6 +729,9 @@ cdef class FrameProtocolBase:
                       and self._fast_sink is not None):
                     self._frames_received += 1
                     self._compact(p + off + wire.FRAME_HEADER_SIZE, blen, None)
+                elif frame_type == wire.FRAME_FRAGMENT and self._reasm is not None and self._ctl[frame_type]:
+                    self._frames_received += 1
+                    self._fragment(p + off + wire.FRAME_HEADER_SIZE, blen, None)
                 elif (frame_type == wire.FRAME_MESSAGE or frame_type == wire.FRAME_HANDSHAKE
                       or self._ctl[frame_type]):
                     body = PyBytes_FromStringAndSize(<const char*>p + off + wire.FRAME_HEADER_SIZE, blen)
@@ -862,6 +877,8 @@ cdef class FrameProtocolBase:
             call_owner(self._owner, "frame_handshake", self, body)
         elif frame_type == wire.FRAME_COMPACT and self._ctl[frame_type] and self._fast_sink is not None:
             self._compact(<const unsigned char*>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), body)
+        elif frame_type == wire.FRAME_FRAGMENT and self._reasm is not None and self._ctl[frame_type]:
+            self._fragment(<const unsigned char*>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), body)
         elif self._ctl[frame_type] and self._sink is not None:
             self._ignored_run = 0
             if frame_type == wire.FRAME_COMPACT:
@@ -893,6 +910,28 @@ cdef class FrameProtocolBase:
             if body is None:
                 body = PyBytes_FromStringAndSize(<const char*>p, size)
             call_owner(self._owner, "frame_control", self, wire.FRAME_COMPACT, body)
+        return 0
+
+    cdef int _fragment(self, const unsigned char* p, Py_ssize_t size, object body) except -1:
+        """A fragment frame (body p[0:size], held by ``body`` or None) on a connection whose
+        link has this twin's reassembler: a data fragment is fed to it from here, with no
+        copy of its own; an ack goes to the link.  What the link's on_frame does otherwise."""
+        cdef object message
+        link = self._frag
+        self._ignored_run = 0
+        if size and p[0] == _FLAG_ACK:
+            if body is None:
+                body = PyBytes_FromStringAndSize(<const char*>p, size)
+            link.on_frame(body)
+            return 0
+        if link.failed:
+            return 0
+        try:
+            message = self._reasm.feed_at(p, size)
+        except FragmentError as exc:
+            link.fail(str(exc))
+            return 0
+        link.taken(message)
         return 0
 
     cdef int _protocol_error(self, str reason) except -1:
@@ -1009,8 +1048,7 @@ cdef class FrameProtocolBase:
             return -1
         if kind == wire.FRAME_COMPACT:
             # The link carries JSON-header envelopes only (see the pure twin).
-            envelope = self._frag.expand(envelope)
-            n = PyBytes_GET_SIZE(envelope)
+            envelope, n = self._frag.expanded(envelope)
         if not self._accept(n + wire.FRAME_HEADER_SIZE):
             return 0
         if not self._frag.offer(envelope, n):

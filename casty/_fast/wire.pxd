@@ -7,6 +7,7 @@ from libc.stdint cimport uint32_t
 cdef enum:
     FRAME_HANDSHAKE = 0x00
     FRAME_MESSAGE = 0x01
+    FRAME_FRAGMENT = 0x05
     FRAME_HDR_ENTRY = 0x06
     FRAME_COMPACT = 0x07
     COMPACT_HEADER_SIZE = 6

@@ -14,12 +14,15 @@ Fragment body (after the kind byte 0x05; integers big-endian)::
 
 ``flags``: FIRST (0x01) opens ``stream`` and announces ``total``, the message body's bytes
 (an envelope, 1..max_frame_size - 1); LAST (0x02) closes it, and the bytes received must
-then equal ``total``; both may be set.  The receiver hands the joined body on as a message
-frame and answers every data fragment with an ack (count 1); ``count`` (1 or more) is how
-many data fragments the sender may now count as taken.  Anything else (other flag bits,
-a stream opened twice or not open, an overrun, an empty piece, an ack of more fragments
-than are out, more than ``max_fragment_streams`` streams or ``max_fragment_bytes`` bytes
-in flight) is a :class:`~casty.errors.FragmentError`, and the node closes the connection.
+then equal ``total``; both may be set.  The receiver allocates ``total`` bytes when FIRST
+arrives, copies each fragment into place, and hands the body on as a message frame once
+LAST is in.  It acknowledges the data fragments taken in one loop turn (a read's worth)
+with one ack; ``count`` (1 or more) is how many data fragments the sender may now count as
+taken.  Anything else (other flag bits, a stream opened twice or not open, an overrun, an
+empty piece, an ack of more fragments than are out, more than ``max_fragment_streams``
+streams open, announced totals of open streams over ``max_fragment_bytes``) is a
+:class:`~casty.errors.FragmentError`, and the node closes the connection.  The
+reassemblers (both twins) are ``casty.transport.reassembly`` and ``casty._fast.reassembly``.
 
 Order: per (connection, lane).  The lane of a message is its target, read from its
 envelope header (:func:`lane_of`): a message whose lane holds a message not yet fully
@@ -30,6 +33,7 @@ included) go out at once, between fragments.  This sender streams one message at
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 from collections import deque
@@ -38,7 +42,7 @@ from typing import Any
 
 from casty.errors import FragmentError
 from casty.transport.frame_codec import encode_frame, log_sink_error
-from casty.wire import FRAME_FRAGMENT, FRAME_HEADER_SIZE, FRAME_MESSAGE, LENGTH_PREFIX_SIZE
+from casty.wire import COMPACT_HEADER_SIZE, FRAME_FRAGMENT, FRAME_HEADER_SIZE, FRAME_MESSAGE, LENGTH_PREFIX_SIZE
 
 __all__ = [
     "ACK_FRAME",
@@ -47,7 +51,6 @@ __all__ = [
     "FLAG_LAST",
     "FRAGMENT_OVERHEAD",
     "FragmentLink",
-    "Reassembler",
     "decode_ack",
     "encode_ack",
     "encode_fragment",
@@ -137,94 +140,12 @@ def lane_of(envelope: Any) -> bytes:
     return json.dumps(target)[1:-1].encode()
 
 
-class Reassembler:
-    """The open fragment streams of one connection, bounded in count and bytes.
-
-    :meth:`feed` takes a data fragment's body and returns the whole message body once its
-    last fragment is in (else None); it raises FragmentError for a body that breaks the
-    rules (module docstring).  After an error the state is cleared: the caller closes the
-    connection.
-    """
-
-    __slots__ = ("_held", "_max_bytes", "_max_message", "_max_streams", "_streams")
-
-    def __init__(self, *, max_message: int, max_streams: int, max_bytes: int) -> None:
-        self._max_message = max_message
-        self._max_streams = max_streams
-        self._max_bytes = max_bytes
-        # stream -> [total, bytes received, pieces]
-        self._streams: dict[int, list[Any]] = {}
-        self._held = 0
-
-    @property
-    def held_bytes(self) -> int:
-        """Bytes of open streams received so far."""
-        return self._held
-
-    @property
-    def open_streams(self) -> int:
-        return len(self._streams)
-
-    def clear(self) -> None:
-        self._streams.clear()
-        self._held = 0
-
-    def feed(self, body: Any) -> bytes | None:
-        try:
-            return self._feed(body)
-        except FragmentError:
-            self.clear()
-            raise
-
-    def _feed(self, body: Any) -> bytes | None:
-        size = len(body)
-        if size < 5:
-            raise FragmentError(f"fragment body of {size} bytes (at least 5: flags and stream)")
-        flags = body[0]
-        if flags & ~(FLAG_FIRST | FLAG_LAST):
-            raise FragmentError(f"fragment flags 0x{flags:02x} name no known bit pattern")
-        stream = _U32.unpack_from(body, 1)[0]
-        start = 5
-        if flags & FLAG_FIRST:
-            if size < 9:
-                raise FragmentError(f"first fragment body of {size} bytes (at least 9: flags, stream, total)")
-            if stream in self._streams:
-                raise FragmentError(f"fragment opens stream {stream}, which is open already")
-            total = _U32.unpack_from(body, 5)[0]
-            if not 0 < total <= self._max_message:
-                raise FragmentError(
-                    f"fragment stream {stream} announces {total} bytes (1..{self._max_message}: max_frame_size)"
-                )
-            if len(self._streams) >= self._max_streams:
-                raise FragmentError(f"more than {self._max_streams} fragment streams open (max_fragment_streams)")
-            state = self._streams[stream] = [total, 0, []]
-            start = 9
-        else:
-            state = self._streams.get(stream)  # type: ignore[assignment]
-            if state is None:
-                raise FragmentError(f"fragment for stream {stream}, which is not open")
-        n = size - start
-        if n == 0:
-            raise FragmentError(f"empty fragment on stream {stream}")
-        got = state[1] + n
-        if got > state[0]:
-            raise FragmentError(f"fragment stream {stream} overruns its {state[0]} announced bytes")
-        if self._held + n > self._max_bytes:
-            raise FragmentError(f"fragments in flight over {self._max_bytes} bytes (max_fragment_bytes)")
-        if flags & FLAG_LAST:
-            if got != state[0]:
-                raise FragmentError(f"fragment stream {stream} ended at {got} of {state[0]} bytes")
-            del self._streams[stream]
-            self._held -= state[1]
-            pieces = state[2]
-            if not pieces:
-                return bytes(body[start:])
-            pieces.append(memoryview(body)[start:])
-            return b"".join(pieces)
-        state[1] = got
-        state[2].append(memoryview(body)[start:])
-        self._held += n
-        return None
+def _frozen(part: Any) -> Any:
+    """``part`` when it cannot change under us (bytes, or a view of bytes), else a copy:
+    the caller may reuse its buffer."""
+    if type(part) is bytes or (type(part) is memoryview and type(part.obj) is bytes):
+        return part
+    return bytes(memoryview(part))
 
 
 def _no_compact(body: Any) -> bytes:
@@ -236,24 +157,28 @@ class FragmentLink:
     and the reassembly of the peer's.
 
     ``proto`` is the connection's FrameProtocol (either twin): the link writes through its
-    ``send_control`` (already accepted bytes, so past ``max_queue_bytes``) and tells it what
-    it holds through ``_set_held(nbytes)``.  ``deliver(body)`` takes each reassembled message
-    body (the connection's message sink); ``on_error(reason)`` is called once for a peer
-    that breaks the rules (the node closes the connection).
+    ``send_control`` (already accepted bytes, so past ``max_queue_bytes``), tells it what
+    it holds through ``_set_held(nbytes)``, and reassembles with its twin's Reassembler
+    (``proto.new_reassembler``; the Cython protocol feeds that one itself, from its reads,
+    and calls :meth:`taken`).  ``deliver(body)`` takes each reassembled message body (the
+    connection's message sink); ``on_error(reason)`` is called once for a peer that breaks
+    the rules (the node closes the connection).
     """
 
     __slots__ = (
+        "_ack_scheduled",
         "_current",
         "_deliver",
-        "_failed",
         "_held_bytes",
         "_lanes",
         "_on_error",
         "_proto",
         "_ready",
         "_stream",
+        "_to_ack",
         "_unacked",
         "expand",
+        "failed",
         "fragment_size",
         "reassembler",
         "window",
@@ -275,19 +200,26 @@ class FragmentLink:
         #: a message frame (header included) larger than this is fragmented
         self.fragment_size = fragment_size
         self.window = window
-        self.reassembler = Reassembler(max_message=max_message, max_streams=max_streams, max_bytes=max_bytes)
+        self.reassembler = proto.new_reassembler(
+            max_message=max_message, max_streams=max_streams, max_bytes=max_bytes
+        )
         self._deliver = deliver
         self._on_error = on_error
-        self._failed = False
-        # Outbound: lane -> messages (envelope bytes) not yet written, the head of each a
-        # large one; lanes whose head waits for its turn; the one being streamed as
-        # [lane, message, offset, stream]; fragments out unacknowledged.
-        self._lanes: dict[bytes, deque[bytes]] = {}
+        #: the peer broke the rules: its later fragments are ignored (the node closes it)
+        self.failed = False
+        # Outbound: lane -> messages not yet written, each (frame bytes, envelope parts),
+        # the head of each a large one; lanes whose head waits for its turn; the one being
+        # streamed as [lane, size, parts, part index, position in it, offset, stream];
+        # fragments out unacknowledged.
+        self._lanes: dict[bytes, deque[tuple[int, tuple[Any, ...]]]] = {}
         self._ready: deque[bytes] = deque()
         self._current: list[Any] | None = None
         self._stream = 0
         self._unacked = 0
         self._held_bytes = 0
+        # Inbound: data fragments taken and not yet acknowledged (one ack per loop turn).
+        self._to_ack = 0
+        self._ack_scheduled = False
         #: compact body -> the same message with its JSON header (cap "hdr" on this
         #: connection: HeaderTable.expand); the link holds JSON-header envelopes only
         self.expand: Callable[[Any], bytes] = _no_compact
@@ -313,7 +245,9 @@ class FragmentLink:
     def offer(self, envelope: Any, size: int) -> bool:
         """Take a message whose envelope has ``size`` bytes when it is large or its lane is
         busy (True); False: not ours, the caller writes it whole now.  The caller has
-        checked the queue bound."""
+        checked the queue bound.  The envelope's parts are kept as they are (bytes; other
+        buffers are copied, the caller may reuse them): fragments are cut from them, the
+        message is never joined whole."""
         large = size + FRAME_HEADER_SIZE > self.fragment_size
         if not large and not self._held_bytes:
             return False
@@ -324,14 +258,29 @@ class FragmentLink:
                 return False
             lane = self._lanes[key] = deque()
             self._ready.append(key)
-        if isinstance(envelope, list):
-            envelope = b"".join(envelope)
-        elif type(envelope) is not bytes:
-            envelope = bytes(memoryview(envelope))  # a snapshot: the caller may reuse its buffer
-        lane.append(envelope)
+        parts = envelope if isinstance(envelope, list) else (envelope,)
+        lane.append((size, tuple(map(_frozen, parts))))
         self._hold(size + FRAME_HEADER_SIZE)
         self.pump()
         return True
+
+    def expanded(self, body: Any) -> tuple[list[Any], int]:
+        """The compact message ``body`` (a buffer, or a list of them) as the same message
+        with its JSON header (``expand``), as parts and their size: only its 6-byte
+        compact head is read and replaced, the payload is not copied."""
+        head = bytearray()
+        rest: list[Any] = []
+        for part in body if isinstance(body, list) else (body,):
+            need = COMPACT_HEADER_SIZE - len(head)
+            if need > 0:
+                view = memoryview(part)
+                head += view[:need]
+                if view.nbytes > need:
+                    rest.append(view[need:])
+            else:
+                rest.append(part)
+        header = self.expand(bytes(head))
+        return [header, *rest], len(header) + sum(memoryview(p).nbytes for p in rest)
 
     def _hold(self, delta: int) -> None:
         self._held_bytes += delta
@@ -347,20 +296,36 @@ class FragmentLink:
                     return
                 key = self._ready.popleft()
                 self._stream = (self._stream + 1) & _MAX_STREAM
-                cur = self._current = [key, self._lanes[key][0], 0, self._stream]
+                size, parts = self._lanes[key][0]
+                cur = self._current = [key, size, parts, 0, 0, 0, self._stream]
             if not self._emit(cur, self.fragment_size - FRAGMENT_OVERHEAD) or proto.closed:
                 return
 
     def _emit(self, cur: list[Any], chunk: int) -> bool:
         """Write the next fragment of ``cur``; False once the connection refused it."""
-        key, message, offset, stream = cur
-        end = min(offset + chunk, len(message))
-        flags = (FLAG_FIRST if offset == 0 else 0) | (FLAG_LAST if end == len(message) else 0)
-        frame = encode_fragment(stream, flags, memoryview(message)[offset:end], len(message))
-        if not self._proto.send_control(frame):
+        key, size, parts, index, pos, offset, stream = cur
+        end = min(offset + chunk, size)
+        flags = (FLAG_FIRST if offset == 0 else 0) | (FLAG_LAST if end == size else 0)
+        n = end - offset
+        if flags & FLAG_FIRST:
+            pieces: list[Any] = [_FIRST_HEAD.pack(n + 10, FRAME_FRAGMENT, flags, stream, size)]
+        else:
+            pieces = [_FRAG_HEAD.pack(n + 6, FRAME_FRAGMENT, flags, stream)]
+        left = n
+        while left:  # the fragment's data, cut from the parts without joining them
+            part = parts[index]
+            take = min(len(part) - pos, left)
+            if take:
+                pieces.append(part if take == len(part) else memoryview(part)[pos : pos + take])
+            left -= take
+            pos += take
+            if pos == len(part):
+                index += 1
+                pos = 0
+        if not self._proto.send_control(b"".join(pieces)):
             return False
         self._unacked += 1
-        cur[2] = end
+        cur[3], cur[4], cur[5] = index, pos, end
         if flags & FLAG_LAST:
             self._finish(key)
         return True
@@ -369,13 +334,12 @@ class FragmentLink:
         """The lane's head is written: write whole the small messages that waited behind it."""
         self._current = None
         lane = self._lanes[key]
-        done = lane.popleft()
-        freed = len(done) + FRAME_HEADER_SIZE
+        freed = lane.popleft()[0] + FRAME_HEADER_SIZE
         send = self._proto.send_control
-        while lane and len(lane[0]) + FRAME_HEADER_SIZE <= self.fragment_size:
-            small = lane.popleft()
-            freed += len(small) + FRAME_HEADER_SIZE
-            send(encode_frame(FRAME_MESSAGE, small))
+        while lane and lane[0][0] + FRAME_HEADER_SIZE <= self.fragment_size:
+            size, parts = lane.popleft()
+            freed += size + FRAME_HEADER_SIZE
+            send(encode_frame(FRAME_MESSAGE, b"".join(parts)))
         if lane:
             self._ready.append(key)
         else:
@@ -392,8 +356,8 @@ class FragmentLink:
                     break
         send = self._proto.send_control
         for lane in self._lanes.values():
-            for message in lane:
-                send(encode_frame(FRAME_MESSAGE, message))
+            for _, parts in lane:
+                send(encode_frame(FRAME_MESSAGE, b"".join(parts)))
         self.clear()
 
     def clear(self) -> None:
@@ -402,6 +366,7 @@ class FragmentLink:
         self._ready.clear()
         self._current = None
         self._unacked = 0
+        self._to_ack = 0
         if self._held_bytes:
             self._hold(-self._held_bytes)
         self.reassembler.clear()
@@ -411,7 +376,7 @@ class FragmentLink:
     def on_frame(self, body: Any) -> None:
         """A fragment frame from the peer: an ack, or a data fragment (acknowledged, and
         its message delivered once whole)."""
-        if self._failed:
+        if self.failed:
             return
         try:
             if len(body) and body[0] == FLAG_ACK:
@@ -423,13 +388,38 @@ class FragmentLink:
                 return
             message = self.reassembler.feed(body)
         except FragmentError as exc:
-            self._failed = True
-            self._on_error(str(exc))
+            self.fail(str(exc))
             return
-        self._proto.send_control(ACK_FRAME)
+        self.taken(message)
+
+    def fail(self, reason: str) -> None:
+        """The peer broke the rules (``reason``): tell the node, once; ignore the rest."""
+        self.failed = True
+        self._on_error(reason)
+
+    def taken(self, message: bytes | None) -> None:
+        """A data fragment was reassembled (``message``: the body it completed, or None):
+        acknowledge it and deliver the message.  The acks of one loop turn (a read's
+        fragments) go out together, as one ack frame, after it: cumulative acks keep the
+        sender's window full at a fraction of the frames and writes."""
+        self._to_ack += 1
+        if not self._ack_scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._send_acks()  # no loop to come back on (a test feeding by hand)
+            else:
+                self._ack_scheduled = True
+                loop.call_soon(self._send_acks)
         if message is not None:
             try:
                 self._proto._message_arrived()
                 self._deliver(message)
             except Exception:
                 log_sink_error(self._proto.peername)
+
+    def _send_acks(self) -> None:
+        self._ack_scheduled = False
+        count, self._to_ack = self._to_ack, 0
+        if count and not self.failed and not self._proto.closed:
+            self._proto.send_control(ACK_FRAME if count == 1 else encode_ack(count))

@@ -100,6 +100,7 @@ from casty.transport.handshake import (
 )
 from casty.transport.mailbox import ReadState
 from casty.transport.mailbox_rules import read_state_error
+from casty.transport.reassembly import Reassembler
 from casty.wire import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_HANDSHAKE_SIZE,
@@ -434,6 +435,10 @@ class FrameProtocol(asyncio.Protocol):
         self._frag = link
         self._frag_size = 0 if link is None else link.fragment_size
 
+    def new_reassembler(self, *, max_message: int, max_streams: int, max_bytes: int) -> Reassembler:
+        """A fragment Reassembler of this twin, for the connection's FragmentLink."""
+        return Reassembler(max_message=max_message, max_streams=max_streams, max_bytes=max_bytes)
+
     def _message_arrived(self) -> None:
         """A message reached the sink another way (reassembled from fragments): count it."""
         self._messages_received += 1
@@ -738,8 +743,7 @@ class FrameProtocol(asyncio.Protocol):
         if kind == FRAME_COMPACT:
             # The link carries JSON-header envelopes only: a compact message written later
             # would name entries that may have been replaced by then.
-            envelope = self._frag.expand(envelope)
-            n = len(envelope)
+            envelope, n = self._frag.expanded(envelope)
         if not self._accept(n + FRAME_HEADER_SIZE):
             return False
         if not self._frag.offer(envelope, n):
