@@ -1014,6 +1014,16 @@ class TcpNode:
         self._negotiate(proto, conn, sink)
         carries = (conn.verified or key[1] == 0) and key != self.advertised
         peer = self._peers.get(key)
+        if carries and peer is not None and peer.proto is not None and self._new_incarnation(peer.proto, conn, key):
+            old = peer.proto
+            self.log.warning(
+                "%s:%d came back as a new incarnation (uid %d, was %d): its connection replaces the old one",
+                key[0], key[1], conn.uid, old.context.uid,
+            )
+            # No NodeDown for the old one: the NodeRestarted _carry makes ends its watches and asks.
+            old.context.superseded = True
+            old.abort()
+            peer.proto = None
         if carries and (peer is None or (peer.proto is None and not peer.connecting)):
             peer = self._peers[key] = peer or _Peer(key)
             peer.proto = proto
@@ -1024,6 +1034,18 @@ class TcpNode:
             self._carry(conn, key)
         else:
             self.log.info("connection from %s:%d (inbound, receive only)", key[0], key[1])
+
+    @staticmethod
+    def _new_incarnation(old: Any, conn: _Conn, key: Key) -> bool:
+        """Whether ``conn``, an inbound connection proving its claim to ``key`` (verified, not
+        client-only), comes from a new incarnation of the node whose connection ``old`` carries
+        our traffic to ``key``: both uids known and different.  The old process is then gone
+        and its connection half-open (nothing read from it will come), so the new one carries."""
+        held: _Conn = old.context
+        return (
+            conn.verified and key[1] != 0 and held.carries == key
+            and conn.uid is not None and held.uid is not None and conn.uid != held.uid
+        )
 
     def _outbound_handshake(self, proto: Any, conn: _Conn, hello: Handshake) -> None:
         assert conn.dial_key is not None
