@@ -15,9 +15,12 @@ Connection rules (docs/architecture.md, "Connections"):
 * traffic for an address goes over the connection this node dialed to it; an
   inbound connection carries it only when its claim is proven (cookie, or a TLS
   client certificate naming the claimed host) or names port 0 (a client-only node,
-  which nobody can dial), and never displaces a connection: a peer cannot take
-  another node's traffic by claiming its address.  Other inbound connections are
-  receive-only, so two nodes that both send use a connection each way;
+  which nobody can dial), and never displaces a connection (a peer cannot take
+  another node's traffic by claiming its address) except one to a dead incarnation:
+  a proven claim with a new uid for an address whose connection has another uid (the
+  old process is gone, its connection half-open) replaces it, a NodeRestarted with no
+  NodeDown.  Other inbound connections are receive-only, so two nodes that both send
+  use a connection each way;
 * except with a casty 0.21 (v1) peer, which keeps one connection per pair and, when
   both dial, closes the one dialed by the larger (host, port): when our dial to it is
   answered in v1 while the one inbound v1 connection claiming that address is its
@@ -1002,7 +1005,9 @@ class TcpNode:
         It carries this node's traffic to the address it claims only when that claim is
         proven, or names port 0 (a client-only node, which nobody can dial), and no other
         connection holds that address: an inbound claim never displaces a connection,
-        and an unproven one never receives traffic meant for the address it names.
+        and an unproven one never receives traffic meant for the address it names.  The
+        one exception is a new incarnation (:meth:`_new_incarnation`): its proven claim
+        replaces the connection to the old one.
         """
         assert conn.hello is not None
         key = conn.hello.key
