@@ -59,9 +59,16 @@ def registry() -> Any:
     return reg
 
 
-def heartbeats() -> bool:
-    """Heartbeats on (the default) unless CASTY_BENCH_HEARTBEATS=0 (bench_liveness compares both)."""
-    return os.environ.get("CASTY_BENCH_HEARTBEATS", "1") != "0"
+def liveness() -> dict[str, Any]:
+    """The liveness options of the casty nodes (bench_liveness compares them): heartbeats on
+    with the defaults, off with CASTY_BENCH_HEARTBEATS=0, or on every that many seconds
+    (a float) with CASTY_BENCH_HEARTBEATS=0.1 and the like ("1": the defaults)."""
+    value = os.environ.get("CASTY_BENCH_HEARTBEATS", "1")
+    if value == "0":
+        return {"heartbeats": False}
+    if value == "1":
+        return {}
+    return {"heartbeat_interval": float(value)}
 
 
 async def wait_stdin() -> None:
@@ -99,7 +106,7 @@ async def casty_sink(busy_poll: float = 0.0, fragment_size: int | None = None) -
 
     frag = {} if fragment_size is None else {"fragment_size": fragment_size}
     async with RemoteActorSystem("sink", "127.0.0.1", 0, registry=registry(), busy_poll=busy_poll,
-                                 heartbeats=heartbeats(), **frag) as system:
+                                 **liveness(), **frag) as system:
         system.spawn(Behaviors.receive(receive), "sink")
         system.spawn(Behaviors.receive(stream), "stream")
         print(system.address.port, flush=True)
@@ -126,7 +133,7 @@ async def client_system(page: bool, compact: bool = True) -> AsyncIterator[tuple
     )
 
     if not page:
-        async with RemoteActorSystem("src", "127.0.0.1", 0, registry=registry(), heartbeats=heartbeats(),
+        async with RemoteActorSystem("src", "127.0.0.1", 0, registry=registry(), **liveness(),
                                      compact_headers=compact) as remote_system:
             yield remote_system, remote_system.ref
         return
@@ -185,6 +192,7 @@ async def casty_tell(port: int, n: int, page: bool = False, compact: bool = True
         msg = Tick(1, "hello")
         window: asyncio.Task[Any] | None = None
         t0 = time.perf_counter()
+        c0 = time.process_time()
         for i in range(n):
             sink.tell(msg)
             if i & 511 == 511:
@@ -202,8 +210,10 @@ async def casty_tell(port: int, n: int, page: bool = False, compact: bool = True
             await window
         got = await system.ask(sink, lambda r: Done(r), timeout=120)
         dt = time.perf_counter() - t0
+        cpu = time.process_time() - c0  # the sender's own CPU: what others' load on the machine barely moves
         hdr = header_bytes(system, f"casty://sink@127.0.0.1:{port}/user/sink", msg, compact) if not page else None
-        return {"ext": EXTENSIONS_ACTIVE, "n": n, "received": got, "rate": n / dt, "header_bytes": hdr}
+        return {"ext": EXTENSIONS_ACTIVE, "n": n, "received": got, "rate": n / dt, "cpu_rate": n / cpu,
+                "header_bytes": hdr}
 
 
 async def casty_ask(port: int, n: int, busy_poll: float = 0.0) -> dict[str, Any]:

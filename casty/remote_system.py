@@ -10,7 +10,7 @@ from typing import Any, TypeVar, get_origin, overload
 
 from casty.address import ActorAddress, loggable
 from casty.death_watch import RemoteWatch
-from casty.node_events import NodeDown, NodeEvent, NodeInfo
+from casty.node_events import NodeDown, NodeEvent, NodeInfo, NodeRestarted, NodeUp
 from casty.ref import ActorRef
 from casty.serialization import MsgpackSerializer, Serializer, TypeRegistry
 from casty.system import DEFAULT_MAILBOX_BYTES, DEFAULT_MAILBOX_CAPACITY, ActorSystem
@@ -113,6 +113,8 @@ class RemoteActorSystem(ActorSystem):
         self._reply_routes = {}
         #: node -> reply paths of asks whose request waits for a connection to it
         self._queued_asks: dict[tuple[str, int], set[str]] = {}
+        #: nodes with a NodeUp and no NodeDown since (a NodeRestarted for one fails its asks)
+        self._up_nodes: set[tuple[str, int]] = set()
         self._inbound.reply_check = self._check_reply
         self.node = TcpNode(
             self.config,
@@ -260,12 +262,26 @@ class RemoteActorSystem(ActorSystem):
 
     def _node_event(self, event: NodeEvent) -> None:
         """The connection to a node is lost: the asks waiting on that node fail now, not at
-        their timeout.  (A NodeRestarted fails none: the old incarnation's connection made a
-        NodeDown first, and asks since then went to the new one.)"""
-        if not isinstance(event, NodeDown):
-            return
-        why = f"node {event.host}:{event.port} is down ({event.reason})"
+        their timeout.
+
+        A NodeRestarted fails them too when no NodeDown came since that address's last
+        NodeUp: its connection was replaced by the new incarnation's while open, so every
+        ask routed there went out on the old one.  Otherwise it fails none: the NodeDown
+        did, and asks since then waited for the connection to the new incarnation."""
         key = (event.host, event.port)
+        if isinstance(event, NodeUp):
+            self._up_nodes.add(key)
+            return
+        if isinstance(event, NodeRestarted):
+            if key not in self._up_nodes:
+                return
+            why = (f"node {event.host}:{event.port} restarted (uid {event.old_uid} is now {event.new_uid}) "
+                   "before it replied")
+        elif isinstance(event, NodeDown):
+            self._up_nodes.discard(key)
+            why = f"node {event.host}:{event.port} is down ({event.reason})"
+        else:
+            return
         routes = self._reply_routes or {}
         for path in [p for p, route in routes.items() if route == key]:
             self._fail_ask(path, "node_down", why)

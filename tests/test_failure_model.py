@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from casty import AskFailed, NodeDown, NodeRestarted, NodeUp, SendFailure
+from casty import ActorRef, AskFailed, Behaviors, NodeDown, NodeRestarted, NodeUp, SendFailure, Terminated
 from casty.transport.backoff import JITTER, backoff_delay
-from tests.remote_helpers import Echo, node
+from tests.remote_helpers import Collector, Echo, node
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERVAL, TIMEOUT = 0.05, 0.3
@@ -41,9 +41,12 @@ class LiveNode:
         self.proc, self.port, self.uid = proc, port, uid
 
     @classmethod
-    async def start(cls, port: int = 0, timeout: float = TIMEOUT) -> LiveNode:
+    async def start(
+        cls, port: int = 0, timeout: float = TIMEOUT, cookie: str | None = None, hello: str | None = None
+    ) -> LiveNode:
+        extra = [cookie or "-"] + ([hello] if hello is not None else [])
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.nodes.live_node", str(port), str(INTERVAL), str(timeout),
+            sys.executable, "-m", "tests.nodes.live_node", str(port), str(INTERVAL), str(timeout), *extra,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT,
         )
@@ -74,6 +77,31 @@ class Events:
         return await asyncio.wait_for(self.queue.get(), 10)
 
 
+def watcher(system: Any) -> tuple[Collector, ActorRef[Any]]:
+    """An actor that watches every ref it is told and collects what else it gets (Terminated)."""
+    got = Collector()
+    inner = got.behavior()
+
+    async def receive(ctx: Any, msg: Any) -> Any:
+        if isinstance(msg, ActorRef):
+            ctx.watch(msg)
+            return Behaviors.same()
+        return await inner.handler(ctx, msg)
+
+    return got, system.spawn(Behaviors.receive(receive), "watcher")
+
+
+def terminated(items: list[Any]) -> list[str]:
+    return [m.ref.address.path for m in items if isinstance(m, Terminated)]
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    """For state with no event to await (a watch table filled): bounded polling."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
 async def echo(system: Any, port: int, text: str, timeout: float = 10) -> Any:
     ref = system.ref(f"casty://live@127.0.0.1:{port}/user/sink")
     return await system.ask(ref, lambda r: Echo(text, r), timeout=timeout)
@@ -102,6 +130,129 @@ async def test_a_stopped_peer_is_down_its_asks_fail_and_it_comes_back_with_its_u
             assert not any(isinstance(e, NodeRestarted) for e in events.seen)
     finally:
         await child.stop()
+
+
+async def test_a_stopped_peer_ends_its_watches_once_through_silence_and_is_watchable_after_sigcont() -> None:
+    child = await LiveNode.start()
+    events = Events()
+    try:
+        async with node("a", **HB) as a:
+            a.subscribe_nodes(events)
+            got, w = watcher(a)
+            sink = a.ref(f"casty://live@127.0.0.1:{child.port}/user/sink")
+            w.tell(sink)
+            assert await events.next() == NodeUp("127.0.0.1", child.port, child.uid)
+            await wait_until(lambda: a.death_watch.counts()["remote_bound"] == 1)
+
+            child.signal(signal.SIGSTOP)
+            pending = asyncio.ensure_future(echo(a, child.port, "lost", timeout=60))
+            assert await events.next() == NodeDown("127.0.0.1", child.port, child.uid, "silent")
+            assert terminated(await got.wait(1)) == ["/user/sink"]
+            with pytest.raises(AskFailed) as err:
+                await asyncio.wait_for(pending, 5)  # at once, not after its 60 s
+            assert err.value.reason == "node_down" and "silent" in err.value.detail
+            assert not any(a.death_watch.counts().values())
+
+            child.signal(signal.SIGCONT)
+            w.tell(sink)  # watched again: the watch dials
+            assert await events.next() == NodeUp("127.0.0.1", child.port, child.uid)
+            await wait_until(lambda: a.death_watch.counts()["remote_bound"] == 1)
+            # A ghost's Terminated comes back over the same connection, behind the sink's watch:
+            # the resumed node took that watch and the sink lives.
+            w.tell(a.ref(f"casty://live@127.0.0.1:{child.port}/user/ghost"))
+            assert terminated(await got.wait(2)) == ["/user/sink", "/user/ghost"]
+            assert await echo(a, child.port, "back") == "back"
+            assert terminated(got.items) == ["/user/sink", "/user/ghost"]  # the first one once
+            assert a.death_watch.counts()["remote_out"] == 1
+            assert [type(e) for e in events.seen] == [NodeUp, NodeDown, NodeUp]
+    finally:
+        await child.stop()
+
+
+class HalfOpenProxy:
+    """Forwards connections to a port; when that side closes, the client's side is left open
+    and silent (what a connection to a dead host looks like: no FIN ever comes)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> HalfOpenProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers.append(up_writer)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, close: bool) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+            if close:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False),
+                             return_exceptions=True)
+
+
+async def test_a_restart_seen_only_through_the_new_incarnations_connection() -> None:
+    """The old connection half-open (through a proxy that never passes the close on), the
+    peer SIGSTOPped with an ask in flight, then SIGKILLed and restarted on its port: the new
+    process dials us with the cluster cookie, and its handshake alone (a new uid from a
+    proven address) ends the old incarnation: NodeRestarted and no NodeDown, the watcher
+    told once, the ask failed at once, and the new incarnation reached."""
+    cookie = "failure-model-cookie"
+    child = await LiveNode.start(cookie=cookie)
+    restarted: LiveNode | None = None
+    events = Events()
+    try:
+        async with HalfOpenProxy(child.port) as proxy, node(
+            "a", cookie=cookie, heartbeat_interval=1.0, failure_timeout=60.0,
+            address_map=lambda h, p: (h, proxy.port) if p == child.port else (h, p),
+        ) as a:
+            a.subscribe_nodes(events)
+            key = ("127.0.0.1", child.port)
+            got, w = watcher(a)
+            w.tell(a.ref(f"casty://live@127.0.0.1:{child.port}/user/sink"))
+            assert await events.next() == NodeUp(*key, child.uid)
+            await wait_until(lambda: a.death_watch.counts()["remote_bound"] == 1)
+            old = a.node.connection_to(key)
+            assert old is not None
+
+            child.signal(signal.SIGSTOP)
+            pending = asyncio.ensure_future(echo(a, child.port, "lost", timeout=60))
+            await asyncio.sleep(0)  # the request goes out on the old connection
+            child.signal(signal.SIGKILL)
+            await child.proc.wait()
+            restarted = await LiveNode.start(child.port, cookie=cookie, hello=f"{a.address}/user/hello")
+            assert restarted.uid != child.uid
+
+            assert await events.next() == NodeRestarted(*key, child.uid, restarted.uid)
+            assert await events.next() == NodeUp(*key, restarted.uid)
+            assert old.proto.closed and a.node.connection_to(key) is not old
+            assert terminated(await got.wait(1)) == ["/user/sink"]
+            with pytest.raises(AskFailed) as err:
+                await asyncio.wait_for(pending, 5)  # at once, not after its 60 s
+            assert err.value.reason == "node_down" and "restarted" in err.value.detail
+            assert await echo(a, child.port, "new") == "new"  # over the new incarnation's connection
+            assert terminated(got.items) == ["/user/sink"]
+            assert not any(isinstance(e, NodeDown) for e in events.seen)
+            assert not any(a.death_watch.counts().values())
+    finally:
+        await child.stop()
+        if restarted is not None:
+            await restarted.stop()
 
 
 async def test_a_peer_killed_and_restarted_on_its_port_is_a_restart() -> None:

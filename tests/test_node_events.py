@@ -140,6 +140,73 @@ async def test_an_unproven_inbound_claim_makes_no_event() -> None:
         await b.close()
 
 
+COOKIE = "node-events-cookie"
+
+
+async def test_a_proven_inbound_claim_with_a_new_uid_replaces_the_connection() -> None:
+    """The node at b's address came back (a new uid) and dialed us with the cookie while our
+    connection to b is still open (half-open: b's close never reached us): the new
+    incarnation's connection carries our traffic, NodeRestarted and no NodeDown."""
+    a, b = await started(cookie=COOKIE), await started(cookie=COOKIE)
+    events = Events()
+    a.add_node_listener(events)
+    c: TcpNode | None = None
+    try:
+        key = ("127.0.0.1", b.port)
+        a.send_frame(*key, KIND, b"")
+        assert await events.next() == NodeUp(*key, b.uid)
+        old = a.connection_to(key)
+        assert old is not None
+        c = await started(cookie=COOKIE, self_address=key)  # b's successor, as far as a can tell
+        c.send_frame("127.0.0.1", a.port, KIND, b"")
+        assert await events.next() == NodeRestarted(*key, b.uid, c.uid)
+        assert await events.next() == NodeUp(*key, c.uid)
+        new = a.connection_to(key)
+        assert new is not None and not new.outbound and new.uid == c.uid
+        assert old.proto.closed
+        [info] = a.nodes()
+        assert info.uid == c.uid
+        assert not any(isinstance(e, NodeDown) for e in events.seen)
+    finally:
+        await a.close()
+        await b.close()
+        if c is not None:
+            await c.close()
+
+
+async def test_a_proven_inbound_claim_with_the_same_uid_or_from_a_client_only_node_replaces_nothing() -> None:
+    a, b = await started(cookie=COOKIE), await started(cookie=COOKIE)
+    events = Events()
+    a.add_node_listener(events)
+    others: list[TcpNode] = []
+    try:
+        key = ("127.0.0.1", b.port)
+        a.send_frame(*key, KIND, b"")
+        assert await events.next() == NodeUp(*key, b.uid)
+        old = a.connection_to(key)
+        twin = TcpNode(TcpTransportConfig("127.0.0.1", 0, cookie=COOKIE, self_address=key), NoMessages())
+        twin.uid = b.uid  # the same incarnation on a second connection: not a restart
+        await twin.start()
+        others.append(twin)
+        # Two client-only nodes (both claim port 0): the second is another node, not a restart.
+        for _ in range(2):
+            client = TcpNode(TcpTransportConfig("127.0.0.1", 0, cookie=COOKIE, client_only=True), NoMessages())
+            await client.start()
+            others.append(client)
+        for n, other in enumerate(others, 1):  # one at a time: which client came first is known
+            other.send_frame("127.0.0.1", a.port, KIND, b"")
+            async with asyncio.timeout(10):
+                while len(a.inbound_peers) < n:
+                    await asyncio.sleep(0.005)
+        assert a.connection_to(key) is old
+        first = a.connection_to(("127.0.0.1", 0))
+        assert first is not None and first.uid == others[1].uid
+        assert [type(e) for e in events.seen] == [NodeUp, NodeUp]  # b, then the first client
+    finally:
+        for n in (a, b, *others):
+            await n.close()
+
+
 async def test_a_raising_listener_does_not_stop_the_others() -> None:
     a, b = await started(), await started()
     events = Events()

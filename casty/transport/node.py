@@ -15,9 +15,12 @@ Connection rules (docs/architecture.md, "Connections"):
 * traffic for an address goes over the connection this node dialed to it; an
   inbound connection carries it only when its claim is proven (cookie, or a TLS
   client certificate naming the claimed host) or names port 0 (a client-only node,
-  which nobody can dial), and never displaces a connection: a peer cannot take
-  another node's traffic by claiming its address.  Other inbound connections are
-  receive-only, so two nodes that both send use a connection each way;
+  which nobody can dial), and never displaces a connection (a peer cannot take
+  another node's traffic by claiming its address) except one to a dead incarnation:
+  a proven claim with a new uid for an address whose connection has another uid (the
+  old process is gone, its connection half-open) replaces it, a NodeRestarted with no
+  NodeDown.  Other inbound connections are receive-only, so two nodes that both send
+  use a connection each way;
 * except with a casty 0.21 (v1) peer, which keeps one connection per pair and, when
   both dial, closes the one dialed by the larger (host, port): when our dial to it is
   answered in v1 while the one inbound v1 connection claiming that address is its
@@ -1002,7 +1005,9 @@ class TcpNode:
         It carries this node's traffic to the address it claims only when that claim is
         proven, or names port 0 (a client-only node, which nobody can dial), and no other
         connection holds that address: an inbound claim never displaces a connection,
-        and an unproven one never receives traffic meant for the address it names.
+        and an unproven one never receives traffic meant for the address it names.  The
+        one exception is a new incarnation (:meth:`_new_incarnation`): its proven claim
+        replaces the connection to the old one.
         """
         assert conn.hello is not None
         key = conn.hello.key
@@ -1014,6 +1019,16 @@ class TcpNode:
         self._negotiate(proto, conn, sink)
         carries = (conn.verified or key[1] == 0) and key != self.advertised
         peer = self._peers.get(key)
+        if carries and peer is not None and peer.proto is not None and self._new_incarnation(peer.proto, conn, key):
+            old = peer.proto
+            self.log.warning(
+                "%s:%d came back as a new incarnation (uid %d, was %d): its connection replaces the old one",
+                key[0], key[1], conn.uid, old.context.uid,
+            )
+            # No NodeDown for the old one: the NodeRestarted _carry makes ends its watches and asks.
+            old.context.superseded = True
+            old.abort()
+            peer.proto = None
         if carries and (peer is None or (peer.proto is None and not peer.connecting)):
             peer = self._peers[key] = peer or _Peer(key)
             peer.proto = proto
@@ -1024,6 +1039,18 @@ class TcpNode:
             self._carry(conn, key)
         else:
             self.log.info("connection from %s:%d (inbound, receive only)", key[0], key[1])
+
+    @staticmethod
+    def _new_incarnation(old: Any, conn: _Conn, key: Key) -> bool:
+        """Whether ``conn``, an inbound connection proving its claim to ``key`` (verified, not
+        client-only), comes from a new incarnation of the node whose connection ``old`` carries
+        our traffic to ``key``: both uids known and different.  The old process is then gone
+        and its connection half-open (nothing read from it will come), so the new one carries."""
+        held: _Conn = old.context
+        return (
+            conn.verified and key[1] != 0 and held.carries == key
+            and conn.uid is not None and held.uid is not None and conn.uid != held.uid
+        )
 
     def _outbound_handshake(self, proto: Any, conn: _Conn, hello: Handshake) -> None:
         assert conn.dial_key is not None

@@ -19,8 +19,8 @@ ordered pair:
   is a lost-and-unreported violation.
 
 Then a death-watch phase (``tests/soak/watch_soak.py``): watchers of actors on
-``--watch-nodes`` processes that are killed or stopped get exactly one Terminated
-each, and no watch entry is left.  It prints the totals and exits 1 on any violation.
+``--watch-nodes`` processes that are killed or stopped (found by real heartbeats) get
+exactly one Terminated each, and no watch entry is left.  It prints the totals and exits 1 on any violation.
 """
 
 from __future__ import annotations
