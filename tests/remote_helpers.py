@@ -107,3 +107,18 @@ class Failures(list[SendFailure]):
         """The reports, once there are at least ``n``."""
         await self.wait_for(lambda reports: len(reports) >= n, timeout)
         return self
+
+
+class Events:
+    """A node listener (``subscribe_nodes`` / ``add_node_listener``) that queues what it is told."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.seen: list[Any] = []
+
+    def __call__(self, event: Any) -> None:
+        self.seen.append(event)
+        self.queue.put_nowait(event)
+
+    async def next(self) -> Any:
+        return await asyncio.wait_for(self.queue.get(), 10)

@@ -25,7 +25,7 @@ import pytest
 
 from casty import ActorRef, AskFailed, Behaviors, NodeDown, NodeRestarted, NodeUp, SendFailure, Terminated
 from casty.transport.backoff import JITTER, backoff_delay
-from tests.remote_helpers import Collector, Echo, node
+from tests.remote_helpers import Collector, Echo, Events, node
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERVAL, TIMEOUT = 0.05, 0.3
@@ -63,18 +63,6 @@ class LiveNode:
             self.proc.kill()
         await asyncio.wait_for(self.proc.wait(), 10)
 
-
-class Events:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.seen: list[Any] = []
-
-    def __call__(self, event: Any) -> None:
-        self.seen.append(event)
-        self.queue.put_nowait(event)
-
-    async def next(self) -> Any:
-        return await asyncio.wait_for(self.queue.get(), 10)
 
 
 def watcher(system: Any) -> tuple[Collector, ActorRef[Any]]:

@@ -24,22 +24,10 @@ from casty.transport.frame_codec import encode_frame
 from casty.transport.handshake import Handshake, encode_handshake, encode_hello
 from casty.transport.node import TcpNode, _Conn
 from casty.wire import FRAME_ECHO, FRAME_PING
-from tests.remote_helpers import Count, node
+from tests.remote_helpers import Count, Events, node
 
 HB = {"heartbeat_interval": 0.05, "failure_timeout": 0.3}
 
-
-class Events:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.seen: list[Any] = []
-
-    def __call__(self, event: Any) -> None:
-        self.seen.append(event)
-        self.queue.put_nowait(event)
-
-    async def next(self) -> Any:
-        return await asyncio.wait_for(self.queue.get(), 10)
 
 
 async def ticks(node: TcpNode, n: int) -> None:

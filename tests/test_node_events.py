@@ -13,6 +13,7 @@ from casty.node_events import NodeDown, NodeRestarted, NodeUp
 from casty.transport.config import TcpTransportConfig
 from casty.transport.handshake import Handshake, encode_hello
 from casty.transport.node import MAX_KNOWN_UIDS, TcpNode
+from tests.remote_helpers import Events
 
 KIND = 0x30  # an unknown frame kind: makes the dial, delivers nothing
 
@@ -21,20 +22,6 @@ class NoMessages:
     async def on_message(self, data: bytes) -> None:
         raise AssertionError("no message expected")
 
-
-class Events:
-    """A node listener that queues what it is told."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.seen: list[Any] = []
-
-    def __call__(self, event: Any) -> None:
-        self.seen.append(event)
-        self.queue.put_nowait(event)
-
-    async def next(self) -> Any:
-        return await asyncio.wait_for(self.queue.get(), 10)
 
 
 async def started(port: int = 0, **cfg: Any) -> TcpNode:
