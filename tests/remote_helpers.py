@@ -86,30 +86,6 @@ def node(name: str, **kw: Any) -> RemoteActorSystem:
     return RemoteActorSystem(name, "127.0.0.1", 0, **kw)
 
 
-class Failures(list[SendFailure]):
-    """An on_send_failure callback that can be awaited until enough reports came."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._changed = asyncio.Event()
-
-    def __call__(self, failure: SendFailure) -> None:
-        self.append(failure)
-        self._changed.set()
-
-    async def wait_for(self, predicate: Callable[[list[SendFailure]], bool], timeout: float = 10.0) -> None:
-        """Return once ``predicate(reports)`` holds; TimeoutError after ``timeout`` s."""
-        async with asyncio.timeout(timeout):
-            while not predicate(self):
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def wait(self, n: int, timeout: float = 10.0) -> list[SendFailure]:
-        """The reports, once there are at least ``n``."""
-        await self.wait_for(lambda reports: len(reports) >= n, timeout)
-        return self
-
-
 class KindSpy:
     """Stands in, while entered, for the established connection ``node`` sends to ``key``
     on: records each message body written to it with its kind, and passes it on."""
@@ -134,3 +110,27 @@ class KindSpy:
 
     def __exit__(self, *exc: object) -> None:
         self.peer.proto = self.proto
+
+
+class Failures(list[SendFailure]):
+    """An on_send_failure callback that can be awaited until enough reports came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = asyncio.Event()
+
+    def __call__(self, failure: SendFailure) -> None:
+        self.append(failure)
+        self._changed.set()
+
+    async def wait_for(self, predicate: Callable[[list[SendFailure]], bool], timeout: float = 10.0) -> None:
+        """Return once ``predicate(reports)`` holds; TimeoutError after ``timeout`` s."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def wait(self, n: int, timeout: float = 10.0) -> list[SendFailure]:
+        """The reports, once there are at least ``n``."""
+        await self.wait_for(lambda reports: len(reports) >= n, timeout)
+        return self
