@@ -3,8 +3,10 @@
 Roles print one line of JSON (a sink prints its port first).  The implementation
 (Cython or pure twin) is chosen by the CASTY_NO_EXTENSIONS the parent sets.
 ``casty-tell-json`` is ``casty-tell`` with compact headers off (every message carries the
-JSON header).  ``page-tell``/``page-ask`` are ``casty-tell``/``casty-ask`` from a node wired by hand
-from the seed page's pieces (the casty 0.21 way) instead of a RemoteActorSystem.
+JSON header).  ``tell-cpu N on|off`` runs both nodes in its one process and prints the CPU
+time per tell, compact headers on or off.  ``page-tell``/``page-ask`` are
+``casty-tell``/``casty-ask`` from a node wired by hand from the seed page's pieces (the
+casty 0.21 way) instead of a RemoteActorSystem.
 ``casty-sink``/``casty-ask`` take an optional busy_poll window in seconds (default 0,
 off); ``raw-echo``/``raw-pingpong`` take one too and then poke a BusyPoller on every
 write, the same spin casty uses, so the two compare like for like.
@@ -214,6 +216,42 @@ async def casty_tell(port: int, n: int, page: bool = False, compact: bool = True
         hdr = header_bytes(system, f"casty://sink@127.0.0.1:{port}/user/sink", msg, compact) if not page else None
         return {"ext": EXTENSIONS_ACTIVE, "n": n, "received": got, "rate": n / dt, "cpu_rate": n / cpu,
                 "header_bytes": hdr}
+
+
+async def tell_cpu(n: int, compact: bool) -> dict[str, Any]:
+    """Both nodes in this process, over loopback: CPU seconds (process time, so the other
+    processes on the machine count little) per tell, sending and receiving, per message."""
+    from casty import EXTENSIONS_ACTIVE, Behaviors, RemoteActorSystem
+
+    done = asyncio.Event()
+    count = 0
+
+    async def receive(ctx: Any, msg: Any) -> Any:
+        nonlocal count
+        if type(msg) is Tick:
+            count += 1
+            if count == n:
+                done.set()
+        else:
+            msg.reply_to.tell(count)
+        return Behaviors.same()
+
+    async with RemoteActorSystem("sink", "127.0.0.1", 0, registry=registry(), heartbeats=heartbeats()) as sink_system, \
+            RemoteActorSystem("src", "127.0.0.1", 0, registry=registry(), heartbeats=heartbeats(),
+                              compact_headers=compact) as system:
+        sink_system.spawn(Behaviors.receive(receive), "sink")
+        sink = system.ref(sink_system.address.with_path("/user/sink").to_uri())
+        await system.ask(sink, lambda r: Done(r), timeout=30)  # connect before timing
+        count = 0
+        msg = Tick(1, "hello")
+        c0 = time.process_time()
+        for i in range(n):
+            sink.tell(msg)
+            if i & 511 == 511:
+                await asyncio.sleep(0)  # let the frames leave and the sink take them
+        await asyncio.wait_for(done.wait(), 120)
+        cpu = time.process_time() - c0
+        return {"ext": EXTENSIONS_ACTIVE, "n": n, "cpu_us": 1e6 * cpu / n}
 
 
 async def casty_ask(port: int, n: int, busy_poll: float = 0.0) -> dict[str, Any]:
@@ -456,6 +494,7 @@ def main() -> None:
         "frag-ask": lambda: frag_ask(*map(int, args)),
         "casty-tell": lambda: casty_tell(int(args[0]), int(args[1])),
         "casty-tell-json": lambda: casty_tell(int(args[0]), int(args[1]), compact=False),
+        "tell-cpu": lambda: tell_cpu(int(args[0]), args[1] == "on"),
         "casty-ask": lambda: casty_ask(int(args[0]), int(args[1]), busy(2)),
         "page-tell": lambda: casty_tell(int(args[0]), int(args[1]), page=True),
         "page-ask": lambda: page_ask(int(args[0]), int(args[1])),

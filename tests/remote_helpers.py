@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from casty import ActorRef, Behavior, Behaviors, RemoteActorSystem, SendFailure, TypeRegistry
+from casty.wire import FRAME_MESSAGE
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,32 @@ def node(name: str, **kw: Any) -> RemoteActorSystem:
     kw.setdefault("registry", registry())
     kw.setdefault("connect_timeout", 2.0)
     return RemoteActorSystem(name, "127.0.0.1", 0, **kw)
+
+
+class KindSpy:
+    """Stands in, while entered, for the established connection ``node`` sends to ``key``
+    on: records each message body written to it with its kind, and passes it on."""
+
+    def __init__(self, node: Any, key: tuple[str, int]) -> None:
+        self.peer = node._peers[key]
+        self.proto = self.peer.proto
+        self.context = self.proto.context
+        self.sent: list[tuple[Any, int]] = []
+
+    @property
+    def kinds(self) -> list[int]:
+        return [kind for _, kind in self.sent]
+
+    def send_message(self, data: Any, kind: int = FRAME_MESSAGE) -> bool:
+        self.sent.append((data, kind))
+        return bool(self.proto.send_message(data, kind))
+
+    def __enter__(self) -> KindSpy:
+        self.peer.proto = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.peer.proto = self.proto
 
 
 class Failures(list[SendFailure]):

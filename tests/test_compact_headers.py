@@ -29,7 +29,7 @@ from casty.wire import (
     MAX_HDR_ENTRIES,
     MAX_HDR_NAME_BYTES,
 )
-from tests.remote_helpers import Collector, Echo, Ping, echo_behavior, node
+from tests.remote_helpers import Collector, Echo, KindSpy, Ping, echo_behavior, node
 
 TARGET = "casty://b@127.0.0.1:7001/user/sink"
 SENDER = "casty://a@127.0.0.1:7000/"
@@ -229,13 +229,11 @@ async def test_a_stream_between_two_nodes_goes_compact_and_in_order() -> None:
         key = b.node.advertised
         table = a.node.header_table(key)
         assert table is not None and CAP_HEADERS in a.node._peers[key].proto.context.caps
-        kinds: list[int] = []
-        send = a.node.send_message_to
-        a.node.send_message_to = lambda k, env, kind=FRAME_MESSAGE: kinds.append(kind) or send(k, env, kind)  # type: ignore[method-assign]
-        for i in range(1, 200):
-            sink_ref.tell(Ping(i))
+        with KindSpy(a.node, key) as spy:
+            for i in range(1, 200):
+                sink_ref.tell(Ping(i))
         assert await got.wait(200) == [Ping(i) for i in range(200)]
-        assert kinds == [FRAME_COMPACT] * 199
+        assert spy.kinds == [FRAME_COMPACT] * 199
         assert table.entries == 3  # target, sender, type hint: sent once
         assert [b.address.with_path("/user/sink").to_uri(), a.address.with_path("/").to_uri(),
                 "tests.remote_helpers.Ping"] in inbound_names(b)
@@ -283,6 +281,67 @@ async def test_a_new_connection_starts_with_empty_tables() -> None:
         assert second is not None and second is not first and second.entries == 0
         sink_ref.tell(Ping(3))  # its names are sent again on the new connection first
         assert await got.wait(4) == [Ping(0), Ping(1), Ping(2), Ping(3)]
+        assert second.entries == 3
+
+
+@pytest.mark.parametrize("compact", [True, False])
+async def test_a_steady_stream_makes_no_node_call_per_message(compact: bool) -> None:
+    # RemoteTransport writes to the established connection itself: neither header_table
+    # nor send_message_to runs per message, compact headers or not.
+    async with node("a", compact_headers=compact) as a, node("b") as b:
+        got = Collector()
+        b.spawn(got.behavior(), "sink")
+        sink_ref = a.ref(b.address.with_path("/user/sink"))
+        sink_ref.tell(Ping(0))
+        await got.wait(1)
+        calls: list[str] = []
+        a.node.header_table = lambda key: calls.append("header_table")  # type: ignore[method-assign,func-returns-value]
+        a.node.send_message_to = lambda *args: calls.append("send_message_to")  # type: ignore[method-assign,func-returns-value]
+        with KindSpy(a.node, b.node.advertised) as spy:
+            for i in range(1, 100):
+                sink_ref.tell(Ping(i))
+        assert await got.wait(100) == [Ping(i) for i in range(100)]
+        assert calls == []
+        assert spy.kinds == [FRAME_COMPACT if compact else FRAME_MESSAGE] * 99
+
+
+async def test_a_busy_polling_node_sends_through_the_node_to_poke_its_poller() -> None:
+    async with node("a", busy_poll=1e-4) as a, node("b") as b:
+        got = Collector()
+        b.spawn(got.behavior(), "sink")
+        sink_ref = a.ref(b.address.with_path("/user/sink"))
+        sink_ref.tell(Ping(0))
+        await got.wait(1)
+        assert a.node.busy_poller is not None
+        calls: list[int] = []
+        send = a.node.send_message_to
+        a.node.send_message_to = lambda k, env, kind=FRAME_MESSAGE: calls.append(kind) or send(k, env, kind)  # type: ignore[method-assign]
+        for i in range(1, 20):
+            sink_ref.tell(Ping(i))
+        assert await got.wait(20) == [Ping(i) for i in range(20)]
+        assert calls == [FRAME_COMPACT] * 19  # send_message_to pokes the poller
+
+
+async def test_a_tell_right_after_peer_down_goes_to_a_new_connection() -> None:
+    # In the loop turn of peer_down the old connection is aborted but not yet lost: the
+    # next tells must not be written to it (they would be lost), but queued for a new one.
+    async with node("a") as a, node("b") as b:
+        got = Collector()
+        b.spawn(got.behavior(), "sink")
+        sink_ref = a.ref(b.address.with_path("/user/sink"))
+        for i in range(2):
+            sink_ref.tell(Ping(i))
+        await got.wait(2)
+        key = b.node.advertised
+        first = a.node.header_table(key)
+        a.node.peer_down(*key, "test")
+        sink_ref.tell(Ping(2))
+        sink_ref.tell(Ping(3))
+        assert await got.wait(4) == [Ping(i) for i in range(4)]
+        second = a.node.header_table(key)
+        assert second is not None and second is not first
+        sink_ref.tell(Ping(4))
+        assert await got.wait(5) == [Ping(i) for i in range(5)]
         assert second.entries == 3
 
 

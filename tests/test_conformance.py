@@ -179,8 +179,11 @@ class _FakeNode:
     def add_failure_listener(self, listener: Any) -> None:
         pass
 
+    def connection_table(self) -> None:
+        return None  # no routes to write to directly: every message reaches send_message_to
+
     def header_table(self, key: tuple[str, int]) -> None:
-        return None  # no compact headers: every message reaches send_message_to
+        return None  # no compact headers
 
     def send_message_to(self, key: tuple[str, int], envelope: Any, kind: int = 1) -> bool:
         assert kind == 1  # header_table said no compact headers

@@ -21,7 +21,7 @@ from casty import (
     RemoteActorSystem,
 )
 from casty.wire import FRAME_COMPACT
-from tests.remote_helpers import Chunk, Collector, Count, Echo, Failures, Ping, echo_behavior, node, registry
+from tests.remote_helpers import Chunk, Collector, Count, Echo, Failures, KindSpy, Ping, echo_behavior, node, registry
 
 
 async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
@@ -173,19 +173,12 @@ async def test_a_large_bytes_value_reaches_the_connection_uncopied(compact: bool
 
     async with node("a", compact_headers=compact) as a, node("b") as b:
         sink, got = await connected_sink(a, b)  # later sends go straight to the connection
-        handed: list[Any] = []
-        send = a.node.send_message_to
-
-        def spy(key: Any, envelope: Any, kind: int = FRAME_MESSAGE) -> bool:
-            handed.append((envelope, kind))
-            return send(key, envelope, kind)
-
-        a.node.send_message_to = spy  # type: ignore[method-assign]
         data = bytes(range(256)) * 1024
-        sink.tell(Chunk(1, b"small"))  # the writer learns a class on its first message
-        sink.tell(Chunk(2, data))
+        with KindSpy(a.node, b.node.advertised) as spy:
+            sink.tell(Chunk(1, b"small"))  # the writer learns a class on its first message
+            sink.tell(Chunk(2, data))
         assert await got.wait(3) == [Ping(0), Chunk(1, b"small"), Chunk(2, data)]
-        envelope, kind = handed[-1]
+        envelope, kind = spy.sent[-1]
         assert kind == (FRAME_COMPACT if compact else FRAME_MESSAGE)
         if _impl.EXTENSIONS_ACTIVE:
             assert isinstance(envelope, list) and any(piece is data for piece in envelope)

@@ -64,7 +64,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, Protocol
 
@@ -849,6 +849,14 @@ class TcpNode:
             return None
         headers: HeaderTable | None = peer.proto.context.headers
         return headers
+
+    def connection_table(self) -> Mapping[Key, Any] | None:
+        """The node's live routes, read only: key -> peer, whose ``proto`` is the established
+        connection carrying this node's traffic to that key, or None.  The same object for
+        the node's life: a sender may keep it and write to ``proto`` (``send_message``) what
+        :meth:`send_message_to` would, saving that call per message.  None when the node
+        busy-polls: every send must go through send_message_to, which pokes the poller."""
+        return self._peers if self.config.busy_poll <= 0 else None
 
     def frame_control(self, proto: Any, kind: int, body: Any) -> None:
         """A frame of a negotiated feature's kind: to that feature's handler."""

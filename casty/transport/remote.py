@@ -98,7 +98,10 @@ class RemoteTransport:
         self._on_send_failure = on_send_failure
         self._local_node_id = local_node_id
         self._writer: EnvelopeWriter | None = EnvelopeWriter(serializer) if serializer is not None else None
-        self._node = node
+        self._node: TcpNode | None = None
+        #: the node's connection_table, read per message (None: no node, or one that busy-polls)
+        self._routes: Mapping[tuple[str, int], Any] | None = None
+        self._use_node(node)
         #: DeliverToNode messages told after ShareNode (the page path, before the handover)
         self._relayed = 0
         #: encoded messages waiting for the relayed ones to reach the node (during the handover)
@@ -223,10 +226,23 @@ class RemoteTransport:
             self._tcp.tell(DeliverToNode(hp[0], hp[1], msg, target, self._sender))
             return
         node = self._node
+        routes = self._routes
+        proto = None
+        if routes is not None:
+            # What send_message_to and header_table look up, inline: a steady stream then
+            # pays no node call per message.
+            peer = routes.get(hp)
+            if peer is not None:
+                proto = peer.proto
         try:
             # On a connection whose ends both speak "hdr", a compact message; else (or when
             # this one cannot be: a reply path) the JSON header.
-            table = node.header_table(hp) if node is not None else None
+            if proto is not None:
+                table = proto.context.headers
+            elif node is not None and routes is None:
+                table = node.header_table(hp)
+            else:
+                table = None  # no connection yet: the frame is queued, with the JSON header
             data = writer.encode_compact(table, target, self._sender, msg) if table is not None else None
             kind = FRAME_COMPACT
             if data is None:
@@ -237,7 +253,11 @@ class RemoteTransport:
             self._dropped(SendFailure(hp[0], hp[1], "serialization", 1, f"{type(msg).__qualname__}: {exc}"),
                           target, logging.ERROR)
             return
-        if node is not None:
+        if proto is not None:
+            # send_message_to's hot path, inline (routes is None for a node that busy-polls)
+            if not proto.send_message(data, kind):
+                node.report(hp, "queue_full", 1, "connection write queue full")  # type: ignore[union-attr]
+        elif node is not None:
             node.send_message_to(hp, data, kind)
         elif self._held is not None:
             self._held.append((hp, data))
@@ -255,13 +275,13 @@ class RemoteTransport:
             node = self._node  # the one given: it gets the messages the actor's node does not
         self._writer = writer
         if self._relayed == 0:
-            self._node = node
+            self._use_node(node)
             return
         # Those DeliverToNode wait in the actor's mailbox behind ShareNode: a message sent
         # straight to a node now would overtake them.  Hold what comes next (deliver holds
         # while there is no node) until a second ShareNode, told behind them, says they
         # reached the node.
-        self._node = None
+        self._use_node(None)
         self._handover_node = node
         self._held = []
         self._tcp.tell(ShareNode(self._drained))
@@ -269,9 +289,14 @@ class RemoteTransport:
     def _drained(self, node: TcpNode, writer: EnvelopeWriter) -> None:
         node = self._handover_node or node
         held, self._held, self._handover_node = self._held or [], None, None
-        self._node = node
+        self._use_node(node)
         for hp, data in held:
             node.send_message_to(hp, data)
+
+    def _use_node(self, node: TcpNode | None) -> None:
+        """Send through ``node`` from now on (None: hold or relay, as deliver says)."""
+        self._node = node
+        self._routes = node.connection_table() if node is not None else None
 
     def make_ref(self, address: ActorAddress) -> ActorRef[Any]:
         """An ActorRef for ``address``: local refs skip the remote routing."""

@@ -118,8 +118,9 @@ class PeerLog:
 
 class Ledger:
     """Logs every frame per peer (wrapping ``node.send_message_to``, which ``send_message``
-    and RemoteTransport both go through, and ``node._establish`` to see
-    which connection frames go to) and charges every report to the frames it covers."""
+    and RemoteTransport both go through once the node gives out no connection table, and
+    ``node._establish`` to see which connection frames go to) and charges every report to
+    the frames it covers."""
 
     def __init__(self, node: TcpNode) -> None:
         self.node = node
@@ -131,6 +132,10 @@ class Ledger:
         self._sync_reported = 0
         self._send = node.send_message_to
         node.send_message_to = self._send_message_to  # type: ignore[method-assign]
+        # RemoteTransport writes to an established connection itself when the node gives it
+        # its connection table; without one every tell passes send_message_to, to be logged.
+        # (Made before the system starts, so before its RemoteTransport asks.)
+        node.connection_table = lambda: None  # type: ignore[method-assign]
         self._establish = node._establish
         node._establish = self._on_establish  # type: ignore[method-assign]
         node.add_failure_listener(self._on_failure)
