@@ -236,8 +236,8 @@ async def tell_cpu(n: int, compact: bool) -> dict[str, Any]:
             msg.reply_to.tell(count)
         return Behaviors.same()
 
-    async with RemoteActorSystem("sink", "127.0.0.1", 0, registry=registry(), heartbeats=heartbeats()) as sink_system, \
-            RemoteActorSystem("src", "127.0.0.1", 0, registry=registry(), heartbeats=heartbeats(),
+    async with RemoteActorSystem("sink", "127.0.0.1", 0, registry=registry(), **liveness()) as sink_system, \
+            RemoteActorSystem("src", "127.0.0.1", 0, registry=registry(), **liveness(),
                               compact_headers=compact) as system:
         sink_system.spawn(Behaviors.receive(receive), "sink")
         sink = system.ref(sink_system.address.with_path("/user/sink").to_uri())
