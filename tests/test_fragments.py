@@ -34,7 +34,7 @@ from casty.transport.fragments import (
 from casty.transport.frame_codec import encode_frame
 from casty.transport.handshake import Handshake, encode_hello
 from casty.transport.node import TcpNode
-from casty.wire import FRAME_FRAGMENT, FRAME_HANDSHAKE, FRAME_MESSAGE
+from casty.wire import FRAME_FRAGMENT, FRAME_HANDSHAKE, FRAME_MESSAGE, OWN_WRITE_SIZE
 
 FRAG = FLAG_FIRST | FLAG_LAST
 
@@ -192,6 +192,42 @@ def link_protocol(impl: types.SimpleNamespace, **kw: Any) -> tuple[Any, Transpor
               "max_streams": 4, "max_bytes": 1 << 21} | kw
     proto.set_fragments(FragmentLink(proto, deliver=delivered.append, on_error=owner.errors.append, **limits))
     return proto, transport, delivered, owner
+
+
+class WriteLog(Transport):
+    """A Transport that also keeps each ``write`` as it came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        super().write(data)
+        self.writes.append(bytes(data))
+
+
+async def test_fragments_fill_their_frames_and_get_writes_of_their_own(impl: types.SimpleNamespace) -> None:
+    # At fragment_size == OWN_WRITE_SIZE every fragment but the last is exactly that long on
+    # the wire, so the protocol writes it as its own piece instead of copying it into the
+    # batch of small frames queued around it.
+    size = OWN_WRITE_SIZE
+    proto = impl.FrameProtocol(Owner(), max_frame_size=1 << 22)
+    transport = WriteLog()
+    proto.connection_made(transport)
+    proto.set_control_kinds([FRAME_FRAGMENT])
+    proto.set_fragments(FragmentLink(proto, fragment_size=size, window=8, max_message=(1 << 22) - 1,
+                                     max_streams=4, max_bytes=1 << 23, deliver=print, on_error=print))
+    big = env("casty://r@h:1/user/a", b"x" * (4 * size))
+    assert proto.send_message(env("casty://r@h:1/user/b", b"first")) is True  # written at once; opens a batch
+    assert proto.send_message(big) is True  # its fragments queue in that batch
+    assert proto.send_message(env("casty://r@h:1/user/b", b"second")) is True
+    await asyncio.sleep(0)  # the scheduled flush
+    frags = [k for k, _ in transport.frames()].count(FRAME_FRAGMENT)
+    assert frags == 5  # 4 * size of payload plus a header, in frames of `size`
+    whole = [w for w in transport.writes if len(w) == size]
+    assert len(whole) == frags - 1, [len(w) for w in transport.writes]
+    assert all(w[4] == FRAME_FRAGMENT for w in whole)
+    assert proto.queued_bytes == 0
 
 
 async def test_small_messages_pass_a_large_one_and_keep_their_lane(impl: types.SimpleNamespace) -> None:

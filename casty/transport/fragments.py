@@ -298,13 +298,18 @@ class FragmentLink:
                 self._stream = (self._stream + 1) & _MAX_STREAM
                 size, parts = self._lanes[key][0]
                 cur = self._current = [key, size, parts, 0, 0, 0, self._stream]
-            if not self._emit(cur, self.fragment_size - FRAGMENT_OVERHEAD) or proto.closed:
+            if not self._emit(cur) or proto.closed:
                 return
 
-    def _emit(self, cur: list[Any], chunk: int) -> bool:
-        """Write the next fragment of ``cur``; False once the connection refused it."""
+    def _emit(self, cur: list[Any]) -> bool:
+        """Write the next fragment of ``cur``; False once the connection refused it.
+
+        Every fragment but the last fills its frame to exactly ``fragment_size`` bytes:
+        at the default (OWN_WRITE_SIZE) each is then written as its own piece, not copied
+        again into the protocol's buffer of small frames."""
         key, size, parts, index, pos, offset, stream = cur
-        end = min(offset + chunk, size)
+        head = _FIRST_HEAD.size if offset == 0 else _FRAG_HEAD.size
+        end = min(offset + self.fragment_size - head, size)
         flags = (FLAG_FIRST if offset == 0 else 0) | (FLAG_LAST if end == size else 0)
         n = end - offset
         if flags & FLAG_FIRST:
@@ -352,7 +357,7 @@ class FragmentLink:
         cur = self._current
         if cur is not None:
             while self._current is cur and not self._proto.closed:
-                if not self._emit(cur, self.fragment_size - FRAGMENT_OVERHEAD):
+                if not self._emit(cur):
                     break
         send = self._proto.send_control
         for lane in self._lanes.values():
