@@ -24,6 +24,7 @@ NEUTRAL = frozenset({
     "casty.ref",
     "casty.transport.compact_codec",
     "casty.transport.envelope_codec",
+    "casty.transport.fragment_rules",
     "casty.transport.frame_codec",
     "casty.transport.handshake",
     "casty.transport.inbound_rules",

@@ -962,10 +962,17 @@ cdef class FrameProtocolBase:
             <const unsigned char*>PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), frame
         )
 
-    cdef bint _enqueue_frame(self, const unsigned char* p, Py_ssize_t size, object frame) except -1:
+    cdef bint _enqueue_frame(self, const unsigned char* p, Py_ssize_t size, object frame,
+                             bint control=False) except -1:
+        """Queue the whole frame p[0:size] (held by ``frame``); a ``control`` frame passes
+        ``max_queue_bytes`` and opens no write batch."""
         if size < wire.FRAME_HEADER_SIZE or wire.read_be32(p) != <unsigned long long>(size - 4):
             raise FrameError(send_frame_problem(frame))
-        if not self._accept(size):
+        if control:
+            if self._closed:
+                self._dropped += 1
+                return False
+        elif not self._accept(size):
             return False
         if size >= _OWN_WRITE:
             self._seal()
@@ -974,34 +981,19 @@ cdef class FrameProtocolBase:
             self._reserve(size)
             memcpy(self._wbuf + self._wused, p, size)
             self._wused += size
-        if p[4] == wire.FRAME_MESSAGE:  # a message queued while connecting goes out this way
+        if not control and p[4] == wire.FRAME_MESSAGE:  # a message queued while connecting goes out this way
             self._messages_sent += 1
-        self._queued(size)
+        self._queued(size, not control)
         return True
 
     cpdef bint send_control(self, object frame) except -1:
         """Queue a whole encoded control frame past ``max_queue_bytes`` (what sends those
         bounds them); False (counted in ``dropped``) only once closed."""
-        cdef const unsigned char* p
-        cdef Py_ssize_t size
         if not PyBytes_CheckExact(frame):
             frame = bytes(memoryview(frame))
-        p = <const unsigned char*>PyBytes_AS_STRING(frame)
-        size = PyBytes_GET_SIZE(frame)
-        if size < wire.FRAME_HEADER_SIZE or wire.read_be32(p) != <unsigned long long>(size - 4):
-            raise FrameError(send_frame_problem(frame))
-        if self._closed:
-            self._dropped += 1
-            return False
-        if size >= _OWN_WRITE:
-            self._seal()
-            self._pieces.append(frame)
-        else:
-            self._reserve(size)
-            memcpy(self._wbuf + self._wused, p, size)
-            self._wused += size
-        self._queued(size, False)
-        return True
+        return self._enqueue_frame(
+            <const unsigned char*>PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), frame, True
+        )
 
     cpdef bint send_message(self, object envelope, int kind=wire.FRAME_MESSAGE) except -1:
         """Queue a message frame carrying ``envelope``, or the list of buffers that joined

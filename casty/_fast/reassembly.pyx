@@ -18,6 +18,7 @@ from libc.string cimport memcpy
 from casty._fast cimport wire
 
 from casty.errors import FragmentError
+from casty.transport.fragment_rules import head_problem, not_open_problem, opening_problem, piece_problem
 
 __all__ = ["Reassembler"]
 
@@ -81,37 +82,21 @@ cdef class Reassembler:
         cdef Py_ssize_t total, n, end
         cdef _Stream state
         cdef object buf
-        if size < 5:
-            raise FragmentError(f"fragment body of {size} bytes (at least 5: flags and stream)")
-        flags = p[0]
-        if flags & ~(_FIRST | _LAST):
-            raise FragmentError(f"fragment flags 0x{flags:02x} name no known bit pattern")
+        cdef object problem
+        flags = p[0] if size > 0 else 0
+        if size < 5 or flags & ~(_FIRST | _LAST):
+            raise FragmentError(head_problem(size, flags))
         stream = wire.read_be32(p + 1)
         if flags & _FIRST:
-            if size < 9:
-                raise FragmentError(f"first fragment body of {size} bytes (at least 9: flags, stream, total)")
-            if stream in self._streams:
-                raise FragmentError(f"fragment opens stream {stream}, which is open already")
-            total = <Py_ssize_t>wire.read_be32(p + 5)
-            if not 0 < total <= self._max_message:
-                raise FragmentError(
-                    f"fragment stream {stream} announces {total} bytes (1..{self._max_message}: max_frame_size)"
-                )
-            if len(self._streams) >= self._max_streams:
-                raise FragmentError(f"more than {self._max_streams} fragment streams open (max_fragment_streams)")
-            if self._held + total > self._max_bytes:
-                raise FragmentError(
-                    f"fragment stream {stream} announces {total} bytes with {self._held} held: "
-                    f"over {self._max_bytes} bytes (max_fragment_bytes)"
-                )
+            total = <Py_ssize_t>wire.read_be32(p + 5) if size >= 9 else 0
+            problem = opening_problem(size, stream, total, stream in self._streams, len(self._streams),
+                                      self._max_streams, self._held, self._max_bytes, self._max_message)
+            if problem is None:
+                problem = piece_problem(stream, size - 9, 0, total, bool(flags & _LAST))
+            if problem is not None:
+                raise FragmentError(problem)
             n = size - 9
-            if n == 0:
-                raise FragmentError(f"empty fragment on stream {stream}")
-            if n > total:
-                raise FragmentError(f"fragment stream {stream} overruns its {total} announced bytes")
             if flags & _LAST:
-                if n != total:
-                    raise FragmentError(f"fragment stream {stream} ended at {n} of {total} bytes")
                 return PyBytes_FromStringAndSize(<const char*>p + 9, n)
             state = _Stream.__new__(_Stream)
             state.buf = PyBytes_FromStringAndSize(NULL, total)
@@ -123,15 +108,11 @@ cdef class Reassembler:
             return None
         state = self._streams.get(stream)
         if state is None:
-            raise FragmentError(f"fragment for stream {stream}, which is not open")
+            raise FragmentError(not_open_problem(stream))
         n = size - 5
-        if n == 0:
-            raise FragmentError(f"empty fragment on stream {stream}")
         end = state.got + n
-        if end > state.total:
-            raise FragmentError(f"fragment stream {stream} overruns its {state.total} announced bytes")
-        if flags & _LAST and end != state.total:
-            raise FragmentError(f"fragment stream {stream} ended at {end} of {state.total} bytes")
+        if n == 0 or end > state.total or (flags & _LAST and end != state.total):
+            raise FragmentError(piece_problem(stream, n, state.got, state.total, bool(flags & _LAST)))
         memcpy(PyBytes_AS_STRING(state.buf) + state.got, p + 5, n)
         state.got = end
         if not flags & _LAST:

@@ -15,11 +15,10 @@ import struct
 from typing import Any
 
 from casty.errors import FragmentError
+from casty.transport.fragment_rules import FIRST, LAST, head_problem, not_open_problem, opening_problem, piece_problem
 
 __all__ = ["Reassembler"]
 
-_FIRST = 0x01
-_LAST = 0x02
 _U32 = struct.Struct(">I")
 
 
@@ -63,39 +62,23 @@ class Reassembler:
 
     def _feed(self, body: Any) -> bytes | None:
         size = len(body)
-        if size < 5:
-            raise FragmentError(f"fragment body of {size} bytes (at least 5: flags and stream)")
-        flags = body[0]
-        if flags & ~(_FIRST | _LAST):
-            raise FragmentError(f"fragment flags 0x{flags:02x} name no known bit pattern")
+        flags = body[0] if size else 0
+        problem = head_problem(size, flags)
+        if problem is not None:
+            raise FragmentError(problem)
         stream = _U32.unpack_from(body, 1)[0]
         start = 5
-        if flags & _FIRST:
-            if size < 9:
-                raise FragmentError(f"first fragment body of {size} bytes (at least 9: flags, stream, total)")
-            if stream in self._streams:
-                raise FragmentError(f"fragment opens stream {stream}, which is open already")
-            total = _U32.unpack_from(body, 5)[0]
-            if not 0 < total <= self._max_message:
-                raise FragmentError(
-                    f"fragment stream {stream} announces {total} bytes (1..{self._max_message}: max_frame_size)"
-                )
-            if len(self._streams) >= self._max_streams:
-                raise FragmentError(f"more than {self._max_streams} fragment streams open (max_fragment_streams)")
-            if self._held + total > self._max_bytes:
-                raise FragmentError(
-                    f"fragment stream {stream} announces {total} bytes with {self._held} held: "
-                    f"over {self._max_bytes} bytes (max_fragment_bytes)"
-                )
+        if flags & FIRST:
+            total = _U32.unpack_from(body, 5)[0] if size >= 9 else 0
+            problem = opening_problem(size, stream, total, stream in self._streams, len(self._streams),
+                                      self._max_streams, self._held, self._max_bytes, self._max_message)
+            if problem is None:
+                problem = piece_problem(stream, size - 9, 0, total, bool(flags & LAST))
+            if problem is not None:
+                raise FragmentError(problem)
             start = 9
             n = size - start
-            if n == 0:
-                raise FragmentError(f"empty fragment on stream {stream}")
-            if n > total:
-                raise FragmentError(f"fragment stream {stream} overruns its {total} announced bytes")
-            if flags & _LAST:
-                if n != total:
-                    raise FragmentError(f"fragment stream {stream} ended at {n} of {total} bytes")
+            if flags & LAST:
                 return bytes(body[start:])
             buf = bytearray(total)
             buf[:n] = memoryview(body)[start:]
@@ -104,19 +87,16 @@ class Reassembler:
             return None
         state = self._streams.get(stream)
         if state is None:
-            raise FragmentError(f"fragment for stream {stream}, which is not open")
+            raise FragmentError(not_open_problem(stream))
         buf, got = state
         total = len(buf)
         n = size - start
-        if n == 0:
-            raise FragmentError(f"empty fragment on stream {stream}")
+        problem = piece_problem(stream, n, got, total, bool(flags & LAST))
+        if problem is not None:
+            raise FragmentError(problem)
         end = got + n
-        if end > total:
-            raise FragmentError(f"fragment stream {stream} overruns its {total} announced bytes")
-        if flags & _LAST and end != total:
-            raise FragmentError(f"fragment stream {stream} ended at {end} of {total} bytes")
         buf[got:end] = memoryview(body)[start:]
-        if not flags & _LAST:
+        if not flags & LAST:
             state[1] = end
             return None
         del self._streams[stream]
