@@ -1405,44 +1405,7 @@ from casty.remote_system import RemoteActorSystem  # noqa: E402
 from casty.transport import node as node_module  # noqa: E402
 from casty.transport.watch_codec import encode_watch  # noqa: E402
 from casty.wire import FRAME_ECHO, FRAME_FRAGMENT, FRAME_PING, FRAME_WATCH  # noqa: E402
-
-
-class _Wire:
-    """A transport that records the bytes a node's connection writes."""
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def writelines(self, chunks: Iterable[bytes]) -> None:
-        for chunk in chunks:
-            self.written += chunk
-
-    def set_write_buffer_limits(self, high: int, low: int) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.9", 40000) if name == "peername" else default
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    abort = close
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
+from tests.test_fragments import Transport as _Wire  # noqa: E402  (records what is written)
 
 
 @pytest.fixture(scope="module")
@@ -1493,7 +1456,7 @@ def _control_run(loop: asyncio.AbstractEventLoop, system: RemoteActorSystem, cls
 
     try:
         loop.run_until_complete(run())
-        return bytes(wire.written[len(node._hello_frame):]), proto.closed, proto.frames_ignored
+        return bytes(wire.data[len(node._hello_frame):]), proto.closed, proto.frames_ignored
     finally:
         proto.connection_lost(None)
 
