@@ -81,8 +81,12 @@ lint: $(STAMP)
 bench: build
 	$(VPY) -m bench $(BENCH_ARGS)
 
-# Every decoder of peer bytes, 10000 examples per fuzzer (tests/test_fuzz.py), both twins, against
-# a copy in build/fuzz built with bounds checking on: the in-place build is left as it is.
+# Every decoder of peer bytes, 10000 examples per fuzzer (tests/test_fuzz.py, and the fuzzers of the
+# fragment reassembler, watch frames and heartbeat bodies beside their features' tests), both twins,
+# against a copy in build/fuzz built with bounds checking on: the in-place build is left as it is.
+FUZZ_TESTS = tests/test_fuzz.py tests/test_fragments.py::test_fuzz_twins_agree_on_fragment_streams \
+	tests/test_death_watch.py::test_fuzz_the_watch_handler_never_raises \
+	tests/test_liveness.py::test_any_heartbeat_body_is_handled_without_raising
 fuzz: $(STAMP)
 	rm -rf build/fuzz/casty build/fuzz/tests
 	mkdir -p build/fuzz
@@ -91,7 +95,7 @@ fuzz: $(STAMP)
 		-prune -exec rm -rf {} +
 	cd build/fuzz && CASTY_CYTHON_CHECKS=1 CASTY_REQUIRE_EXTENSIONS=1 $(abspath $(VPY)) setup.py -q build_ext --inplace -j 2
 	cd build/fuzz && PYTHONPATH=$(CURDIR)/build/fuzz CASTY_FUZZ=1 CASTY_REQUIRE_EXTENSIONS=1 CASTY_NO_EXTENSIONS=0 \
-		$(abspath $(VPY)) -m pytest tests/test_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
+		$(abspath $(VPY)) -m pytest $(FUZZ_TESTS) -p no:cacheprovider $(PYTEST_ARGS)
 
 # Node processes with all-to-all tells and asks while connections are killed at random:
 # every tell not reported dropped must arrive once, in order (tests/soak/soak.py). Cython, then pure twins.
