@@ -22,9 +22,10 @@ class Child:
     """
 
     def __init__(
-        self, role: str, *args: object, pure: bool, module: str = "bench.remote_node", cpu: int | None = None
+        self, role: str, *args: object, pure: bool, module: str = "bench.remote_node", cpu: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), CASTY_NO_EXTENSIONS="1" if pure else "0")
+        env = dict(os.environ, PYTHONPATH=str(ROOT), CASTY_NO_EXTENSIONS="1" if pure else "0", **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, role, *map(str, args)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
@@ -83,44 +84,57 @@ def pair(sink_role: str, client_role: str, n: int, *, pure: bool, busy_poll: flo
         sink.stop()
 
 
-def frag_pair(n: int, *, fragment_size: int, window: int, behind: bool, pure: bool) -> dict[str, Any]:
+def frag_pair(n: int, *, fragment_size: int, window: int, behind: bool, pure: bool,
+              tune: bool = False) -> dict[str, Any]:
     """Small asks alone, or behind a stream of 1 MiB messages to another actor on the same peer;
-    ``fragment_size`` and ``window`` are the asking (streaming) node's."""
-    sink = Child("frag-sink", fragment_size, pure=pure)
+    ``fragment_size`` and ``window`` are the asking (streaming) node's; ``tune``: both
+    processes call casty.tune_malloc() first."""
+    env = {"CASTY_BENCH_TUNE_MALLOC": "1" if tune else "0"}
+    sink = Child("frag-sink", fragment_size, pure=pure, env=env)
     try:
         port = int(sink.line())
-        return Child("frag-ask", port, n, fragment_size, int(behind), window, pure=pure).result()
+        return Child("frag-ask", port, n, fragment_size, int(behind), window, pure=pure, env=env).result()
     finally:
         sink.stop()
 
 
 #: the fragment_size of the "fragments on" rows (TcpTransportConfig's default)
 FRAGMENT_SIZE = 64 * 1024
-#: (fragment_size, fragment_window) of each configuration: the default, a half window, and
-#: off (fragment_size 0: whole frames, as to a v1 peer)
-FRAGMENT_CONFIGS = ((FRAGMENT_SIZE, DEFAULT_FRAGMENT_WINDOW), (FRAGMENT_SIZE, 2), (0, DEFAULT_FRAGMENT_WINDOW))
+#: (fragment_size, fragment_window, tune_malloc) of each configuration: the default, a
+#: double window, off (fragment_size 0: whole frames, as to a v1 peer), and the default and
+#: off again with casty.tune_malloc() in both processes
+FRAGMENT_CONFIGS = (
+    (FRAGMENT_SIZE, DEFAULT_FRAGMENT_WINDOW, False),
+    (FRAGMENT_SIZE, 2 * DEFAULT_FRAGMENT_WINDOW, False),
+    (0, DEFAULT_FRAGMENT_WINDOW, False),
+    (FRAGMENT_SIZE, DEFAULT_FRAGMENT_WINDOW, True),
+    (0, DEFAULT_FRAGMENT_WINDOW, True),
+)
 
 
-def _frag_label(size: int, window: int) -> str:
-    return f"fragments {size // 1024} KiB, window {window}" if size else "fragments off"
+def _frag_label(size: int, window: int, tune: bool) -> str:
+    label = f"fragments {size // 1024} KiB, window {window}" if size else "fragments off"
+    return label + (", tune_malloc" if tune else "")
 
 
 def fragments_table(quick: bool) -> Table:
     """Small-ask latency alone and behind a 1 MiB stream, per fragment configuration, same run."""
     n = 300 if quick else 1_000
     runs = {
-        (size, window, behind, pure): frag_pair(n, fragment_size=size, window=window, behind=behind, pure=pure)
-        for size, window in FRAGMENT_CONFIGS for behind in (False, True) for pure in (False, True)
+        (size, window, tune, behind, pure): frag_pair(
+            n, fragment_size=size, window=window, behind=behind, pure=pure, tune=tune
+        )
+        for size, window, tune in FRAGMENT_CONFIGS for behind in (False, True) for pure in (False, True)
     }
     t = Table("remote: small asks behind a 1 MiB stream (cap frag)")
-    for size, window in FRAGMENT_CONFIGS:
-        label = _frag_label(size, window)
+    for size, window, tune in FRAGMENT_CONFIGS:
+        label = _frag_label(size, window, tune)
         for behind, where in ((False, "alone"), (True, "behind the stream")):
             for q in ("p50_us", "p99_us"):
-                t.add(f"small ask {q[:3]}, {where}, {label}", runs[size, window, behind, False][q],
-                      runs[size, window, behind, True][q], unit="µs")
-        t.add(f"1 MiB stream, {label}", runs[size, window, True, False]["stream_mb_s"],
-              runs[size, window, True, True]["stream_mb_s"], unit="MB/s")
+                t.add(f"small ask {q[:3]}, {where}, {label}", runs[size, window, tune, behind, False][q],
+                      runs[size, window, tune, behind, True][q], unit="µs")
+        t.add(f"1 MiB stream, {label}", runs[size, window, tune, True, False]["stream_mb_s"],
+              runs[size, window, tune, True, True]["stream_mb_s"], unit="MB/s")
     ratios = ", ".join(
         f"{runs[(*c, True, False)]['p99_us'] / runs[(*c, False, False)]['p99_us']:.1f}x {_frag_label(*c)}"
         for c in FRAGMENT_CONFIGS
@@ -131,6 +145,8 @@ def fragments_table(quick: bool) -> Table:
         "every 2 marks a window); the asks go to /user/sink on the same node, over the same connection",
         "size and window are the streaming node's (the sink keeps the default window); "
         "'fragments off' is the same build with fragment_size=0 on both nodes",
+        "tune_malloc: both processes call casty.tune_malloc() first; without it the receiving actor's "
+        "fresh 1 MiB value page-faults in (and out) on the loop, which is most of the p99 behind the stream",
     ]
     return t
 

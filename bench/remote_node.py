@@ -484,6 +484,8 @@ def main() -> None:
     import casty
 
     role, *args = sys.argv[1:]
+    if os.environ.get("CASTY_BENCH_TUNE_MALLOC") == "1":
+        casty.tune_malloc()  # keep freed memory: large messages stop page-faulting
 
     def busy(i: int) -> float:  # the optional busy_poll window, argument i
         return float(args[i]) if len(args) > i else 0.0

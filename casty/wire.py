@@ -126,7 +126,7 @@ DEFAULT_MAX_IGNORED_FRAMES: Final = 1024
 #: cap "frag": a message frame larger than this goes out as fragments carrying this much each
 DEFAULT_FRAGMENT_SIZE: Final = 64 * 1024
 #: fragments a sender has out unacknowledged, at most: what a small message may wait behind
-DEFAULT_FRAGMENT_WINDOW: Final = 4
+DEFAULT_FRAGMENT_WINDOW: Final = 2
 #: fragment streams a receiver keeps open per connection, at most
 DEFAULT_MAX_FRAGMENT_STREAMS: Final = 8
 #: a queued frame or envelope this large is written as it is, not copied into a joined write

@@ -6,6 +6,7 @@ differential fuzz of the reassembly path (pure and Cython protocols fed the same
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import json
 import logging
@@ -525,3 +526,37 @@ async def test_a_compact_message_is_expanded_without_copying_its_payload(impl: t
     assert b"".join(parts) == env("casty://r@h:1/user/a", payload[:10] + payload)
     assert size == len(b"".join(parts))
     assert parts[-1] is payload  # the large part is kept as it is, not copied
+
+
+def _stream(reassembler: Any, stream: int, data: bytes, piece: int = 64 * 1024) -> bytes:
+    """Feed ``data`` as one fragment stream (bodies after the frame header); the body back."""
+    out = None
+    for start in range(0, len(data), piece):
+        chunk = data[start : start + piece]
+        flags = (FLAG_FIRST if start == 0 else 0) | (FLAG_LAST if start + piece >= len(data) else 0)
+        out = reassembler.feed(encode_fragment(stream, flags, chunk, len(data))[5:])
+    assert out is not None
+    return out
+
+
+def test_a_released_body_is_refilled_by_the_next_stream_of_its_size(impl: types.SimpleNamespace) -> None:
+    module = importlib.import_module(type(impl.Reassembler(max_message=1, max_streams=1, max_bytes=1)).__module__)
+    if not hasattr(module, "spare_bytes_held"):
+        pytest.skip("this twin keeps no bodies aside")
+    size = 256 * 1024
+    r = impl.Reassembler(max_message=4 * size, max_streams=4, max_bytes=8 * size)
+    first = _stream(r, 1, b"a" * size)
+    assert first == b"a" * size and hash(first) == hash(b"a" * size)
+    where = id(first)
+    del first  # released: the next stream of its size refills it
+    second = _stream(r, 2, b"b" * size)
+    assert id(second) == where and second == b"b" * size
+    assert hash(second) == hash(b"b" * size)  # the cached hash was forgotten
+    third = _stream(r, 3, b"c" * size)  # second is still held: never written into
+    assert third is not second and second == b"b" * size and third == b"c" * size
+    other = _stream(r, 4, b"d" * (size // 2))  # another size: a fresh body
+    assert other == b"d" * (size // 2)
+    held = module.spare_bytes_held()
+    assert 0 < held <= 32 * 1024 * 1024
+    r.clear()
+    assert module.spare_bytes_held() == held - size // 2

@@ -82,31 +82,8 @@ from casty.wire import (
 cdef extern from "Python.h":
     bint PyBytes_CheckExact(object o)
     int _PyBytes_Resize(PyObject** data, Py_ssize_t size) except -1
-    # Takes a PyObject*: an attribute passed as ``object`` would count Cython's temporary.
-    Py_ssize_t _refcnt "Py_REFCNT"(PyObject* o)
 
-cdef extern from *:
-    """
-    /* A bytes object nobody else references may be refilled, provided its cached hash
-       is forgotten.  The cache field exists (deprecated) in 3.11-3.13; elsewhere, and
-       where reference counts are not exact (free-threaded, PyPy, GraalPy), bodies are
-       never reused. */
-    #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED) \
-        && !defined(PYPY_VERSION) && !defined(GRAALVM_PYTHON)
-    #  define CASTY_CAN_REUSE_BYTES 1
-    static inline void casty_forget_bytes_hash(PyObject *b) {
-    #  pragma GCC diagnostic push
-    #  pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-        ((PyBytesObject *)b)->ob_shash = -1;
-    #  pragma GCC diagnostic pop
-    }
-    #else
-    #  define CASTY_CAN_REUSE_BYTES 0
-    static inline void casty_forget_bytes_hash(PyObject *b) { (void)b; }
-    #endif
-    """
-    bint CASTY_CAN_REUSE_BYTES
-    void casty_forget_bytes_hash(object b)
+from casty._fast.bytes_reuse cimport CASTY_CAN_REUSE_BYTES, refcount, casty_forget_bytes_hash
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -683,7 +660,7 @@ cdef class FrameProtocolBase:
         take = self._body_len
         self._reset_partial()
         self._dispatch(frame_type, body, take if body is None else 0)
-        if (body is not None and CASTY_CAN_REUSE_BYTES and _refcnt(<PyObject*>body) == 1
+        if (body is not None and CASTY_CAN_REUSE_BYTES and refcount(<PyObject*>body) == 1
                 and _SPARE_MIN <= take <= _SPARE_MAX and not self._closed):
             # Nobody kept it, so nobody can see it refilled; a fresh body this large
             # would cost a page fault per 4 KiB once the allocator has given it back.
@@ -802,7 +779,7 @@ cdef class FrameProtocolBase:
         """Write p[0:take] into the partial body after what it holds, growing it.  A body
         someone else reached (gc.get_referents can) is copied first, never written into."""
         self._grow_body(self._body_fill + take)
-        if _refcnt(<PyObject*>self._body) != 1:
+        if refcount(<PyObject*>self._body) != 1:
             self._resize_body(PyBytes_GET_SIZE(self._body))
         memcpy(PyBytes_AS_STRING(self._body) + self._body_fill, p, take)
         return 0
@@ -823,7 +800,7 @@ cdef class FrameProtocolBase:
         raised (the transport then closes the connection)."""
         cdef PyObject* raw
         cdef object fresh
-        if _refcnt(<PyObject*>self._body) != 1:
+        if refcount(<PyObject*>self._body) != 1:
             try:
                 fresh = PyBytes_FromStringAndSize(NULL, size)
             except MemoryError:

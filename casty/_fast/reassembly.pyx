@@ -11,11 +11,13 @@ hand against its size.
 """
 
 cimport cython
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.string cimport memcpy
 
 from casty._fast cimport wire
+from casty._fast.bytes_reuse cimport CASTY_CAN_REUSE_BYTES, refcount, casty_forget_bytes_hash
+from cpython.object cimport PyObject
 
 from casty.errors import FragmentError
 from casty.transport.fragment_rules import head_problem, not_open_problem, opening_problem, piece_problem
@@ -25,6 +27,19 @@ __all__ = ["Reassembler"]
 cdef enum:
     _FIRST = 0x01
     _LAST = 0x02
+    # A delivered body this large is kept to be refilled by the next stream of its size:
+    # a fresh one would cost a page fault per 4 KiB once the allocator has given it back
+    # (smaller ones come from the heap's free lists anyway).  All reassemblers together
+    # keep at most _SPARE_TOTAL_MAX bytes aside.
+    _SPARE_MIN = 128 * 1024
+    _SPARE_TOTAL_MAX = 32 * 1024 * 1024
+
+cdef Py_ssize_t _spare_total = 0
+
+
+def spare_bytes_held():
+    """Bytes of delivered bodies the reassemblers of this process keep to refill."""
+    return _spare_total
 
 
 @cython.final
@@ -57,6 +72,38 @@ cdef class Reassembler:
     def clear(self):
         self._streams.clear()
         self._held = 0
+        self._drop_spare()
+
+    def __dealloc__(self):
+        global _spare_total
+        _spare_total -= self._spare_size  # a C field: a cycle's clear may have taken _spare
+        self._spare_size = 0
+
+    cdef void _drop_spare(self) noexcept:
+        global _spare_total
+        _spare_total -= self._spare_size
+        self._spare_size = 0
+        self._spare = None
+
+    cdef object _new_body(self, Py_ssize_t total):
+        """An unshared bytes of ``total`` bytes to fill: the kept body when nobody else holds
+        it and it is that size, else a fresh one."""
+        cdef object body = self._spare
+        if body is not None:
+            self._drop_spare()
+            if PyBytes_GET_SIZE(body) == total and refcount(<PyObject*>body) == 1:
+                casty_forget_bytes_hash(body)
+                return body
+        return PyBytes_FromStringAndSize(NULL, total)
+
+    cdef void _keep(self, object body, Py_ssize_t total) noexcept:
+        """Keep a body just delivered, to refill once its receiver lets go of it."""
+        global _spare_total
+        self._drop_spare()
+        if CASTY_CAN_REUSE_BYTES and total >= _SPARE_MIN and _spare_total + total <= _SPARE_TOTAL_MAX:
+            self._spare = body
+            self._spare_size = total
+            _spare_total += total
 
     def feed(self, body):
         """The whole message body once ``body`` (a data fragment's body) completes its
@@ -99,7 +146,7 @@ cdef class Reassembler:
             if flags & _LAST:
                 return PyBytes_FromStringAndSize(<const char*>p + 9, n)
             state = _Stream.__new__(_Stream)
-            state.buf = PyBytes_FromStringAndSize(NULL, total)
+            state.buf = self._new_body(total)
             state.total = total
             memcpy(PyBytes_AS_STRING(state.buf), p + 9, n)
             state.got = n
@@ -113,6 +160,9 @@ cdef class Reassembler:
         end = state.got + n
         if n == 0 or end > state.total or (flags & _LAST and end != state.total):
             raise FragmentError(piece_problem(stream, n, state.got, state.total, bool(flags & _LAST)))
+        if refcount(<PyObject*>state.buf) != 1:
+            # Someone reached the body being filled (gc.get_referents can): fill a copy.
+            state.buf = PyBytes_FromStringAndSize(PyBytes_AS_STRING(state.buf), state.total)
         memcpy(PyBytes_AS_STRING(state.buf) + state.got, p + 5, n)
         state.got = end
         if not flags & _LAST:
@@ -121,4 +171,5 @@ cdef class Reassembler:
         self._held -= state.total
         buf = state.buf
         state.buf = None
+        self._keep(buf, state.total)
         return buf

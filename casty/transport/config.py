@@ -151,7 +151,7 @@ class TcpTransportConfig:
     fragment_size: int = 64 * 1024
     #: fragments sent and not yet acknowledged by the peer, at most: what a small message
     #: written meanwhile may wait behind (larger: more throughput over long round trips)
-    fragment_window: int = 4
+    fragment_window: int = 2
     #: a peer's fragment streams open at once per connection, and their bytes received (None:
     #: twice max_frame_size), at most; beyond either the connection is closed
     max_fragment_streams: int = 8
