@@ -41,7 +41,9 @@ async def test_up_then_down_closed_for_a_dialed_peer() -> None:
         assert (info.host, info.port, info.uid, info.rtt) == ("127.0.0.1", b.port, b.uid, None)
         assert info.connected_since > 0
         await b.close()
-        assert await events.next() == NodeDown("127.0.0.1", b.port, b.uid, "closed")
+        down = await events.next()  # a close with bytes unread may reach us as a reset
+        assert isinstance(down, NodeDown) and down.reason in ("closed", "reset")
+        assert (down.host, down.port, down.uid) == ("127.0.0.1", b.port, b.uid)
         assert a.nodes() == []
         remove()
         remove()  # twice is harmless

@@ -320,7 +320,7 @@ def test_a_decoder_that_raises_or_lies_is_a_serialization_error(ser: Serializer)
     reg.register_codec(Money, lambda obj: "x", lambda v: v, "t.Lies")
     s = MsgpackSerializer(reg) if isinstance(ser, MsgpackSerializer) else JsonSerializer(reg)
     with pytest.raises(SerializationError, match=r"registered for '(tests\.)?test_values\.NotMine' \(as 't.Raises'\) "
-                                                 r"failed: ZeroDivisionError: integer division or modulo by zero$"):
+                                                 r"failed: ZeroDivisionError: .*by zero$"):
         s.deserialize(s.serialize(NotMine()))
     with pytest.raises(SerializationError, match=r"registered for '(tests\.)?test_values\.Money' \(as 't.Lies'\) "
                                                  r"returned 'builtins.str', not '(tests\.)?test_values\.Money'$"):

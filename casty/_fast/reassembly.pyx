@@ -35,6 +35,8 @@ cdef enum:
     _SPARE_TOTAL_MAX = 32 * 1024 * 1024
 
 cdef Py_ssize_t _spare_total = 0
+#: False where bytes objects are never refilled (no exact reference counts, or 3.14+)
+_REFILLS_BODIES = bool(CASTY_CAN_REUSE_BYTES)
 
 
 def spare_bytes_held():
