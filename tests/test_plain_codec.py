@@ -521,3 +521,31 @@ def test_twins_agree_on_hash_safety(impl: types.SimpleNamespace, items: list[Any
     pairs = [(x, i) for i, x in enumerate(items)]
     assert mod.dict_from_pairs(pairs) == (dict(pairs) if expected else None)
     assert mod.keys_safe_within(value) is pure.keys_safe_within(value)
+
+
+def test_a_released_large_value_is_refilled_by_the_next_of_its_size(impl: types.SimpleNamespace) -> None:
+    module = importlib.import_module(impl.decode_plain.__module__)
+    if not getattr(module, "_REFILLS_VALUES", False):
+        pytest.skip("this twin keeps no decoded values aside")
+    plan = REG._plan_for_class(Plain)
+    assert plan is not None
+    size = 256 * 1024
+
+    def decoded(fill: bytes) -> bytes:
+        got = impl.decode_plain(generic_bytes(plan.name, (fill * size,)), PLANS)
+        assert type(got) is Plain
+        return got.x  # type: ignore[no-any-return]
+
+    first = decoded(b"a")
+    assert first == b"a" * size and hash(first) == hash(b"a" * size)
+    where = id(first)
+    del first  # released: the next value of its size refills it
+    second = decoded(b"b")
+    assert id(second) == where and second == b"b" * size
+    assert hash(second) == hash(b"b" * size)  # the cached hash was forgotten
+    third = decoded(b"c")  # second is still held: never written into
+    assert third is not second and second == b"b" * size and third == b"c" * size
+    view = memoryview(third)  # a view holds it too
+    fourth = decoded(b"d")
+    assert bytes(view) == b"c" * size and fourth == b"d" * size
+    assert module.spare_value_bytes() == size

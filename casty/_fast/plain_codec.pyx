@@ -22,6 +22,7 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, u
 from libc.string cimport memchr, memcmp, memcpy, memmove
 
 from casty._fast cimport wire
+from casty._fast.bytes_reuse cimport CASTY_CAN_REUSE_BYTES, casty_forget_bytes_hash, refcount
 
 from enum import STRICT, Enum, Flag
 
@@ -58,6 +59,42 @@ __all__ = [
     "keys_safe_within",
     "safe_members",
 ]
+
+# The last large bytes value decoded, kept to be refilled by the next one of its size once
+# its receiver let go of it: a fresh value of a MiB or so faults in page by page when the
+# allocator has given the last one back, and that on the loop, while the next messages
+# wait (see docs/architecture.md, "Fragments").  One per process, at most _SPARE_BIN_MAX.
+cdef object _spare_bin = None
+cdef enum:
+    _SPARE_BIN_MIN = 128 * 1024
+    _SPARE_BIN_MAX = 16 * 1024 * 1024
+
+#: False where bytes objects are never refilled (no exact reference counts, or 3.14+)
+_REFILLS_VALUES = bool(CASTY_CAN_REUSE_BYTES)
+
+
+cdef object _bin_value(const unsigned char* p, Py_ssize_t n):
+    """A bytes value of the ``n`` bytes at ``p``: the kept one refilled when nobody else
+    holds it and it is that size, else a fresh one (kept in turn when large)."""
+    global _spare_bin
+    cdef object value
+    if n < _SPARE_BIN_MIN or n > _SPARE_BIN_MAX or not CASTY_CAN_REUSE_BYTES:
+        return PyBytes_FromStringAndSize(<const char*>p, n)
+    value = _spare_bin
+    _spare_bin = None
+    if value is not None and PyBytes_GET_SIZE(value) == n and refcount(<PyObject*>value) == 1:
+        casty_forget_bytes_hash(value)
+        memcpy(PyBytes_AS_STRING(value), p, n)
+    else:
+        value = PyBytes_FromStringAndSize(<const char*>p, n)
+    _spare_bin = value
+    return value
+
+
+def spare_value_bytes() -> int:
+    """Bytes of the large decoded value kept to refill (0: none)."""
+    return 0 if _spare_bin is None else PyBytes_GET_SIZE(_spare_bin)
+
 
 cdef object _LocalRef = LocalActorRef
 cdef object _RemoteRef = RemoteActorRef
@@ -584,7 +621,7 @@ cdef object _read_value(_Reader* r, object ref_factory):
             return _DECLINE
         if not _need(r, n):
             return _DECLINE
-        s = PyBytes_FromStringAndSize(<const char*>r.p, n)
+        s = _bin_value(r.p, n)
         r.p += n
         return s
     elif 0xD9 <= c <= 0xDB:
