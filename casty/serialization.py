@@ -191,9 +191,16 @@ def _cut(text: str, limit: int = 200) -> str:
 
 
 def _show_value(value: object) -> str:
-    """:func:`_show`, but an int too long for ``repr`` (or any repr that fails) is described."""
+    """:func:`_show`, but an int too long for ``repr``, an object with the default repr (its
+    address means nothing to a reader, and differs run to run) or a repr that fails is described.
+
+    >>> _show_value(object())
+    'an object of type builtins.object'
+    """
     if type(value) is int and value.bit_length() > 256:
         return f"an int of {value.bit_length()} bits"
+    if type(value).__repr__ is object.__repr__:
+        return f"an object of type {type_hint(value)}"
     try:
         return _show(value)
     except Exception:
